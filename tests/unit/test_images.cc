@@ -106,6 +106,10 @@ std::string DemoImagePath(const std::string& name) {
   return std::string(PRIMAPS_SOURCE_DIR) + "/../shared/data/demo/" + name;
 }
 
+std::string FixturePath(const std::string& name) {
+  return std::string(PRIMAPS_SOURCE_DIR) + "/tests/golden/fixtures/" + name;
+}
+
 std::string ReadBinary(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;

@@ -26,6 +26,9 @@ std::string DemoImagePath(const std::string& name);
 
 std::string ReadBinary(const std::string& path);
 
+// Path of a committed golden fixture under tests/golden/fixtures.
+std::string FixturePath(const std::string& name);
+
 }  // namespace primaps::testing
 
 #endif  // PRIMAPS_TESTS_UNIT_TEST_IMAGES_H_

@@ -1,0 +1,360 @@
+#!/usr/bin/python3
+"""Writes the golden fixtures the C++ tests compare against.
+
+Run with Debian's PyTorch:  /usr/bin/python3 tests/golden/make_golden.py
+Everything is seeded, so reruns reproduce the same files.
+
+The ViT below is an independent re-statement of the official DINO
+(facebookresearch/dino vision_transformer.py) and DINOv2
+(facebookresearch/dinov2 layers/ and models/vision_transformer.py) forward
+passes, including their position-embedding interpolation rules, at a tiny
+size (2 blocks, width 64).
+"""
+import argparse
+import collections
+import json
+import math
+import os
+import struct
+
+import torch
+import torch.nn.functional as F
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+# ---------------------------------------------------------------- safetensors
+DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+          torch.uint8: "U8", torch.int64: "I64"}
+
+
+def save_safetensors(path, tensors, metadata=None):
+    """The safetensors layout, written by hand (the package is not in Debian)."""
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        raw = t.view(torch.uint8).numpy().tobytes() if t.dtype == torch.bfloat16 \
+            else t.numpy().tobytes()
+        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if metadata:
+        header["__metadata__"] = metadata
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+# ---------------------------------------------------------------- preprocessing
+def preprocess(img_u8, resize, crop, patch):
+    """DESIGN.md section 2: ToTensor, short-side bilinear resize
+    (align_corners=False, no antialias), torchvision-style center crop or
+    padding to a patch multiple, ImageNet normalization."""
+    x = img_u8.permute(2, 0, 1).float().div(255)
+    h, w = x.shape[1:]
+    short, long = min(h, w), max(h, w)
+    new_long = int(resize * long / short)
+    nh, nw = (resize, new_long) if h <= w else (new_long, resize)
+    x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False,
+                      antialias=False)[0]
+    if crop == "center":
+        top = int(round((nh - resize) / 2.0))
+        left = int(round((nw - resize) / 2.0))
+        x = x[:, top:top + resize, left:left + resize]
+    x = (x - MEAN) / STD
+    if crop == "full":
+        ph = (nh + patch - 1) // patch * patch
+        pw = (nw + patch - 1) // patch * patch
+        x = F.pad(x, (0, pw - nw, 0, ph - nh))
+    return x.contiguous()
+
+
+def make_preprocess_fixture():
+    g = torch.Generator().manual_seed(1)
+    out = {}
+    for name, (h, w, resize, crop) in {
+        "landscape_center": (23, 37, 16, "center"),
+        "portrait_center": (41, 26, 20, "center"),
+        "landscape_full": (23, 37, 16, "full"),
+        "half_offset_center": (20, 33, 20, "center"),   # (33-20)/2 = 6.5 -> 6
+        "upscale_center": (9, 14, 24, "center"),
+    }.items():
+        img = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8)
+        out[f"{name}.image"] = img
+        out[f"{name}.expected"] = preprocess(img, resize, crop, 8)
+        out[f"{name}.resize"] = torch.tensor([resize], dtype=torch.int64)
+    save_safetensors(os.path.join(OUT, "preprocess.safetensors"), out)
+
+
+# ---------------------------------------------------------------- ViT
+class Attention(torch.nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = torch.nn.Linear(dim, dim * 3, bias=True)
+        self.proj = torch.nn.Linear(dim, dim)
+
+    def forward(self, x, dinov2):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if dinov2:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+        else:
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+        attn = attn.softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(dim, hidden)
+        self.fc2 = torch.nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class LayerScale(torch.nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.gamma = torch.nn.Parameter(torch.empty(dim).uniform_(0.2, 1.0))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class Block(torch.nn.Module):
+    def __init__(self, dim, heads, dinov2):
+        super().__init__()
+        self.dinov2 = dinov2
+        self.norm1 = torch.nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = torch.nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, 4 * dim)
+        if dinov2:
+            self.ls1 = LayerScale(dim)
+            self.ls2 = LayerScale(dim)
+
+    def forward(self, x):
+        if self.dinov2:
+            x = x + self.ls1(self.attn(self.norm1(x), True))
+            return x + self.ls2(self.mlp(self.norm2(x)))
+        x = x + self.attn(self.norm1(x), False)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(torch.nn.Module):
+    def __init__(self, patch, dim):
+        super().__init__()
+        self.patch_size = patch
+        self.proj = torch.nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+
+
+class ViT(torch.nn.Module):
+    def __init__(self, dinov2, patch, grid, dim=64, depth=2, heads=4, registers=0,
+                 offset=0.1, antialias=False):
+        super().__init__()
+        self.dinov2, self.patch, self.registers = dinov2, patch, registers
+        self.offset, self.antialias = offset, antialias
+        self.patch_embed = PatchEmbed(patch, dim)
+        self.cls_token = torch.nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = torch.nn.Parameter(torch.randn(1, grid * grid + 1, dim) * 0.5)
+        if dinov2:
+            self.mask_token = torch.nn.Parameter(torch.zeros(1, dim))
+        if registers:
+            self.register_tokens = torch.nn.Parameter(torch.randn(1, registers, dim))
+        self.blocks = torch.nn.ModuleList([Block(dim, heads, dinov2) for _ in range(depth)])
+        self.norm = torch.nn.LayerNorm(dim, eps=1e-6)
+        for n, p in self.named_parameters():  # non-trivial norms and biases
+            if n.endswith(("norm1.weight", "norm2.weight", "norm.weight")):
+                torch.nn.init.uniform_(p, 0.5, 1.5)
+            elif n.endswith("bias"):
+                torch.nn.init.uniform_(p, -0.2, 0.2)
+
+    def interpolate_pos_encoding(self, x, w, h):
+        # As the official code names them, w is the image height and h its
+        # width (B, nc, w, h = x.shape).
+        npatch = x.shape[1] - 1
+        N = self.pos_embed.shape[1] - 1
+        if npatch == N and w == h:
+            return self.pos_embed
+        class_pos_embed = self.pos_embed[:, 0]
+        patch_pos_embed = self.pos_embed[:, 1:]
+        dim = x.shape[-1]
+        w0, h0 = w // self.patch, h // self.patch
+        M = int(math.sqrt(N))
+        kwargs = {}
+        if self.offset:
+            kwargs["scale_factor"] = ((w0 + self.offset) / M, (h0 + self.offset) / M)
+        else:
+            kwargs["size"] = (w0, h0)
+        patch_pos_embed = F.interpolate(
+            patch_pos_embed.reshape(1, M, M, dim).permute(0, 3, 1, 2),
+            mode="bicubic", antialias=self.antialias, **kwargs)
+        assert (w0, h0) == patch_pos_embed.shape[-2:]
+        patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
+        return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
+
+    def prepare_tokens(self, x):
+        B, nc, w, h = x.shape
+        if self.dinov2:
+            assert w % self.patch == 0 and h % self.patch == 0
+        x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = x + self.interpolate_pos_encoding(x, w, h)
+        if self.registers:
+            x = torch.cat((x[:, :1], self.register_tokens.expand(B, -1, -1), x[:, 1:]), dim=1)
+        return x
+
+    def features(self, x, block=-1):
+        """get_intermediate_layers(x, n=1) with the final norm, patch tokens
+        only, as D x h x w."""
+        B, _, H, W = x.shape
+        x = self.prepare_tokens(x)
+        last = len(self.blocks) - 1 if block < 0 else block
+        for blk in self.blocks[:last + 1]:
+            x = blk(x)
+        x = self.norm(x)[:, 1 + self.registers:]
+        return x.transpose(1, 2).reshape(B, -1, H // self.patch, W // self.patch)
+
+
+def hf_vit_names(sd):
+    """Official DINO names -> Hugging Face ViTModel (facebook/dino-vits8)."""
+    out = {}
+    for k, v in sd.items():
+        if k == "cls_token":
+            out["embeddings.cls_token"] = v
+        elif k == "pos_embed":
+            out["embeddings.position_embeddings"] = v
+        elif k.startswith("patch_embed.proj."):
+            out["embeddings.patch_embeddings.projection." + k.split(".")[-1]] = v
+        elif k.startswith("norm."):
+            out["layernorm." + k.split(".")[-1]] = v
+        else:
+            _, i, rest = k.split(".", 2)
+            p = f"encoder.layer.{i}."
+            if rest.startswith("attn.qkv."):
+                kind = rest.split(".")[-1]
+                for part, t in zip(("query", "key", "value"), v.chunk(3, dim=0)):
+                    out[p + f"attention.attention.{part}.{kind}"] = t.clone()
+            else:
+                for a, b in (("attn.proj.", "attention.output.dense."),
+                             ("norm1.", "layernorm_before."), ("norm2.", "layernorm_after."),
+                             ("mlp.fc1.", "intermediate.dense."), ("mlp.fc2.", "output.dense.")):
+                    if rest.startswith(a):
+                        out[p + b + rest[len(a):]] = v
+    out["pooler.dense.weight"] = torch.zeros(4, 4)  # dropped by the loader
+    return out
+
+
+def hf_dinov2_names(sd):
+    """Official DINOv2 names -> Hugging Face Dinov2Model (facebook/dinov2-small)."""
+    out = {}
+    for k, v in sd.items():
+        if k in ("cls_token", "mask_token", "register_tokens"):
+            out["embeddings." + k] = v
+        elif k == "pos_embed":
+            out["embeddings.position_embeddings"] = v
+        elif k.startswith("patch_embed.proj."):
+            out["embeddings.patch_embeddings.projection." + k.split(".")[-1]] = v
+        elif k.startswith("norm."):
+            out["layernorm." + k.split(".")[-1]] = v
+        else:
+            _, i, rest = k.split(".", 2)
+            p = f"encoder.layer.{i}."
+            if rest.startswith("attn.qkv."):
+                kind = rest.split(".")[-1]
+                for part, t in zip(("query", "key", "value"), v.chunk(3, dim=0)):
+                    out[p + f"attention.attention.{part}.{kind}"] = t.clone()
+            elif rest == "ls1.gamma":
+                out[p + "layer_scale1.lambda1"] = v
+            elif rest == "ls2.gamma":
+                out[p + "layer_scale2.lambda1"] = v
+            elif rest.startswith("attn.proj."):
+                out[p + "attention.output.dense." + rest.split(".")[-1]] = v
+            else:
+                out[p + rest] = v  # norm1, norm2, mlp.fc1, mlp.fc2
+    return out
+
+
+class Evil:
+    """A pickle that would run a shell command if unpickled naively."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+def make_model_fixtures():
+    models = {
+        # name: (model, {input name: (H, W)})
+        "dino": (ViT(False, 8, 4), {"native": (32, 32), "square": (48, 48),
+                                    "nonsquare": (40, 64), "ragged": (36, 44)}),
+        "dinov2": (ViT(True, 14, 5), {"native": (70, 70), "square": (56, 56),
+                                      "nonsquare": (42, 70)}),
+        "dinov2_reg": (ViT(True, 14, 5, registers=4, offset=0.0, antialias=True),
+                       {"native": (70, 70), "square": (56, 56), "nonsquare": (42, 98)}),
+    }
+    g = torch.Generator().manual_seed(7)
+    for name, (model, inputs) in models.items():
+        model.eval()
+        sd = model.state_dict()  # an OrderedDict carrying _metadata
+        golden = {}
+        with torch.no_grad():
+            for input_name, (h, w) in inputs.items():
+                x = torch.randn(1, 3, h, w, generator=g)
+                golden[f"{input_name}.input"] = x
+                golden[f"{input_name}.features"] = model.features(x)
+            golden["square.block0"] = model.features(golden["square.input"], block=0)
+        save_safetensors(os.path.join(OUT, f"{name}_golden.safetensors"), golden)
+        torch.save(sd, os.path.join(OUT, f"{name}_tiny.pth"))
+
+    dino_sd = models["dino"][0].state_dict()
+    half = collections.OrderedDict((k, v.half()) for k, v in dino_sd.items())
+    torch.save(half, os.path.join(OUT, "dino_tiny_fp16.pth"))
+    bf16 = collections.OrderedDict((k, v.bfloat16()) for k, v in dino_sd.items())
+    torch.save(bf16, os.path.join(OUT, "dino_tiny_bf16.pth"))
+    save_safetensors(os.path.join(OUT, "dino_tiny_hf.safetensors"), hf_vit_names(dino_sd))
+    save_safetensors(os.path.join(OUT, "dinov2_tiny_hf.safetensors"),
+                     hf_dinov2_names(models["dinov2"][0].state_dict()))
+    save_safetensors(os.path.join(OUT, "dinov2_reg_tiny.safetensors"),
+                     dict(models["dinov2_reg"][0].state_dict()))
+
+    # A DINO training checkpoint (main_dino.py layout): the student wrapped in
+    # DDP ("module.backbone."), the teacher not ("backbone."), both with the
+    # projection head, plus optimizer state, epoch and the argparse Namespace.
+    head = {"head.mlp.0.weight": torch.randn(8, 64), "head.last_layer.weight_g": torch.ones(16, 1)}
+    teacher = collections.OrderedDict({"backbone." + k: v for k, v in dino_sd.items()})
+    teacher.update(head)
+    student = collections.OrderedDict({"module.backbone." + k: v * 0 for k, v in dino_sd.items()})
+    torch.save({
+        "student": student,
+        "teacher": teacher,
+        "optimizer": {"state": {0: {"step": 3, "exp_avg": torch.zeros(2)}},
+                      "param_groups": [{"lr": 5e-4, "params": [0, 1]}]},
+        "epoch": 3,
+        "args": argparse.Namespace(arch="vit_small", patch_size=8, out_dim=65536, lr=5e-4,
+                                   data_path="/path/to/imagenet", use_fp16=True),
+        "dino_loss": {"center": torch.zeros(1, 16)},
+    }, os.path.join(OUT, "dino_tiny_train.pth"))
+
+    torch.save({"weights": torch.zeros(2), "payload": Evil()},
+               os.path.join(OUT, "evil_global.pth"))
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    os.makedirs(OUT, exist_ok=True)
+    make_preprocess_fixture()
+    make_model_fixtures()
+    for f in sorted(os.listdir(OUT)):
+        print(f"{os.path.getsize(os.path.join(OUT, f)):>9}  {f}")
