@@ -164,21 +164,28 @@ class VitBackbone final : public Backbone {
   }
 
   // softmax(q k^T * scale) v, `chunk` query rows at a time so that at most
-  // heads x chunk x N scores exist at once.
+  // heads x chunk x N scores exist at once and stay in cache. The scale is
+  // folded into the score GEMM and the softmax runs in place.
   at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const {
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-    const int64_t n = q.size(2);
-    const int64_t chunk = options_.attention_chunk > 0 ? options_.attention_chunk : n;
-    const at::Tensor kt = k.transpose(-2, -1);
-    if (chunk >= n) return at::matmul((at::matmul(q, kt) * scale).softmax(-1), v);
-    at::Tensor out = at::empty_like(q);
+    const int64_t batch = q.size(0), heads = q.size(1), n = q.size(2), d = q.size(3);
+    const int64_t chunk = options_.attention_chunk > 0 ? std::min<int64_t>(options_.attention_chunk, n) : n;
+    // Flatten batch and heads for bmm: [B*H, N, d].
+    const at::Tensor q3 = q.reshape({batch * heads, n, d});
+    const at::Tensor kt = k.reshape({batch * heads, n, d}).transpose(1, 2);
+    const at::Tensor v3 = v.reshape({batch * heads, n, d});
+    at::Tensor out = at::empty({batch * heads, n, d}, q.options());
+    at::Tensor scores = at::empty({batch * heads, chunk, n}, q.options());
     for (int64_t start = 0; start < n; start += chunk) {
       const int64_t end = std::min(n, start + chunk);
-      at::Tensor scores = at::matmul(q.slice(2, start, end), kt);
-      scores.mul_(scale);
-      out.slice(2, start, end).copy_(at::matmul(scores.softmax(-1), v));
+      // A partial last chunk gets its own buffer: the _out kernels need a
+      // contiguous output, which a slice of `scores` is not.
+      at::Tensor s = end - start == chunk ? scores : at::empty({batch * heads, end - start, n}, q.options());
+      at::baddbmm_out(s, s, q3.slice(1, start, end), kt, /*beta=*/0, /*alpha=*/scale);
+      at::_softmax_out(s, s, -1, false);
+      out.slice(1, start, end).copy_(at::bmm(s, v3));
     }
-    return out;
+    return out.reshape({batch, heads, n, d});
   }
 
   at::Tensor Forward(const at::Tensor& images) {
