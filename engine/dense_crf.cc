@@ -1,0 +1,167 @@
+#include "engine/dense_crf.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/permutohedral_lattice.h"
+
+namespace primaps {
+namespace {
+
+// One pairwise term: its lattice, its symmetric normalization and weight.
+struct Kernel {
+  std::shared_ptr<const PermutohedralLattice> lattice;
+  std::vector<float> norm;  // per pixel
+  float weight = 0;
+};
+
+std::shared_ptr<const PermutohedralLattice> BuildLattice(const std::vector<float>& features,
+                                                         int num_points, int dim) {
+  return std::make_shared<const PermutohedralLattice>(features.data(), num_points, dim);
+}
+
+// The Gaussian kernel's lattice depends only on the image size and sxy, so
+// it is built once per size and shared (lattices are immutable).
+std::shared_ptr<const PermutohedralLattice> PositionLattice(int width, int height, float sxy) {
+  static std::mutex mu;
+  static auto* cache =
+      new std::map<std::tuple<int, int, float>, std::shared_ptr<const PermutohedralLattice>>();
+  const auto key = std::make_tuple(width, height, sxy);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache->find(key);
+    if (it != cache->end()) return it->second;
+  }
+  std::vector<float> features(static_cast<size_t>(width) * height * 2);
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      features[2 * (static_cast<size_t>(y) * width + x)] = x / sxy;
+      features[2 * (static_cast<size_t>(y) * width + x) + 1] = y / sxy;
+    }
+  }
+  auto lattice = BuildLattice(features, width * height, 2);
+  std::lock_guard<std::mutex> lock(mu);
+  // Bound the cache: a server sees few distinct sizes, a batch job over
+  // mixed "full" crops may see many.
+  if (cache->size() >= 32) cache->clear();
+  cache->emplace(key, lattice);
+  return lattice;
+}
+
+std::vector<float> Normalization(const PermutohedralLattice& lattice, std::vector<float>* workspace) {
+  const int n = lattice.num_points();
+  std::vector<float> ones(n, 1.f), norm(n);
+  lattice.Filter(ones.data(), 1, norm.data(), workspace);
+  for (float& v : norm) v = 1.f / std::sqrt(v + 1e-20f);
+  return norm;
+}
+
+// In place, per pixel over `labels` values: x = exp(x - max) / sum.
+void SoftmaxRows(float* values, int num_points, int labels) {
+  for (int p = 0; p < num_points; ++p) {
+    float* row = values + static_cast<size_t>(p) * labels;
+    const float mx = *std::max_element(row, row + labels);
+    float total = 0;
+    for (int l = 0; l < labels; ++l) {
+      row[l] = std::exp(row[l] - mx);
+      total += row[l];
+    }
+    const float inv = 1.f / total;
+    for (int l = 0; l < labels; ++l) row[l] *= inv;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<float>> DenseCrfInference(const RgbImage& image,
+                                                     const std::vector<float>& probs,
+                                                     int num_labels,
+                                                     const DenseCrfOptions& options) {
+  const int w = image.width, h = image.height;
+  const size_t n = static_cast<size_t>(w) * h;
+  if (w <= 0 || h <= 0 || image.pixels.size() != 3 * n) {
+    return absl::InvalidArgumentError(absl::StrCat("CRF image of ", w, "x", h, " has ",
+                                                   image.pixels.size(), " bytes of pixels"));
+  }
+  if (num_labels < 1 || probs.size() != n * num_labels) {
+    return absl::InvalidArgumentError(absl::StrCat("CRF probabilities have ", probs.size(),
+                                                   " values, expected ", num_labels, " x ", w, " x ", h));
+  }
+  if (options.iterations < 0 || !(options.gaussian_sxy > 0) || !(options.bilateral_sxy > 0) ||
+      !(options.bilateral_srgb > 0) || !(options.prob_clip > 0)) {
+    return absl::InvalidArgumentError("CRF iterations must be >= 0 and the kernel widths and clip > 0");
+  }
+  std::vector<float> workspace;
+  Kernel gaussian, bilateral;
+  gaussian.lattice = PositionLattice(w, h, options.gaussian_sxy);
+  gaussian.weight = options.gaussian_weight;
+  {
+    std::vector<float> features(n * 5);
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        const size_t p = static_cast<size_t>(y) * w + x;
+        float* f = &features[5 * p];
+        f[0] = x / options.bilateral_sxy;
+        f[1] = y / options.bilateral_sxy;
+        for (int c = 0; c < 3; ++c) f[2 + c] = image.pixels[3 * p + c] / options.bilateral_srgb;
+      }
+    }
+    bilateral.lattice = BuildLattice(features, static_cast<int>(n), 5);
+    bilateral.weight = options.bilateral_weight;
+  }
+  gaussian.norm = Normalization(*gaussian.lattice, &workspace);
+  bilateral.norm = Normalization(*bilateral.lattice, &workspace);
+
+  // Pixel-major working copies: the lattice filters rows of num_labels.
+  const int L = num_labels;
+  std::vector<float> unary(n * L), q(n * L), scaled(n * L), filtered(n * L), energy(n * L);
+  for (size_t p = 0; p < n; ++p) {
+    for (int l = 0; l < L; ++l) {
+      const float prob = std::min(std::max(probs[l * n + p], options.prob_clip), 1.f);
+      unary[p * L + l] = -std::log(prob);
+      q[p * L + l] = -unary[p * L + l];
+    }
+  }
+  SoftmaxRows(q.data(), static_cast<int>(n), L);
+  for (int it = 0; it < options.iterations; ++it) {
+    for (size_t i = 0; i < n * L; ++i) energy[i] = -unary[i];
+    for (const Kernel* k : {&gaussian, &bilateral}) {
+      for (size_t p = 0; p < n; ++p) {
+        for (int l = 0; l < L; ++l) scaled[p * L + l] = q[p * L + l] * k->norm[p];
+      }
+      k->lattice->Filter(scaled.data(), L, filtered.data(), &workspace);
+      // Potts: the compatibility -w turns "subtract" into "add".
+      for (size_t p = 0; p < n; ++p) {
+        const float s = k->weight * k->norm[p];
+        for (int l = 0; l < L; ++l) energy[p * L + l] += s * filtered[p * L + l];
+      }
+    }
+    q.swap(energy);
+    SoftmaxRows(q.data(), static_cast<int>(n), L);
+  }
+  std::vector<float> out(n * L);
+  for (size_t p = 0; p < n; ++p) {
+    for (int l = 0; l < L; ++l) out[l * n + p] = q[p * L + l];
+  }
+  return out;
+}
+
+LabelMap ArgmaxLabels(const std::vector<float>& scores, int num_labels, int width, int height) {
+  LabelMap labels{width, height, std::vector<uint8_t>(static_cast<size_t>(width) * height, 0)};
+  const size_t n = labels.labels.size();
+  for (size_t p = 0; p < n; ++p) {
+    int best = 0;
+    for (int l = 1; l < num_labels; ++l) {
+      if (scores[l * n + p] > scores[best * n + p]) best = l;
+    }
+    labels.labels[p] = static_cast<uint8_t>(best);
+  }
+  return labels;
+}
+
+}  // namespace primaps

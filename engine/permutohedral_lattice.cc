@@ -1,0 +1,220 @@
+#include "engine/permutohedral_lattice.h"
+
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+namespace primaps {
+namespace {
+
+constexpr int kMaxDim = 8;
+
+// Open-addressing hash table from lattice keys (dim shorts, the last
+// coordinate being implied) to vertex indices, in insertion order.
+class KeyTable {
+ public:
+  KeyTable(int dim, size_t expected) : dim_(dim) {
+    size_t capacity = 64;
+    while (capacity < 2 * expected) capacity <<= 1;
+    slots_.assign(capacity, -1);
+    keys_.reserve(expected * dim);
+  }
+
+  int size() const { return static_cast<int>(keys_.size() / dim_); }
+  const int16_t* key(int index) const { return &keys_[static_cast<size_t>(index) * dim_]; }
+
+  // Returns the index of `key`, inserting it when `insert` is set; -1 when
+  // absent and not inserted.
+  int Find(const int16_t* key, bool insert) {
+    if (insert && 2 * static_cast<size_t>(size()) >= slots_.size()) Grow();
+    size_t mask = slots_.size() - 1;
+    size_t h = Hash(key) & mask;
+    while (true) {
+      const int32_t index = slots_[h];
+      if (index < 0) {
+        if (!insert) return -1;
+        slots_[h] = size();
+        keys_.insert(keys_.end(), key, key + dim_);
+        return slots_[h];
+      }
+      if (std::memcmp(this->key(index), key, dim_ * sizeof(int16_t)) == 0) return index;
+      h = (h + 1) & mask;
+    }
+  }
+
+ private:
+  size_t Hash(const int16_t* key) const {
+    size_t h = 0;
+    for (int i = 0; i < dim_; ++i) h = (h + static_cast<uint16_t>(key[i])) * 2531011u;
+    return h ^ (h >> 17);
+  }
+
+  void Grow() {
+    const int count = size();
+    slots_.assign(slots_.size() * 2, -1);
+    const size_t mask = slots_.size() - 1;
+    for (int index = 0; index < count; ++index) {
+      size_t h = Hash(key(index)) & mask;
+      while (slots_[h] >= 0) h = (h + 1) & mask;
+      slots_[h] = index;
+    }
+  }
+
+  int dim_;
+  std::vector<int32_t> slots_;
+  std::vector<int16_t> keys_;
+};
+
+}  // namespace
+
+PermutohedralLattice::PermutohedralLattice(const float* features, int num_points, int dim)
+    : num_points_(num_points), dim_(dim) {
+  const int d = dim, d1 = dim + 1;
+  offsets_.resize(static_cast<size_t>(num_points) * d1);
+  weights_.resize(static_cast<size_t>(num_points) * d1);
+  KeyTable table(d, static_cast<size_t>(num_points) * d1 / 2 + 16);
+
+  float scale[kMaxDim];
+  const float inv_std = std::sqrt(2.f / 3.f) * static_cast<float>(d1);
+  for (int i = 0; i < d; ++i) scale[i] = inv_std / std::sqrt(static_cast<float>((i + 1) * (i + 2)));
+  // canonical[r][i]: the offset of simplex vertex r along coordinate i for a
+  // point whose coordinates are sorted by rank.
+  int canonical[kMaxDim + 1][kMaxDim + 1];
+  for (int r = 0; r <= d; ++r) {
+    for (int i = 0; i <= d - r; ++i) canonical[r][i] = r;
+    for (int i = d - r + 1; i <= d; ++i) canonical[r][i] = r - d1;
+  }
+
+  float elevated[kMaxDim + 1], barycentric[kMaxDim + 2];
+  int rem0[kMaxDim + 1], rank[kMaxDim + 1];
+  int16_t key[kMaxDim];
+  for (int p = 0; p < num_points; ++p) {
+    const float* f = features + static_cast<size_t>(p) * d;
+    // Elevate onto the hyperplane x . 1 = 0 of R^(d+1).
+    float sum = 0;
+    for (int j = d; j > 0; --j) {
+      const float cf = f[j - 1] * scale[j - 1];
+      elevated[j] = sum - j * cf;
+      sum += cf;
+    }
+    elevated[0] = sum;
+    // Nearest remainder-0 lattice point, then the ranks of the differences.
+    int sum_rem = 0;
+    for (int i = 0; i <= d; ++i) {
+      const float v = elevated[i] / d1;
+      const int up = static_cast<int>(std::ceil(v)) * d1;
+      const int down = static_cast<int>(std::floor(v)) * d1;
+      rem0[i] = (up - elevated[i] < elevated[i] - down) ? up : down;
+      sum_rem += rem0[i];
+    }
+    sum_rem /= d1;
+    for (int i = 0; i <= d; ++i) rank[i] = 0;
+    for (int i = 0; i < d; ++i) {
+      const float di = elevated[i] - rem0[i];
+      for (int j = i + 1; j <= d; ++j) {
+        if (di < elevated[j] - rem0[j]) {
+          ++rank[i];
+        } else {
+          ++rank[j];
+        }
+      }
+    }
+    // Fix the point so its coordinates sum to zero.
+    if (sum_rem > 0) {
+      for (int i = 0; i <= d; ++i) {
+        if (rank[i] >= d1 - sum_rem) {
+          rem0[i] -= d1;
+          rank[i] += sum_rem - d1;
+        } else {
+          rank[i] += sum_rem;
+        }
+      }
+    } else if (sum_rem < 0) {
+      for (int i = 0; i <= d; ++i) {
+        if (rank[i] < -sum_rem) {
+          rem0[i] += d1;
+          rank[i] += d1 + sum_rem;
+        } else {
+          rank[i] += sum_rem;
+        }
+      }
+    }
+    // Barycentric coordinates of the point in its simplex.
+    for (int i = 0; i <= d + 1; ++i) barycentric[i] = 0;
+    for (int i = 0; i <= d; ++i) {
+      const float v = (elevated[i] - rem0[i]) / d1;
+      barycentric[d - rank[i]] += v;
+      barycentric[d + 1 - rank[i]] -= v;
+    }
+    barycentric[0] += 1.f + barycentric[d + 1];
+    for (int r = 0; r <= d; ++r) {
+      for (int i = 0; i < d; ++i) key[i] = static_cast<int16_t>(rem0[i] + canonical[r][rank[i]]);
+      offsets_[static_cast<size_t>(p) * d1 + r] = table.Find(key, true) + 1;
+      weights_[static_cast<size_t>(p) * d1 + r] = barycentric[r];
+    }
+  }
+
+  num_vertices_ = table.size();
+  neighbors_.resize(static_cast<size_t>(d1) * num_vertices_ * 2);
+  int16_t n1[kMaxDim], n2[kMaxDim];
+  for (int j = 0; j <= d; ++j) {
+    for (int v = 0; v < num_vertices_; ++v) {
+      const int16_t* k = table.key(v);
+      for (int i = 0; i < d; ++i) {
+        n1[i] = static_cast<int16_t>(k[i] - 1);
+        n2[i] = static_cast<int16_t>(k[i] + 1);
+      }
+      if (j < d) {
+        n1[j] = static_cast<int16_t>(k[j] + d);
+        n2[j] = static_cast<int16_t>(k[j] - d);
+      }
+      int32_t* out = &neighbors_[(static_cast<size_t>(j) * num_vertices_ + v) * 2];
+      out[0] = table.Find(n1, false) + 1;
+      out[1] = table.Find(n2, false) + 1;
+    }
+  }
+}
+
+void PermutohedralLattice::Filter(const float* in, int channels, float* out,
+                                  std::vector<float>* workspace) const {
+  const int d1 = dim_ + 1;
+  const size_t cells = static_cast<size_t>(num_vertices_ + 1) * channels;
+  workspace->assign(2 * cells, 0.f);
+  // Two buffers, swapped after each blur axis; slot 0 of each stays zero.
+  float* values = workspace->data();
+  float* scratch = values + cells;
+  // Splat.
+  for (int p = 0; p < num_points_; ++p) {
+    const float* src = in + static_cast<size_t>(p) * channels;
+    for (int r = 0; r < d1; ++r) {
+      const float w = weights_[static_cast<size_t>(p) * d1 + r];
+      float* dst = &values[static_cast<size_t>(offsets_[static_cast<size_t>(p) * d1 + r]) * channels];
+      for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
+    }
+  }
+  // Blur along each axis: new = old + 0.5 * (left + right). Slot 0 stays 0.
+  for (int j = 0; j < d1; ++j) {
+    const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices_ * 2];
+    for (int v = 0; v < num_vertices_; ++v) {
+      const float* self = &values[static_cast<size_t>(v + 1) * channels];
+      const float* a = &values[static_cast<size_t>(nb[2 * v]) * channels];
+      const float* b = &values[static_cast<size_t>(nb[2 * v + 1]) * channels];
+      float* dst = &scratch[static_cast<size_t>(v + 1) * channels];
+      for (int c = 0; c < channels; ++c) dst[c] = self[c] + 0.5f * (a[c] + b[c]);
+    }
+    std::swap(values, scratch);
+  }
+  // Slice.
+  const float alpha = 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
+  for (int p = 0; p < num_points_; ++p) {
+    float* dst = out + static_cast<size_t>(p) * channels;
+    for (int c = 0; c < channels; ++c) dst[c] = 0.f;
+    for (int r = 0; r < d1; ++r) {
+      const float w = weights_[static_cast<size_t>(p) * d1 + r] * alpha;
+      const float* src = &values[static_cast<size_t>(offsets_[static_cast<size_t>(p) * d1 + r]) * channels];
+      for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
+    }
+  }
+}
+
+}  // namespace primaps

@@ -1,0 +1,52 @@
+// High-dimensional Gaussian filtering with the permutohedral lattice (Adams,
+// Baek, Davis 2010), in the variant the dense CRF reference (Kraehenbuehl's
+// densecrf, used by pydensecrf) implements, so that filtered values agree
+// with it:
+//   - feature i of d is scaled by sqrt(2/3) * (d+1) / sqrt((i+1)(i+2));
+//   - each point is splatted with barycentric weights onto the d+1 vertices
+//     of its enclosing simplex;
+//   - the lattice is blurred along each of the d+1 axes with weights
+//     1/2, 1, 1/2 (missing neighbours count as 0);
+//   - values are sliced back with the same weights and scaled by
+//     1 / (1 + 2^-d).
+// The structure (vertices, weights, neighbours) depends only on the
+// features, so one lattice filters any number of value sets.
+#ifndef PRIMAPS_ENGINE_PERMUTOHEDRAL_LATTICE_H_
+#define PRIMAPS_ENGINE_PERMUTOHEDRAL_LATTICE_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace primaps {
+
+class PermutohedralLattice {
+ public:
+  // `features` holds num_points rows of `dim` floats (already divided by the
+  // kernel's standard deviations). dim must be in [1, 8].
+  PermutohedralLattice(const float* features, int num_points, int dim);
+
+  int num_points() const { return num_points_; }
+  int num_vertices() const { return num_vertices_; }
+
+  // out[p*channels + c] = sum over q of k(p, q) * in[q*channels + c], with k
+  // the lattice approximation of exp(-|f_p - f_q|^2 / 2). `out` must not
+  // alias `in`. `workspace` is scratch space owned by the caller, so one
+  // lattice can serve several threads at once.
+  void Filter(const float* in, int channels, float* out, std::vector<float>* workspace) const;
+
+ private:
+  int num_points_;
+  int dim_;
+  int num_vertices_ = 0;
+  // Per point and simplex vertex r (0..dim): the lattice vertex (1-based; 0
+  // is an always-zero slot) and its barycentric weight.
+  std::vector<int32_t> offsets_;
+  std::vector<float> weights_;
+  // Per axis j (0..dim) and vertex v: the 1-based indices of the two
+  // neighbours along j, or 0 when absent.
+  std::vector<int32_t> neighbors_;
+};
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_ENGINE_PERMUTOHEDRAL_LATTICE_H_
