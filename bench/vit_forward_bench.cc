@@ -19,7 +19,8 @@
 
 namespace {
 
-std::string Flag(int argc, char** argv, const std::string& name, const std::string& fallback) {
+std::string Flag(int argc, char** argv, const std::string& name,
+                 const std::string& fallback) {
   const std::string prefix = "--" + name + "=";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -29,7 +30,8 @@ std::string Flag(int argc, char** argv, const std::string& name, const std::stri
 }
 
 double Seconds(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
 }
 
 // fp32 matrix-product rate of this machine at the given thread count.
@@ -58,8 +60,10 @@ int main(int argc, char** argv) {
   (void)absl::SimpleAtoi(Flag(argc, argv, "reps", "5"), &reps);
   primaps::SetTorchThreads(threads);
 
-  std::printf("{\"impl\": \"matmul\", \"threads\": %d, \"gflops\": %.1f}\n", threads, MatmulGflops());
-  for (const absl::string_view chunk_text : absl::StrSplit(Flag(argc, argv, "chunks", "0,256"), ',')) {
+  std::printf("{\"impl\": \"matmul\", \"threads\": %d, \"gflops\": %.1f}\n",
+              threads, MatmulGflops());
+  for (const absl::string_view chunk_text :
+       absl::StrSplit(Flag(argc, argv, "chunks", "0,256"), ',')) {
     int chunk = 0;
     (void)absl::SimpleAtoi(chunk_text, &chunk);
     primaps::VitBackboneOptions options;
@@ -78,7 +82,8 @@ int main(int argc, char** argv) {
     primaps::NormalizedImage image;
     image.height = image.width = image.valid_height = image.valid_width = size;
     image.data.resize(3 * size * size);
-    for (size_t i = 0; i < image.data.size(); ++i) image.data[i] = static_cast<float>((i * 7919) % 1000) / 500.f - 1.f;
+    for (size_t i = 0; i < image.data.size(); ++i)
+      image.data[i] = static_cast<float>((i * 7919) % 1000) / 500.f - 1.f;
     (void)(*backbone)->Extract({&image});  // warm-up
     std::vector<double> times;
     for (int r = 0; r < reps; ++r) {
@@ -88,8 +93,10 @@ int main(int argc, char** argv) {
       if (!features.ok()) return 1;
     }
     std::sort(times.begin(), times.end());
-    std::printf("{\"impl\": \"cpp\", \"chunk\": %d, \"threads\": %d, \"median_s\": %.4f, \"min_s\": %.4f}\n",
-                chunk, threads, times[times.size() / 2], times[0]);
+    std::printf(
+        "{\"impl\": \"cpp\", \"chunk\": %d, \"threads\": %d, \"median_s\": "
+        "%.4f, \"min_s\": %.4f}\n",
+        chunk, threads, times[times.size() / 2], times[0]);
   }
   return 0;
 }

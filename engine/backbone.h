@@ -11,7 +11,8 @@
 
 namespace primaps {
 
-// Dense features on the patch grid, channels first: data[(c*height + y)*width + x].
+// Dense features on the patch grid, channels first: data[(c*height + y)*width +
+// x].
 struct FeatureMap {
   int dim = 0;
   int height = 0;

@@ -35,15 +35,16 @@ bool IsDropped(const std::string& key) {
 
 // Concatenates records along dimension 0; row-major data makes this a byte
 // concatenation.
-absl::StatusOr<TensorRecord> ConcatDim0(const std::vector<const TensorRecord*>& parts,
-                                        const std::string& name) {
+absl::StatusOr<TensorRecord> ConcatDim0(
+    const std::vector<const TensorRecord*>& parts, const std::string& name) {
   TensorRecord out = *parts[0];
   for (size_t i = 1; i < parts.size(); ++i) {
     const TensorRecord& p = *parts[i];
     if (p.dtype != out.dtype || p.shape.size() != out.shape.size() ||
-        !std::equal(p.shape.begin() + 1, p.shape.end(), out.shape.begin() + 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("query/key/value tensors of ", name, " differ in shape or dtype"));
+        !std::equal(p.shape.begin() + 1, p.shape.end(),
+                    out.shape.begin() + 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "query/key/value tensors of ", name, " differ in shape or dtype"));
     }
     out.shape[0] += p.shape[0];
     out.data += p.data;
@@ -77,7 +78,8 @@ absl::StatusOr<TensorMap> MapHuggingFaceKeys(TensorMap hf) {
       {"layer_scale2.lambda1", "ls2.gamma"},
   };
   // block index -> "weight"/"bias" -> q, k, v
-  std::map<std::string, std::map<std::string, std::map<char, TensorRecord>>> qkv;
+  std::map<std::string, std::map<std::string, std::map<char, TensorRecord>>>
+      qkv;
   for (auto& [key, record] : hf) {
     bool done = false;
     for (const auto& [from, to] : kRenames) {
@@ -95,13 +97,15 @@ absl::StatusOr<TensorMap> MapHuggingFaceKeys(TensorMap hf) {
     const std::string rest = key.substr(std::string("encoder.layer.").size());
     const size_t dot = rest.find('.');
     const std::string block = rest.substr(0, dot);
-    const std::string tail = dot == std::string::npos ? "" : rest.substr(dot + 1);
+    const std::string tail =
+        dot == std::string::npos ? "" : rest.substr(dot + 1);
     const std::string kAttn = "attention.attention.";
     if (absl::StartsWith(tail, kAttn)) {
       const std::string which = tail.substr(kAttn.size());  // query.weight, ...
       const size_t d = which.find('.');
       const std::string part = which.substr(0, d);
-      const std::string param = d == std::string::npos ? "" : which.substr(d + 1);
+      const std::string param =
+          d == std::string::npos ? "" : which.substr(d + 1);
       if (part == "query" || part == "key" || part == "value") {
         qkv[block][param][part[0]] = std::move(record);
         continue;
@@ -114,22 +118,26 @@ absl::StatusOr<TensorMap> MapHuggingFaceKeys(TensorMap hf) {
         break;
       }
     }
-    out[mapped.empty() ? key : absl::StrCat("blocks.", block, ".", mapped)] = std::move(record);
+    out[mapped.empty() ? key : absl::StrCat("blocks.", block, ".", mapped)] =
+        std::move(record);
   }
   for (auto& [block, params] : qkv) {
     for (auto& [param, parts] : params) {
-      const std::string name = absl::StrCat("blocks.", block, ".attn.qkv.", param);
+      const std::string name =
+          absl::StrCat("blocks.", block, ".attn.qkv.", param);
       if (parts.size() != 3) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(name, ": Hugging Face layout lacks one of query/key/value"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, ": Hugging Face layout lacks one of query/key/value"));
       }
-      ASSIGN_OR_RETURN(out[name], ConcatDim0({&parts['q'], &parts['k'], &parts['v']}, name));
+      ASSIGN_OR_RETURN(
+          out[name], ConcatDim0({&parts['q'], &parts['k'], &parts['v']}, name));
     }
   }
   return out;
 }
 
-std::map<std::string, Shape> ExpectedShapes(const VitConfig& c, int64_t positions) {
+std::map<std::string, Shape> ExpectedShapes(const VitConfig& c,
+                                            int64_t positions) {
   const int64_t d = c.dim, h = c.mlp_hidden, p = c.patch_size;
   std::map<std::string, Shape> s = {
       {"cls_token", {1, 1, d}},
@@ -139,7 +147,8 @@ std::map<std::string, Shape> ExpectedShapes(const VitConfig& c, int64_t position
       {"norm.weight", {d}},
       {"norm.bias", {d}},
   };
-  if (c.num_register_tokens > 0) s["register_tokens"] = {1, c.num_register_tokens, d};
+  if (c.num_register_tokens > 0)
+    s["register_tokens"] = {1, c.num_register_tokens, d};
   for (int i = 0; i < c.depth; ++i) {
     const std::string b = absl::StrCat("blocks.", i, ".");
     s[b + "norm1.weight"] = {d};
@@ -163,16 +172,19 @@ std::map<std::string, Shape> ExpectedShapes(const VitConfig& c, int64_t position
 }
 
 std::string JoinFirst(const std::vector<std::string>& items, size_t limit) {
-  std::vector<std::string> head(items.begin(), items.begin() + std::min(limit, items.size()));
+  std::vector<std::string> head(items.begin(),
+                                items.begin() + std::min(limit, items.size()));
   std::string out = absl::StrJoin(head, ", ");
-  if (items.size() > limit) absl::StrAppend(&out, ", ... (", items.size(), " in all)");
+  if (items.size() > limit)
+    absl::StrAppend(&out, ", ... (", items.size(), " in all)");
   return out;
 }
 
 }  // namespace
 
 absl::StatusOr<TensorMap> ParseWeights(absl::string_view bytes) {
-  if (absl::StartsWith(bytes, "PK\x03\x04") || (!bytes.empty() && static_cast<uint8_t>(bytes[0]) == 0x80)) {
+  if (absl::StartsWith(bytes, "PK\x03\x04") ||
+      (!bytes.empty() && static_cast<uint8_t>(bytes[0]) == 0x80)) {
     ASSIGN_OR_RETURN(PthStateDict state, ReadPthStateDict(bytes));
     return std::move(state.tensors);
   }
@@ -196,11 +208,14 @@ absl::StatusOr<TensorMap> ReadWeightsFile(const std::string& path) {
 
 absl::StatusOr<int> PositionGridSide(const TensorMap& weights) {
   const auto it = weights.find("pos_embed");
-  if (it == weights.end() || it->second.shape.size() != 3 || it->second.shape[1] < 2) {
-    return absl::InvalidArgumentError("pos_embed is missing or not [1, N+1, D]");
+  if (it == weights.end() || it->second.shape.size() != 3 ||
+      it->second.shape[1] < 2) {
+    return absl::InvalidArgumentError(
+        "pos_embed is missing or not [1, N+1, D]");
   }
   const int64_t n = it->second.shape[1] - 1;
-  const int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+  const int64_t side =
+      static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
   if (side * side != n) {
     return absl::InvalidArgumentError(absl::StrCat(
         "pos_embed holds ", n, " patch positions, not a square grid"));
@@ -208,14 +223,16 @@ absl::StatusOr<int> PositionGridSide(const TensorMap& weights) {
   return static_cast<int>(side);
 }
 
-absl::StatusOr<TensorMap> CanonicalizeBackboneWeights(TensorMap raw, const VitConfig& config) {
+absl::StatusOr<TensorMap> CanonicalizeBackboneWeights(TensorMap raw,
+                                                      const VitConfig& config) {
   TensorMap stripped;
   bool huggingface = false;
   for (auto& [key, record] : raw) {
     std::string k = key;
     while (StripPrefix(&k)) {
     }
-    huggingface |= absl::StartsWith(k, "embeddings.") || absl::StartsWith(k, "encoder.layer.");
+    huggingface |= absl::StartsWith(k, "embeddings.") ||
+                   absl::StartsWith(k, "encoder.layer.");
     stripped[k] = std::move(record);
   }
   if (huggingface) {
@@ -226,19 +243,22 @@ absl::StatusOr<TensorMap> CanonicalizeBackboneWeights(TensorMap raw, const VitCo
     if (IsDropped(key)) continue;
     auto f32 = ToFloat32(record);
     if (!f32.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("weight \"", key, "\": ", f32.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("weight \"", key, "\": ", f32.status().message()));
     }
     weights[key] = *std::move(f32);
   }
   ASSIGN_OR_RETURN(const int side, PositionGridSide(weights));
-  const std::map<std::string, Shape> expected = ExpectedShapes(config, int64_t{side} * side);
+  const std::map<std::string, Shape> expected =
+      ExpectedShapes(config, int64_t{side} * side);
   std::vector<std::string> missing, unexpected, misshaped;
   for (const auto& [key, shape] : expected) {
     const auto it = weights.find(key);
     if (it == weights.end()) {
       missing.push_back(key);
     } else if (it->second.shape != shape) {
-      misshaped.push_back(absl::StrCat(key, " is ", ShapeString(it->second.shape),
+      misshaped.push_back(absl::StrCat(key, " is ",
+                                       ShapeString(it->second.shape),
                                        ", expected ", ShapeString(shape)));
     }
   }
@@ -248,11 +268,14 @@ absl::StatusOr<TensorMap> CanonicalizeBackboneWeights(TensorMap raw, const VitCo
   if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
     std::vector<std::string> parts;
     if (!missing.empty()) parts.push_back("missing: " + JoinFirst(missing, 8));
-    if (!unexpected.empty()) parts.push_back("unexpected: " + JoinFirst(unexpected, 8));
-    if (!misshaped.empty()) parts.push_back("wrong shape: " + JoinFirst(misshaped, 8));
-    return absl::InvalidArgumentError(absl::StrCat(
-        "weights do not fit ", config.name, " (", config.depth, " blocks, width ", config.dim,
-        ", patch ", config.patch_size, "); ", absl::StrJoin(parts, "; ")));
+    if (!unexpected.empty())
+      parts.push_back("unexpected: " + JoinFirst(unexpected, 8));
+    if (!misshaped.empty())
+      parts.push_back("wrong shape: " + JoinFirst(misshaped, 8));
+    return absl::InvalidArgumentError(
+        absl::StrCat("weights do not fit ", config.name, " (", config.depth,
+                     " blocks, width ", config.dim, ", patch ",
+                     config.patch_size, "); ", absl::StrJoin(parts, "; ")));
   }
   return weights;
 }

@@ -26,7 +26,8 @@ absl::StatusOr<TensorMap> ParseWeights(absl::string_view bytes);
 //    ("head.*"), the Hugging Face pooler, DINOv2's mask token;
 //  - widens f16/bf16/f64 to f32;
 //  - refuses missing, unexpected and mis-shaped tensors, naming each.
-absl::StatusOr<TensorMap> CanonicalizeBackboneWeights(TensorMap raw, const VitConfig& config);
+absl::StatusOr<TensorMap> CanonicalizeBackboneWeights(TensorMap raw,
+                                                      const VitConfig& config);
 
 // The number of positions of the stored position embedding grid (M*M).
 absl::StatusOr<int> PositionGridSide(const TensorMap& weights);

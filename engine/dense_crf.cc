@@ -20,17 +20,21 @@ struct Kernel {
   float weight = 0;
 };
 
-std::shared_ptr<const PermutohedralLattice> BuildLattice(const std::vector<float>& features,
-                                                         int num_points, int dim) {
-  return std::make_shared<const PermutohedralLattice>(features.data(), num_points, dim);
+std::shared_ptr<const PermutohedralLattice> BuildLattice(
+    const std::vector<float>& features, int num_points, int dim) {
+  return std::make_shared<const PermutohedralLattice>(features.data(),
+                                                      num_points, dim);
 }
 
 // The Gaussian kernel's lattice depends only on the image size and sxy, so
 // it is built once per size and shared (lattices are immutable).
-std::shared_ptr<const PermutohedralLattice> PositionLattice(int width, int height, float sxy) {
+std::shared_ptr<const PermutohedralLattice> PositionLattice(int width,
+                                                            int height,
+                                                            float sxy) {
   static std::mutex mu;
   static auto* cache =
-      new std::map<std::tuple<int, int, float>, std::shared_ptr<const PermutohedralLattice>>();
+      new std::map<std::tuple<int, int, float>,
+                   std::shared_ptr<const PermutohedralLattice>>();
   const auto key = std::make_tuple(width, height, sxy);
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -53,7 +57,8 @@ std::shared_ptr<const PermutohedralLattice> PositionLattice(int width, int heigh
   return lattice;
 }
 
-std::vector<float> Normalization(const PermutohedralLattice& lattice, std::vector<float>* workspace) {
+std::vector<float> Normalization(const PermutohedralLattice& lattice,
+                                 std::vector<float>* workspace) {
   const int n = lattice.num_points();
   std::vector<float> ones(n, 1.f), norm(n);
   lattice.Filter(ones.data(), 1, norm.data(), workspace);
@@ -78,23 +83,26 @@ void SoftmaxRows(float* values, int num_points, int labels) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<float>> DenseCrfInference(const RgbImage& image,
-                                                     const std::vector<float>& probs,
-                                                     int num_labels,
-                                                     const DenseCrfOptions& options) {
+absl::StatusOr<std::vector<float>> DenseCrfInference(
+    const RgbImage& image, const std::vector<float>& probs, int num_labels,
+    const DenseCrfOptions& options) {
   const int w = image.width, h = image.height;
   const size_t n = static_cast<size_t>(w) * h;
   if (w <= 0 || h <= 0 || image.pixels.size() != 3 * n) {
-    return absl::InvalidArgumentError(absl::StrCat("CRF image of ", w, "x", h, " has ",
-                                                   image.pixels.size(), " bytes of pixels"));
+    return absl::InvalidArgumentError(absl::StrCat("CRF image of ", w, "x", h,
+                                                   " has ", image.pixels.size(),
+                                                   " bytes of pixels"));
   }
   if (num_labels < 1 || probs.size() != n * num_labels) {
-    return absl::InvalidArgumentError(absl::StrCat("CRF probabilities have ", probs.size(),
-                                                   " values, expected ", num_labels, " x ", w, " x ", h));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CRF probabilities have ", probs.size(),
+                     " values, expected ", num_labels, " x ", w, " x ", h));
   }
-  if (options.iterations < 0 || !(options.gaussian_sxy > 0) || !(options.bilateral_sxy > 0) ||
-      !(options.bilateral_srgb > 0) || !(options.prob_clip > 0)) {
-    return absl::InvalidArgumentError("CRF iterations must be >= 0 and the kernel widths and clip > 0");
+  if (options.iterations < 0 || !(options.gaussian_sxy > 0) ||
+      !(options.bilateral_sxy > 0) || !(options.bilateral_srgb > 0) ||
+      !(options.prob_clip > 0)) {
+    return absl::InvalidArgumentError(
+        "CRF iterations must be >= 0 and the kernel widths and clip > 0");
   }
   std::vector<float> workspace;
   Kernel gaussian, bilateral;
@@ -108,7 +116,8 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(const RgbImage& image,
         float* f = &features[5 * p];
         f[0] = x / options.bilateral_sxy;
         f[1] = y / options.bilateral_sxy;
-        for (int c = 0; c < 3; ++c) f[2 + c] = image.pixels[3 * p + c] / options.bilateral_srgb;
+        for (int c = 0; c < 3; ++c)
+          f[2 + c] = image.pixels[3 * p + c] / options.bilateral_srgb;
       }
     }
     bilateral.lattice = BuildLattice(features, static_cast<int>(n), 5);
@@ -119,10 +128,12 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(const RgbImage& image,
 
   // Pixel-major working copies: the lattice filters rows of num_labels.
   const int L = num_labels;
-  std::vector<float> unary(n * L), q(n * L), scaled(n * L), filtered(n * L), energy(n * L);
+  std::vector<float> unary(n * L), q(n * L), scaled(n * L), filtered(n * L),
+      energy(n * L);
   for (size_t p = 0; p < n; ++p) {
     for (int l = 0; l < L; ++l) {
-      const float prob = std::min(std::max(probs[l * n + p], options.prob_clip), 1.f);
+      const float prob =
+          std::min(std::max(probs[l * n + p], options.prob_clip), 1.f);
       unary[p * L + l] = -std::log(prob);
       q[p * L + l] = -unary[p * L + l];
     }
@@ -132,13 +143,15 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(const RgbImage& image,
     for (size_t i = 0; i < n * L; ++i) energy[i] = -unary[i];
     for (const Kernel* k : {&gaussian, &bilateral}) {
       for (size_t p = 0; p < n; ++p) {
-        for (int l = 0; l < L; ++l) scaled[p * L + l] = q[p * L + l] * k->norm[p];
+        for (int l = 0; l < L; ++l)
+          scaled[p * L + l] = q[p * L + l] * k->norm[p];
       }
       k->lattice->Filter(scaled.data(), L, filtered.data(), &workspace);
       // Potts: the compatibility -w turns "subtract" into "add".
       for (size_t p = 0; p < n; ++p) {
         const float s = k->weight * k->norm[p];
-        for (int l = 0; l < L; ++l) energy[p * L + l] += s * filtered[p * L + l];
+        for (int l = 0; l < L; ++l)
+          energy[p * L + l] += s * filtered[p * L + l];
       }
     }
     q.swap(energy);
@@ -151,8 +164,10 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(const RgbImage& image,
   return out;
 }
 
-LabelMap ArgmaxLabels(const std::vector<float>& scores, int num_labels, int width, int height) {
-  LabelMap labels{width, height, std::vector<uint8_t>(static_cast<size_t>(width) * height, 0)};
+LabelMap ArgmaxLabels(const std::vector<float>& scores, int num_labels,
+                      int width, int height) {
+  LabelMap labels{width, height,
+                  std::vector<uint8_t>(static_cast<size_t>(width) * height, 0)};
   const size_t n = labels.labels.size();
   for (size_t p = 0; p < n; ++p) {
     int best = 0;

@@ -33,13 +33,13 @@ struct DenseCrfOptions {
 // Runs the CRF on `probs`, laid out label-major (num_labels x H x W, each
 // pixel's values summing to 1), for the 8-bit RGB `image` of the same size.
 // Returns the final marginals Q in the same layout.
-absl::StatusOr<std::vector<float>> DenseCrfInference(const RgbImage& image,
-                                                     const std::vector<float>& probs,
-                                                     int num_labels,
-                                                     const DenseCrfOptions& options = {});
+absl::StatusOr<std::vector<float>> DenseCrfInference(
+    const RgbImage& image, const std::vector<float>& probs, int num_labels,
+    const DenseCrfOptions& options = {});
 
 // Per-pixel argmax of label-major scores (first label on ties).
-LabelMap ArgmaxLabels(const std::vector<float>& scores, int num_labels, int width, int height);
+LabelMap ArgmaxLabels(const std::vector<float>& scores, int num_labels,
+                      int width, int height);
 
 }  // namespace primaps
 

@@ -18,8 +18,10 @@ absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   const std::string message =
       absl::StrCat(what, " ", path, ": ", std::strerror(err));
   if (err == ENOENT) return absl::NotFoundError(message);
-  if (err == EACCES || err == EPERM) return absl::PermissionDeniedError(message);
-  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
+  if (err == EACCES || err == EPERM)
+    return absl::PermissionDeniedError(message);
+  if (err == ENOSPC || err == EDQUOT)
+    return absl::ResourceExhaustedError(message);
   return absl::InternalError(message);
 }
 
@@ -50,16 +52,18 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
   struct stat st;
   if (::fstat(fd, &st) != 0) return ErrnoError("cannot stat", path);
   if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " is not a regular file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is not a regular file"));
   }
   if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " is ", st.st_size, " bytes, limit is ", max_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " is ", st.st_size, " bytes, limit is ", max_bytes));
   }
   std::string contents(static_cast<size_t>(st.st_size), '\0');
   size_t done = 0;
   while (done < contents.size()) {
-    const ssize_t n = ::read(fd, contents.data() + done, contents.size() - done);
+    const ssize_t n =
+        ::read(fd, contents.data() + done, contents.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoError("cannot read", path);
     if (n == 0) break;  // The file shrank while we read it.
@@ -72,11 +76,13 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents) {
   const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  const std::string dir =
+      slash == std::string::npos ? "." : path.substr(0, slash);
   std::random_device random;
   const std::string tmp =
       absl::StrCat(path, ".tmp.", ::getpid(), ".", random());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  const int fd =
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", tmp);
   FdCloser closer(fd);
   auto fail = [&](absl::string_view what) {
@@ -86,7 +92,8 @@ absl::Status WriteFileAtomically(const std::string& path,
   };
   size_t done = 0;
   while (done < contents.size()) {
-    const ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+    const ssize_t n =
+        ::write(fd, contents.data() + done, contents.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return fail("cannot write");
     done += static_cast<size_t>(n);

@@ -16,9 +16,9 @@ absl::Status CheckPixelLimit(const char* what, int64_t width, int64_t height,
                              const DecodeOptions& options) {
   // Each side is at most 2^32, so the product cannot overflow int64.
   if (width * height > options.max_pixels) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, " says ", width, "x", height, " (", width * height,
-        " pixels), limit is ", options.max_pixels, " pixels"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " says ", width, "x", height, " (", width * height,
+                     " pixels), limit is ", options.max_pixels, " pixels"));
   }
   return absl::OkStatus();
 }
@@ -49,8 +49,10 @@ RgbImage ToRgbImage(const cv::Mat& bgr) {
 absl::StatusOr<RgbImage> DecodeImage(absl::string_view bytes,
                                      const DecodeOptions& options) {
   ASSIGN_OR_RETURN(const ImageHeader header, ReadImageHeader(bytes));
-  const std::string what = absl::StrCat(ImageFormatName(header.format), " header");
-  RETURN_IF_ERROR(CheckPixelLimit(what.c_str(), header.width, header.height, options));
+  const std::string what =
+      absl::StrCat(ImageFormatName(header.format), " header");
+  RETURN_IF_ERROR(
+      CheckPixelLimit(what.c_str(), header.width, header.height, options));
   if (header.format == ImageFormat::kJpeg) {
     RETURN_IF_ERROR(CheckJpegComplete(bytes, header.jpeg_scan_offset));
   }
@@ -74,8 +76,10 @@ absl::StatusOr<RgbImage> DecodeImage(absl::string_view bytes,
   }
   // A 90-degree EXIF rotation swaps the sides; any other mismatch means the
   // header lied about the size.
-  const bool same = decoded.cols == header.width && decoded.rows == header.height;
-  const bool swapped = decoded.cols == header.height && decoded.rows == header.width;
+  const bool same =
+      decoded.cols == header.width && decoded.rows == header.height;
+  const bool swapped =
+      decoded.cols == header.height && decoded.rows == header.width;
   if (!same && !swapped) {
     return absl::InvalidArgumentError(absl::StrCat(
         ImageFormatName(header.format), " header says ", header.width, "x",
@@ -101,9 +105,9 @@ absl::StatusOr<RgbImage> ImageFromRawPixels(int64_t width, int64_t height,
   }
   const int64_t expected = width * height * channels;
   if (static_cast<int64_t>(pixels.size()) != expected) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "raw image of ", width, "x", height, "x", channels, " needs ", expected,
-        " bytes, got ", pixels.size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("raw image of ", width, "x", height, "x", channels,
+                     " needs ", expected, " bytes, got ", pixels.size()));
   }
   RgbImage image;
   image.width = static_cast<int>(width);

@@ -78,10 +78,12 @@ absl::StatusOr<ImageHeader> ReadJpeg(const ByteReader& r) {
       if (!r.U8(pos, &marker)) return Truncated("JPEG");
     } while (marker == 0xFF);
     ++pos;
-    if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {
+    if (marker == 0xD8 || marker == 0x01 ||
+        (marker >= 0xD0 && marker <= 0xD7)) {
       continue;  // Markers without a length field.
     }
-    if (marker == 0xD9) return Truncated("JPEG");  // End of image before a scan.
+    if (marker == 0xD9)
+      return Truncated("JPEG");  // End of image before a scan.
     uint32_t length;
     if (!r.U16(pos, true, &length) || length < 2) return Truncated("JPEG");
     const bool is_sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 &&
@@ -164,7 +166,8 @@ absl::StatusOr<ImageHeader> ReadTiff(const ByteReader& r) {
   ImageHeader header{ImageFormat::kTiff};
   const bool big = r.Matches(0, "MM");
   uint32_t ifd, count;
-  if (!r.U32(4, big, &ifd) || !r.U16(ifd, big, &count)) return Truncated("TIFF");
+  if (!r.U32(4, big, &ifd) || !r.U16(ifd, big, &count))
+    return Truncated("TIFF");
   bool have_w = false, have_h = false;
   for (uint32_t i = 0; i < count; ++i) {
     const size_t entry = static_cast<size_t>(ifd) + 2 + 12 * i;
@@ -205,7 +208,8 @@ const char* ImageFormatName(ImageFormat format) {
 }
 
 absl::StatusOr<ImageHeader> ReadImageHeader(absl::string_view bytes) {
-  if (bytes.empty()) return absl::InvalidArgumentError("image is empty (0 bytes)");
+  if (bytes.empty())
+    return absl::InvalidArgumentError("image is empty (0 bytes)");
   const ByteReader r(bytes);
   absl::StatusOr<ImageHeader> header;
   if (r.Matches(0, "\x89PNG\r\n\x1a\n")) {
@@ -220,9 +224,9 @@ absl::StatusOr<ImageHeader> ReadImageHeader(absl::string_view bytes) {
              r.Matches(0, absl::string_view("MM\0*", 4))) {
     header = ReadTiff(r);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unsupported image format (", bytes.size(),
-        " bytes, not PNG, JPEG, BMP, WebP or TIFF)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported image format (", bytes.size(),
+                     " bytes, not PNG, JPEG, BMP, WebP or TIFF)"));
   }
   if (!header.ok()) return header;
   if (header->width <= 0 || header->height <= 0) {

@@ -21,7 +21,9 @@ class KeyTable {
   }
 
   int size() const { return static_cast<int>(keys_.size() / dim_); }
-  const int16_t* key(int index) const { return &keys_[static_cast<size_t>(index) * dim_]; }
+  const int16_t* key(int index) const {
+    return &keys_[static_cast<size_t>(index) * dim_];
+  }
 
   // Returns the index of `key`, inserting it when `insert` is set; -1 when
   // absent and not inserted.
@@ -37,7 +39,8 @@ class KeyTable {
         keys_.insert(keys_.end(), key, key + dim_);
         return slots_[h];
       }
-      if (std::memcmp(this->key(index), key, dim_ * sizeof(int16_t)) == 0) return index;
+      if (std::memcmp(this->key(index), key, dim_ * sizeof(int16_t)) == 0)
+        return index;
       h = (h + 1) & mask;
     }
   }
@@ -45,7 +48,8 @@ class KeyTable {
  private:
   size_t Hash(const int16_t* key) const {
     size_t h = 0;
-    for (int i = 0; i < dim_; ++i) h = (h + static_cast<uint16_t>(key[i])) * 2531011u;
+    for (int i = 0; i < dim_; ++i)
+      h = (h + static_cast<uint16_t>(key[i])) * 2531011u;
     return h ^ (h >> 17);
   }
 
@@ -67,7 +71,8 @@ class KeyTable {
 
 }  // namespace
 
-PermutohedralLattice::PermutohedralLattice(const float* features, int num_points, int dim)
+PermutohedralLattice::PermutohedralLattice(const float* features,
+                                           int num_points, int dim)
     : num_points_(num_points), dim_(dim) {
   const int d = dim, d1 = dim + 1;
   offsets_.resize(static_cast<size_t>(num_points) * d1);
@@ -76,7 +81,8 @@ PermutohedralLattice::PermutohedralLattice(const float* features, int num_points
 
   float scale[kMaxDim];
   const float inv_std = std::sqrt(2.f / 3.f) * static_cast<float>(d1);
-  for (int i = 0; i < d; ++i) scale[i] = inv_std / std::sqrt(static_cast<float>((i + 1) * (i + 2)));
+  for (int i = 0; i < d; ++i)
+    scale[i] = inv_std / std::sqrt(static_cast<float>((i + 1) * (i + 2)));
   // canonical[r][i]: the offset of simplex vertex r along coordinate i for a
   // point whose coordinates are sorted by rank.
   int canonical[kMaxDim + 1][kMaxDim + 1];
@@ -148,7 +154,8 @@ PermutohedralLattice::PermutohedralLattice(const float* features, int num_points
     }
     barycentric[0] += 1.f + barycentric[d + 1];
     for (int r = 0; r <= d; ++r) {
-      for (int i = 0; i < d; ++i) key[i] = static_cast<int16_t>(rem0[i] + canonical[r][rank[i]]);
+      for (int i = 0; i < d; ++i)
+        key[i] = static_cast<int16_t>(rem0[i] + canonical[r][rank[i]]);
       offsets_[static_cast<size_t>(p) * d1 + r] = table.Find(key, true) + 1;
       weights_[static_cast<size_t>(p) * d1 + r] = barycentric[r];
     }
@@ -168,7 +175,8 @@ PermutohedralLattice::PermutohedralLattice(const float* features, int num_points
         n1[j] = static_cast<int16_t>(k[j] + d);
         n2[j] = static_cast<int16_t>(k[j] - d);
       }
-      int32_t* out = &neighbors_[(static_cast<size_t>(j) * num_vertices_ + v) * 2];
+      int32_t* out =
+          &neighbors_[(static_cast<size_t>(j) * num_vertices_ + v) * 2];
       out[0] = table.Find(n1, false) + 1;
       out[1] = table.Find(n2, false) + 1;
     }
@@ -188,7 +196,9 @@ void PermutohedralLattice::Filter(const float* in, int channels, float* out,
     const float* src = in + static_cast<size_t>(p) * channels;
     for (int r = 0; r < d1; ++r) {
       const float w = weights_[static_cast<size_t>(p) * d1 + r];
-      float* dst = &values[static_cast<size_t>(offsets_[static_cast<size_t>(p) * d1 + r]) * channels];
+      float* dst = &values[static_cast<size_t>(
+                               offsets_[static_cast<size_t>(p) * d1 + r]) *
+                           channels];
       for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
     }
   }
@@ -200,7 +210,8 @@ void PermutohedralLattice::Filter(const float* in, int channels, float* out,
       const float* a = &values[static_cast<size_t>(nb[2 * v]) * channels];
       const float* b = &values[static_cast<size_t>(nb[2 * v + 1]) * channels];
       float* dst = &scratch[static_cast<size_t>(v + 1) * channels];
-      for (int c = 0; c < channels; ++c) dst[c] = self[c] + 0.5f * (a[c] + b[c]);
+      for (int c = 0; c < channels; ++c)
+        dst[c] = self[c] + 0.5f * (a[c] + b[c]);
     }
     std::swap(values, scratch);
   }
@@ -211,7 +222,10 @@ void PermutohedralLattice::Filter(const float* in, int channels, float* out,
     for (int c = 0; c < channels; ++c) dst[c] = 0.f;
     for (int r = 0; r < d1; ++r) {
       const float w = weights_[static_cast<size_t>(p) * d1 + r] * alpha;
-      const float* src = &values[static_cast<size_t>(offsets_[static_cast<size_t>(p) * d1 + r]) * channels];
+      const float* src =
+          &values[static_cast<size_t>(
+                      offsets_[static_cast<size_t>(p) * d1 + r]) *
+                  channels];
       for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
     }
   }

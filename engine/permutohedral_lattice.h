@@ -32,7 +32,8 @@ class PermutohedralLattice {
   // the lattice approximation of exp(-|f_p - f_q|^2 / 2). `out` must not
   // alias `in`. `workspace` is scratch space owned by the caller, so one
   // lattice can serve several threads at once.
-  void Filter(const float* in, int channels, float* out, std::vector<float>* workspace) const;
+  void Filter(const float* in, int channels, float* out,
+              std::vector<float>* workspace) const;
 
  private:
   int num_points_;

@@ -18,11 +18,16 @@ struct StorageClass {
   DType dtype;
 };
 constexpr StorageClass kStorageClasses[] = {
-    {"torch.FloatStorage", DType::kF32},    {"torch.HalfStorage", DType::kF16},
-    {"torch.BFloat16Storage", DType::kBF16}, {"torch.DoubleStorage", DType::kF64},
-    {"torch.LongStorage", DType::kI64},     {"torch.IntStorage", DType::kI32},
-    {"torch.ShortStorage", DType::kI16},    {"torch.CharStorage", DType::kI8},
-    {"torch.ByteStorage", DType::kU8},      {"torch.BoolStorage", DType::kBool},
+    {"torch.FloatStorage", DType::kF32},
+    {"torch.HalfStorage", DType::kF16},
+    {"torch.BFloat16Storage", DType::kBF16},
+    {"torch.DoubleStorage", DType::kF64},
+    {"torch.LongStorage", DType::kI64},
+    {"torch.IntStorage", DType::kI32},
+    {"torch.ShortStorage", DType::kI16},
+    {"torch.CharStorage", DType::kI8},
+    {"torch.ByteStorage", DType::kU8},
+    {"torch.BoolStorage", DType::kBool},
     {"torch.UntypedStorage", DType::kU8},
 };
 
@@ -57,7 +62,8 @@ class Unpickler {
       if (op == '.') break;
       RETURN_IF_ERROR(Step(op));
     }
-    if (stack_.size() != 1) return Error("STOP with a stack that is not one value");
+    if (stack_.size() != 1)
+      return Error("STOP with a stack that is not one value");
     graph_.root = stack_.back();
     return std::move(graph_);
   }
@@ -78,7 +84,8 @@ class Unpickler {
     absl::string_view s;
     RETURN_IF_ERROR(Read(n, &s));
     *out = 0;
-    for (int i = n - 1; i >= 0; --i) *out = *out << 8 | static_cast<uint8_t>(s[i]);
+    for (int i = n - 1; i >= 0; --i)
+      *out = *out << 8 | static_cast<uint8_t>(s[i]);
     return absl::OkStatus();
   }
   absl::Status ReadLine(std::string* out) {
@@ -143,17 +150,20 @@ class Unpickler {
     absl::string_view s;
     RETURN_IF_ERROR(Read(n, &s));
     uint64_t u = 0;
-    for (int i = static_cast<int>(n) - 1; i >= 0; --i) u = u << 8 | static_cast<uint8_t>(s[i]);
+    for (int i = static_cast<int>(n) - 1; i >= 0; --i)
+      u = u << 8 | static_cast<uint8_t>(s[i]);
     // Two's complement of n bytes, sign-extended.
-    if (n > 0 && n < 8 && (static_cast<uint8_t>(s[n - 1]) & 0x80)) u |= ~uint64_t{0} << (8 * n);
+    if (n > 0 && n < 8 && (static_cast<uint8_t>(s[n - 1]) & 0x80))
+      u |= ~uint64_t{0} << (8 * n);
     return PushInt(static_cast<int64_t>(u));
   }
 
   absl::Status PushGlobal(const std::string& module, const std::string& name) {
     const std::string full = absl::StrCat(module, ".", name);
     if (!IsAllowedGlobal(full)) {
-      return Error(absl::StrCat("disallowed global \"", full,
-                                "\" (a checkpoint may only hold tensors and plain data)"));
+      return Error(absl::StrCat(
+          "disallowed global \"", full,
+          "\" (a checkpoint may only hold tensors and plain data)"));
     }
     const int32_t v = New(Kind::kGlobal);
     V(v).text = full;
@@ -169,7 +179,8 @@ class Unpickler {
   }
   absl::Status Recall(uint64_t key) {
     const auto it = memo_.find(key);
-    if (it == memo_.end()) return Error(absl::StrCat("memo key ", key, " not set"));
+    if (it == memo_.end())
+      return Error(absl::StrCat("memo key ", key, " not set"));
     stack_.push_back(it->second);
     return absl::OkStatus();
   }
@@ -181,9 +192,12 @@ class Unpickler {
     return absl::OkStatus();
   }
 
-  absl::Status AppendTo(int32_t target, const std::vector<int32_t>& items, Kind want) {
-    if (V(target).kind != want) return Error("append to a value of the wrong kind");
-    if (want == Kind::kDict && items.size() % 2 != 0) return Error("odd SETITEMS");
+  absl::Status AppendTo(int32_t target, const std::vector<int32_t>& items,
+                        Kind want) {
+    if (V(target).kind != want)
+      return Error("append to a value of the wrong kind");
+    if (want == Kind::kDict && items.size() % 2 != 0)
+      return Error("odd SETITEMS");
     V(target).items.insert(V(target).items.end(), items.begin(), items.end());
     return absl::OkStatus();
   }
@@ -195,8 +209,10 @@ class Unpickler {
     return V(v).int_value;
   }
 
-  absl::StatusOr<std::vector<int64_t>> IntTuple(int32_t v, absl::string_view what) {
-    if (V(v).kind != Kind::kTuple) return Error(absl::StrCat(what, " is not a tuple"));
+  absl::StatusOr<std::vector<int64_t>> IntTuple(int32_t v,
+                                                absl::string_view what) {
+    if (V(v).kind != Kind::kTuple)
+      return Error(absl::StrCat(what, " is not a tuple"));
     std::vector<int64_t> out;
     for (int32_t item : V(v).items) {
       ASSIGN_OR_RETURN(const int64_t x, IntAt(item, what));
@@ -207,8 +223,10 @@ class Unpickler {
 
   // Builds what calling `callable` with `args` would return, as data.
   absl::Status Reduce(int32_t callable, int32_t args) {
-    if (V(callable).kind != Kind::kGlobal) return Error("REDUCE of a non-global");
-    if (V(args).kind != Kind::kTuple) return Error("REDUCE arguments are not a tuple");
+    if (V(callable).kind != Kind::kGlobal)
+      return Error("REDUCE of a non-global");
+    if (V(args).kind != Kind::kTuple)
+      return Error("REDUCE arguments are not a tuple");
     const std::string name = V(callable).text;  // copy: New() may reallocate
     const std::vector<int32_t> a = V(args).items;
     if (name == "collections.OrderedDict") {
@@ -230,13 +248,15 @@ class Unpickler {
     }
     if (name == "torch._utils._rebuild_tensor_v2") {
       if (a.size() < 4 || V(a[0]).kind != Kind::kStorage) {
-        return Error("_rebuild_tensor_v2 needs (storage, offset, size, stride, ...)");
+        return Error(
+            "_rebuild_tensor_v2 needs (storage, offset, size, stride, ...)");
       }
       const int32_t v = New(Kind::kTensor);
       ASSIGN_OR_RETURN(V(v).offset, IntAt(a[1], "tensor storage offset"));
       ASSIGN_OR_RETURN(V(v).size, IntTuple(a[2], "tensor size"));
       ASSIGN_OR_RETURN(V(v).stride, IntTuple(a[3], "tensor stride"));
-      if (V(v).size.size() != V(v).stride.size()) return Error("tensor size and stride differ in rank");
+      if (V(v).size.size() != V(v).stride.size())
+        return Error("tensor size and stride differ in rank");
       V(v).items = {a[0]};
       V(v).dtype = V(a[0]).dtype;
       stack_.push_back(v);
@@ -248,10 +268,13 @@ class Unpickler {
   // persistent_load(('storage', StorageClass, key, location, numel)).
   absl::Status PersistentLoad(int32_t pid) {
     const PickleValue t = V(pid);  // copy: New() below may reallocate
-    if (t.kind != Kind::kTuple || t.items.size() < 5 || V(t.items[0]).kind != Kind::kString ||
-        V(t.items[0]).text != "storage" || V(t.items[1]).kind != Kind::kGlobal ||
+    if (t.kind != Kind::kTuple || t.items.size() < 5 ||
+        V(t.items[0]).kind != Kind::kString ||
+        V(t.items[0]).text != "storage" ||
+        V(t.items[1]).kind != Kind::kGlobal ||
         V(t.items[2]).kind != Kind::kString) {
-      return Error("persistent id is not ('storage', class, key, location, numel)");
+      return Error(
+          "persistent id is not ('storage', class, key, location, numel)");
     }
     DType dtype = DType::kU8;
     bool known = false;
@@ -261,7 +284,9 @@ class Unpickler {
         known = true;
       }
     }
-    if (!known) return Error(absl::StrCat("\"", V(t.items[1]).text, "\" is not a storage class"));
+    if (!known)
+      return Error(
+          absl::StrCat("\"", V(t.items[1]).text, "\" is not a storage class"));
     ASSIGN_OR_RETURN(const int64_t numel, IntAt(t.items[4], "storage numel"));
     const int32_t v = New(Kind::kStorage);
     V(v).dtype = dtype;
@@ -278,7 +303,9 @@ class Unpickler {
     switch (op) {
       case 0x80:  // PROTO
         RETURN_IF_ERROR(ReadUint(1, &n));
-        if (n < 2 || n > 5) return Error(absl::StrCat("pickle protocol ", n, " is not supported"));
+        if (n < 2 || n > 5)
+          return Error(
+              absl::StrCat("pickle protocol ", n, " is not supported"));
         return absl::OkStatus();
       case 0x95:  // FRAME: a length hint only.
         return ReadUint(8, &n);
@@ -353,7 +380,8 @@ class Unpickler {
         RETURN_IF_ERROR(ReadUint(8, &n));
         // BINFLOAT is big-endian: ReadUint read it little-endian, so swap.
         uint64_t swapped = 0;
-        for (int i = 0; i < 8; ++i) swapped = swapped << 8 | ((n >> (8 * i)) & 0xFF);
+        for (int i = 0; i < 8; ++i)
+          swapped = swapped << 8 | ((n >> (8 * i)) & 0xFF);
         const int32_t v = New(Kind::kFloat);
         std::memcpy(&V(v).float_value, &swapped, 8);
         stack_.push_back(v);
@@ -458,7 +486,8 @@ int32_t PickleGraph::Find(int32_t dict, absl::string_view key) const {
   if (d.kind != PickleValue::Kind::kDict) return -1;
   for (size_t i = 0; i + 1 < d.items.size(); i += 2) {
     const PickleValue& k = values[d.items[i]];
-    if (k.kind == PickleValue::Kind::kString && k.text == key) return d.items[i + 1];
+    if (k.kind == PickleValue::Kind::kString && k.text == key)
+      return d.items[i + 1];
   }
   return -1;
 }

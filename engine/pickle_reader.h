@@ -29,7 +29,7 @@ struct PickleValue {
     kBytes,
     kList,
     kTuple,
-    kDict,     // items: key0, value0, key1, value1, ...
+    kDict,  // items: key0, value0, key1, value1, ...
     kSet,
     kGlobal,   // text: "module.name" of an allow-listed global
     kStorage,  // text: storage key inside the archive; dtype; int_value: numel

@@ -20,7 +20,8 @@ struct LinearTap {
 };
 
 LinearTap ComputeTap(float scale, int64_t dst, int64_t in_size) {
-  const float real = std::max(scale * (static_cast<float>(dst) + 0.5f) - 0.5f, 0.f);
+  const float real =
+      std::max(scale * (static_cast<float>(dst) + 0.5f) - 0.5f, 0.f);
   LinearTap tap;
   tap.i0 = static_cast<int64_t>(real);
   tap.i1 = tap.i0 + (tap.i0 < in_size - 1 ? 1 : 0);
@@ -31,13 +32,15 @@ LinearTap ComputeTap(float scale, int64_t dst, int64_t in_size) {
 
 }  // namespace
 
-std::vector<float> ResizeBilinearWindow(const float* src, int channels, int in_h,
-                                        int in_w, int out_h, int out_w, int top,
-                                        int left, int out_rows, int out_cols) {
+std::vector<float> ResizeBilinearWindow(const float* src, int channels,
+                                        int in_h, int in_w, int out_h,
+                                        int out_w, int top, int left,
+                                        int out_rows, int out_cols) {
   const float scale_h = static_cast<float>(in_h) / static_cast<float>(out_h);
   const float scale_w = static_cast<float>(in_w) / static_cast<float>(out_w);
   std::vector<LinearTap> cols(out_cols);
-  for (int x = 0; x < out_cols; ++x) cols[x] = ComputeTap(scale_w, left + x, in_w);
+  for (int x = 0; x < out_cols; ++x)
+    cols[x] = ComputeTap(scale_w, left + x, in_w);
   std::vector<float> out(static_cast<size_t>(channels) * out_rows * out_cols);
   std::vector<float> row0(out_cols), row1(out_cols);
   for (int c = 0; c < channels; ++c) {
@@ -51,8 +54,10 @@ std::vector<float> ResizeBilinearWindow(const float* src, int channels, int in_h
         row0[x] = r0[tx.i0] * tx.w0 + r0[tx.i1] * tx.w1;
         row1[x] = r1[tx.i0] * tx.w0 + r1[tx.i1] * tx.w1;
       }
-      float* dst = out.data() + (static_cast<size_t>(c) * out_rows + y) * out_cols;
-      for (int x = 0; x < out_cols; ++x) dst[x] = row0[x] * ty.w0 + row1[x] * ty.w1;
+      float* dst =
+          out.data() + (static_cast<size_t>(c) * out_rows + y) * out_cols;
+      for (int x = 0; x < out_cols; ++x)
+        dst[x] = row0[x] * ty.w0 + row1[x] * ty.w1;
     }
   }
   return out;
@@ -61,10 +66,11 @@ std::vector<float> ResizeBilinearWindow(const float* src, int channels, int in_h
 absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
                                            const PreprocessOptions& options) {
   if (image.width <= 0 || image.height <= 0 ||
-      image.pixels.size() != static_cast<size_t>(image.width) * image.height * 3) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "image of ", image.width, "x", image.height, " has ",
-        image.pixels.size(), " bytes of pixels"));
+      image.pixels.size() !=
+          static_cast<size_t>(image.width) * image.height * 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image of ", image.width, "x", image.height, " has ",
+                     image.pixels.size(), " bytes of pixels"));
   }
   if (options.resize < 1 || options.resize > 8192) {
     return absl::InvalidArgumentError(
@@ -100,8 +106,8 @@ absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
       chw[c * plane + i] = static_cast<float>(image.pixels[3 * i + c]) / 255.f;
     }
   }
-  std::vector<float> resized =
-      ResizeBilinearWindow(chw.data(), 3, h, w, new_h, new_w, top, left, rows, cols);
+  std::vector<float> resized = ResizeBilinearWindow(
+      chw.data(), 3, h, w, new_h, new_w, top, left, rows, cols);
 
   NormalizedImage out;
   out.valid_height = rows;
@@ -113,10 +119,13 @@ absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
   out.data.assign(static_cast<size_t>(3) * out.height * out.width, 0.f);
   for (int c = 0; c < 3; ++c) {
     for (int y = 0; y < rows; ++y) {
-      const float* src = resized.data() + (static_cast<size_t>(c) * rows + y) * cols;
-      float* dst = out.data.data() + (static_cast<size_t>(c) * out.height + y) * out.width;
+      const float* src =
+          resized.data() + (static_cast<size_t>(c) * rows + y) * cols;
+      float* dst = out.data.data() +
+                   (static_cast<size_t>(c) * out.height + y) * out.width;
       // torchvision Normalize: (x - mean) / std.
-      for (int x = 0; x < cols; ++x) dst[x] = (src[x] - kImageNetMean[c]) / kImageNetStd[c];
+      for (int x = 0; x < cols; ++x)
+        dst[x] = (src[x] - kImageNetMean[c]) / kImageNetStd[c];
     }
   }
   return out;
@@ -130,8 +139,11 @@ RgbImage DenormalizeToRgb(const NormalizedImage& image) {
   rgb.pixels.resize(3 * plane);
   for (size_t i = 0; i < plane; ++i) {
     for (int c = 0; c < 3; ++c) {
-      const float v = (image.data[c * plane + i] * kImageNetStd[c] + kImageNetMean[c]) * 255.f;
-      rgb.pixels[3 * i + c] = static_cast<uint8_t>(std::min(std::max(v, 0.f), 255.f));
+      const float v =
+          (image.data[c * plane + i] * kImageNetStd[c] + kImageNetMean[c]) *
+          255.f;
+      rgb.pixels[3 * i + c] =
+          static_cast<uint8_t>(std::min(std::max(v, 0.f), 255.f));
     }
   }
   return rgb;

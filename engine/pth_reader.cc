@@ -16,7 +16,8 @@ namespace {
 using Kind = PickleValue::Kind;
 
 // Copies the (possibly strided) view a tensor makes of its storage.
-absl::StatusOr<TensorRecord> Materialize(const std::string& name, const PickleValue& tensor,
+absl::StatusOr<TensorRecord> Materialize(const std::string& name,
+                                         const PickleValue& tensor,
                                          const std::string& storage) {
   TensorRecord record;
   record.dtype = tensor.dtype;
@@ -28,14 +29,16 @@ absl::StatusOr<TensorRecord> Materialize(const std::string& name, const PickleVa
   int64_t last = tensor.offset;
   for (size_t d = 0; d < tensor.size.size(); ++d) {
     if (tensor.stride[d] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("tensor \"", name, "\" has a negative stride"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", name, "\" has a negative stride"));
     }
     if (tensor.size[d] > 0) last += (tensor.size[d] - 1) * tensor.stride[d];
   }
   if (tensor.offset < 0 || (numel > 0 && last >= storage_numel)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "tensor \"", name, "\" of shape ", ShapeString(tensor.size), " at offset ",
-        tensor.offset, " reaches past its storage of ", storage_numel, " elements"));
+        "tensor \"", name, "\" of shape ", ShapeString(tensor.size),
+        " at offset ", tensor.offset, " reaches past its storage of ",
+        storage_numel, " elements"));
   }
   record.data.resize(static_cast<size_t>(numel) * elem);
   const size_t rank = tensor.size.size();
@@ -57,7 +60,8 @@ absl::StatusOr<TensorRecord> Materialize(const std::string& name, const PickleVa
 absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
   if (!bytes.empty() && static_cast<uint8_t>(bytes[0]) == 0x80) {
     return absl::InvalidArgumentError(
-        "this is the legacy (pre-1.6) torch.save format; re-save it with a current "
+        "this is the legacy (pre-1.6) torch.save format; re-save it with a "
+        "current "
         "PyTorch (torch.save(torch.load(f), f)) to get the zip format");
   }
   auto zip_or = ZipReader::Open(bytes);
@@ -75,7 +79,8 @@ absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
     }
   }
   if (prefix.empty()) {
-    return absl::InvalidArgumentError("not a torch.save checkpoint: no <name>/data.pkl entry");
+    return absl::InvalidArgumentError(
+        "not a torch.save checkpoint: no <name>/data.pkl entry");
   }
   ASSIGN_OR_RETURN(const std::string pickle, zip.Read(prefix + "data.pkl"));
   ASSIGN_OR_RETURN(const PickleGraph graph, ParsePickle(pickle));
@@ -83,7 +88,8 @@ absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
   PthStateDict result;
   int32_t dict = graph.root;
   if (graph.at(dict).kind != Kind::kDict) {
-    return absl::InvalidArgumentError("checkpoint does not hold a dict (state dict) at the top level");
+    return absl::InvalidArgumentError(
+        "checkpoint does not hold a dict (state dict) at the top level");
   }
   for (const char* key : {"teacher", "model", "state_dict"}) {
     const int32_t nested = graph.Find(graph.root, key);
@@ -99,7 +105,8 @@ absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
     const PickleValue& key = graph.at(d.items[i]);
     const PickleValue& value = graph.at(d.items[i + 1]);
     if (key.kind != Kind::kString) {
-      return absl::InvalidArgumentError("state dict has a key that is not a string");
+      return absl::InvalidArgumentError(
+          "state dict has a key that is not a string");
     }
     if (value.kind != Kind::kTensor) {
       return absl::InvalidArgumentError(
@@ -115,7 +122,8 @@ absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
       }
       it = storages.emplace(storage.text, *std::move(data)).first;
     }
-    ASSIGN_OR_RETURN(result.tensors[key.text], Materialize(key.text, value, it->second));
+    ASSIGN_OR_RETURN(result.tensors[key.text],
+                     Materialize(key.text, value, it->second));
   }
   return result;
 }

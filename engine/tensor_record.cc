@@ -90,11 +90,13 @@ const char* DTypeName(DType dtype) {
 }
 
 absl::StatusOr<DType> DTypeFromName(absl::string_view name) {
-  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kF64, DType::kI64,
-                  DType::kI32, DType::kI16, DType::kI8, DType::kU8, DType::kBool}) {
+  for (DType d :
+       {DType::kF32, DType::kF16, DType::kBF16, DType::kF64, DType::kI64,
+        DType::kI32, DType::kI16, DType::kI8, DType::kU8, DType::kBool}) {
     if (name == DTypeName(d)) return d;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype \"", name, "\""));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype \"", name, "\""));
 }
 
 int64_t TensorRecord::NumElements() const {
@@ -145,19 +147,23 @@ absl::StatusOr<TensorRecord> ToFloat32(const TensorRecord& record) {
       for (int64_t i = 0; i < n; ++i) {
         uint16_t v;
         std::memcpy(&v, src + 2 * i, 2);
-        dst[i] = record.dtype == DType::kF16 ? HalfToFloat(v) : BFloat16ToFloat(v);
+        dst[i] =
+            record.dtype == DType::kF16 ? HalfToFloat(v) : BFloat16ToFloat(v);
       }
       return out;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor of dtype ", DTypeName(record.dtype), " is not floating point"));
+      return absl::InvalidArgumentError(absl::StrCat("tensor of dtype ",
+                                                     DTypeName(record.dtype),
+                                                     " is not floating point"));
   }
 }
 
-TensorRecord MakeFloat32(std::vector<int64_t> shape, const std::vector<float>& values) {
+TensorRecord MakeFloat32(std::vector<int64_t> shape,
+                         const std::vector<float>& values) {
   TensorRecord record;
   record.shape = std::move(shape);
-  record.data.assign(reinterpret_cast<const char*>(values.data()), values.size() * 4);
+  record.data.assign(reinterpret_cast<const char*>(values.data()),
+                     values.size() * 4);
   return record;
 }
 

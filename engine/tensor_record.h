@@ -43,7 +43,8 @@ std::string ShapeString(const std::vector<int64_t>& shape);
 absl::StatusOr<TensorRecord> ToFloat32(const TensorRecord& record);
 
 // Float32 record from values.
-TensorRecord MakeFloat32(std::vector<int64_t> shape, const std::vector<float>& values);
+TensorRecord MakeFloat32(std::vector<int64_t> shape,
+                         const std::vector<float>& values);
 
 // The float32 values of a float32 record.
 std::vector<float> Float32Values(const TensorRecord& record);

@@ -29,7 +29,8 @@ struct BlockWeights {
 
 class VitBackbone final : public Backbone {
  public:
-  VitBackbone(VitBackboneOptions options, at::Device device, at::ScalarType dtype)
+  VitBackbone(VitBackboneOptions options, at::Device device,
+              at::ScalarType dtype)
       : options_(std::move(options)), device_(device), dtype_(dtype) {}
 
   const std::string& id() const override { return options_.config.name; }
@@ -39,7 +40,9 @@ class VitBackbone final : public Backbone {
   absl::Status Load(const TensorMap& weights) {
     auto get = [&](const std::string& name) {
       const TensorRecord& r = weights.at(name);
-      at::Tensor t = at::from_blob(const_cast<char*>(r.data.data()), r.shape, at::kFloat).clone();
+      at::Tensor t =
+          at::from_blob(const_cast<char*>(r.data.data()), r.shape, at::kFloat)
+              .clone();
       return t.to(device_, dtype_);
     };
     const VitConfig& c = options_.config;
@@ -82,41 +85,50 @@ class VitBackbone final : public Backbone {
     for (size_t i = 0; i < images.size(); ++i) {
       const NormalizedImage& im = *images[i];
       if (im.height != h || im.width != w) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "batch image ", i, " is ", im.width, "x", im.height, ", image 0 is ", w, "x", h));
+        return absl::InvalidArgumentError(
+            absl::StrCat("batch image ", i, " is ", im.width, "x", im.height,
+                         ", image 0 is ", w, "x", h));
       }
       if (im.data.size() != static_cast<size_t>(3) * h * w) {
-        return absl::InvalidArgumentError(absl::StrCat("batch image ", i, " has the wrong pixel count"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("batch image ", i, " has the wrong pixel count"));
       }
     }
     if (h < p || w < p) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("image ", w, "x", h, " is smaller than one ", p, "x", p, " patch"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image ", w, "x", h, " is smaller than one ", p, "x", p, " patch"));
     }
     if (options_.config.require_patch_multiple && (h % p != 0 || w % p != 0)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "image ", w, "x", h, " is not a multiple of ", id(), "'s patch size ", p,
-          " (use a resize that is a multiple of ", p, ", or crop=full)"));
+          "image ", w, "x", h, " is not a multiple of ", id(), "'s patch size ",
+          p, " (use a resize that is a multiple of ", p, ", or crop=full)"));
     }
     try {
       c10::InferenceMode guard;
-      at::Tensor batch = at::empty({static_cast<int64_t>(images.size()), 3, h, w}, at::kFloat);
+      at::Tensor batch =
+          at::empty({static_cast<int64_t>(images.size()), 3, h, w}, at::kFloat);
       for (size_t i = 0; i < images.size(); ++i) {
-        std::memcpy(batch[i].data_ptr<float>(), images[i]->data.data(), images[i]->data.size() * 4);
+        std::memcpy(batch[i].data_ptr<float>(), images[i]->data.data(),
+                    images[i]->data.size() * 4);
       }
-      at::Tensor features = Forward(batch.to(device_, dtype_)).to(at::kCPU, at::kFloat).contiguous();
-      const int gh = static_cast<int>(features.size(2)), gw = static_cast<int>(features.size(3));
+      at::Tensor features = Forward(batch.to(device_, dtype_))
+                                .to(at::kCPU, at::kFloat)
+                                .contiguous();
+      const int gh = static_cast<int>(features.size(2)),
+                gw = static_cast<int>(features.size(3));
       std::vector<FeatureMap> out(images.size());
       for (size_t i = 0; i < images.size(); ++i) {
         out[i].dim = feature_dim();
         out[i].height = gh;
         out[i].width = gw;
         const float* src = features[i].data_ptr<float>();
-        out[i].data.assign(src, src + static_cast<size_t>(feature_dim()) * gh * gw);
+        out[i].data.assign(src,
+                           src + static_cast<size_t>(feature_dim()) * gh * gw);
       }
       return out;
     } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat(id(), " forward failed: ", e.what_without_backtrace()));
+      return absl::InternalError(
+          absl::StrCat(id(), " forward failed: ", e.what_without_backtrace()));
     }
   }
 
@@ -133,27 +145,34 @@ class VitBackbone final : public Backbone {
     if (it != pos_cache_.end()) return it->second;
     const VitConfig& c = options_.config;
     const int64_t n = pos_embed_.size(1) - 1;
-    const int64_t m = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+    const int64_t m =
+        static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
     at::Tensor result;
     if (n == gh * gw && square_image) {
       result = pos_embed_;
     } else {
       at::Tensor cls_pos = pos_embed_.slice(1, 0, 1);
-      at::Tensor grid = pos_embed_.slice(1, 1).reshape({1, m, m, c.dim}).permute({0, 3, 1, 2});
+      at::Tensor grid = pos_embed_.slice(1, 1)
+                            .reshape({1, m, m, c.dim})
+                            .permute({0, 3, 1, 2});
       at::Tensor patch_pos;
       if (c.interpolate_offset > 0) {
         // scale_factor=((gh + offset) / M, (gw + offset) / M): the output
         // size is floor(M * scale) = gh, and the kernel uses these scales.
-        const double sh = (static_cast<double>(gh) + c.interpolate_offset) / static_cast<double>(m);
-        const double sw = (static_cast<double>(gw) + c.interpolate_offset) / static_cast<double>(m);
-        const std::vector<int64_t> size = {static_cast<int64_t>(std::floor(m * sh)),
-                                           static_cast<int64_t>(std::floor(m * sw))};
+        const double sh = (static_cast<double>(gh) + c.interpolate_offset) /
+                          static_cast<double>(m);
+        const double sw = (static_cast<double>(gw) + c.interpolate_offset) /
+                          static_cast<double>(m);
+        const std::vector<int64_t> size = {
+            static_cast<int64_t>(std::floor(m * sh)),
+            static_cast<int64_t>(std::floor(m * sw))};
         patch_pos = c.interpolate_antialias
                         ? at::_upsample_bicubic2d_aa(grid, size, false, sh, sw)
                         : at::upsample_bicubic2d(grid, size, false, sh, sw);
       } else {
-        patch_pos = c.interpolate_antialias ? at::_upsample_bicubic2d_aa(grid, {gh, gw}, false)
-                                            : at::upsample_bicubic2d(grid, {gh, gw}, false);
+        patch_pos = c.interpolate_antialias
+                        ? at::_upsample_bicubic2d_aa(grid, {gh, gw}, false)
+                        : at::upsample_bicubic2d(grid, {gh, gw}, false);
       }
       patch_pos = patch_pos.permute({0, 2, 3, 1}).reshape({1, -1, c.dim});
       result = at::cat({cls_pos, patch_pos}, 1);
@@ -166,10 +185,14 @@ class VitBackbone final : public Backbone {
   // softmax(q k^T * scale) v, `chunk` query rows at a time so that at most
   // heads x chunk x N scores exist at once and stay in cache. The scale is
   // folded into the score GEMM and the softmax runs in place.
-  at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const {
+  at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
+                       const at::Tensor& v) const {
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-    const int64_t batch = q.size(0), heads = q.size(1), n = q.size(2), d = q.size(3);
-    const int64_t chunk = options_.attention_chunk > 0 ? std::min<int64_t>(options_.attention_chunk, n) : n;
+    const int64_t batch = q.size(0), heads = q.size(1), n = q.size(2),
+                  d = q.size(3);
+    const int64_t chunk = options_.attention_chunk > 0
+                              ? std::min<int64_t>(options_.attention_chunk, n)
+                              : n;
     // Flatten batch and heads for bmm: [B*H, N, d].
     const at::Tensor q3 = q.reshape({batch * heads, n, d});
     const at::Tensor kt = k.reshape({batch * heads, n, d}).transpose(1, 2);
@@ -180,8 +203,12 @@ class VitBackbone final : public Backbone {
       const int64_t end = std::min(n, start + chunk);
       // A partial last chunk gets its own buffer: the _out kernels need a
       // contiguous output, which a slice of `scores` is not.
-      at::Tensor s = end - start == chunk ? scores : at::empty({batch * heads, end - start, n}, q.options());
-      at::baddbmm_out(s, s, q3.slice(1, start, end), kt, /*beta=*/0, /*alpha=*/scale);
+      at::Tensor s =
+          end - start == chunk
+              ? scores
+              : at::empty({batch * heads, end - start, n}, q.options());
+      at::baddbmm_out(s, s, q3.slice(1, start, end), kt, /*beta=*/0,
+                      /*alpha=*/scale);
       at::_softmax_out(s, s, -1, false);
       out.slice(1, start, end).copy_(at::bmm(s, v3));
     }
@@ -191,44 +218,55 @@ class VitBackbone final : public Backbone {
   at::Tensor Forward(const at::Tensor& images) {
     const VitConfig& c = options_.config;
     const int64_t batch = images.size(0);
-    at::Tensor x = at::conv2d(images, patch_w_, patch_b_, c.patch_size);  // B, D, gh, gw
+    at::Tensor x =
+        at::conv2d(images, patch_w_, patch_b_, c.patch_size);  // B, D, gh, gw
     const int64_t gh = x.size(2), gw = x.size(3);
     x = x.flatten(2).transpose(1, 2);
     x = at::cat({cls_token_.expand({batch, -1, -1}), x}, 1);
     x = x + PositionEmbedding(gh, gw, images.size(2) == images.size(3));
     if (c.num_register_tokens > 0) {
-      x = at::cat({x.slice(1, 0, 1), register_tokens_.expand({batch, -1, -1}), x.slice(1, 1)}, 1);
+      x = at::cat({x.slice(1, 0, 1), register_tokens_.expand({batch, -1, -1}),
+                   x.slice(1, 1)},
+                  1);
     }
     const int64_t tokens = x.size(1);
     const int64_t head_dim = c.dim / c.heads;
     const int last = options_.block < 0 ? c.depth - 1 : options_.block;
     for (int i = 0; i <= last; ++i) {
       const BlockWeights& b = blocks_[i];
-      at::Tensor y = at::layer_norm(x, {c.dim}, b.norm1_w, b.norm1_b, c.layer_norm_eps);
+      at::Tensor y =
+          at::layer_norm(x, {c.dim}, b.norm1_w, b.norm1_b, c.layer_norm_eps);
       at::Tensor qkv = at::linear(y, b.qkv_w, b.qkv_b)
                            .reshape({batch, tokens, 3, c.heads, head_dim})
                            .permute({2, 0, 3, 1, 4});
-      y = Attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape({batch, tokens, c.dim});
+      y = Attention(qkv[0], qkv[1], qkv[2])
+              .transpose(1, 2)
+              .reshape({batch, tokens, c.dim});
       y = at::linear(y, b.proj_w, b.proj_b);
       if (c.layer_scale) y.mul_(b.ls1);
       x = x + y;
       y = at::layer_norm(x, {c.dim}, b.norm2_w, b.norm2_b, c.layer_norm_eps);
-      y = at::linear(at::gelu(at::linear(y, b.fc1_w, b.fc1_b)), b.fc2_w, b.fc2_b);
+      y = at::linear(at::gelu(at::linear(y, b.fc1_w, b.fc1_b)), b.fc2_w,
+                     b.fc2_b);
       if (c.layer_scale) y.mul_(b.ls2);
       x = x + y;
     }
     x = at::layer_norm(x, {c.dim}, norm_w_, norm_b_, c.layer_norm_eps);
     // Patch tokens only: drop CLS and registers; D x gh x gw.
-    return x.slice(1, 1 + c.num_register_tokens).transpose(1, 2).reshape({batch, c.dim, gh, gw});
+    return x.slice(1, 1 + c.num_register_tokens)
+        .transpose(1, 2)
+        .reshape({batch, c.dim, gh, gw});
   }
 
   const VitBackboneOptions options_;
   const at::Device device_;
   const at::ScalarType dtype_;
-  at::Tensor cls_token_, pos_embed_, patch_w_, patch_b_, norm_w_, norm_b_, register_tokens_;
+  at::Tensor cls_token_, pos_embed_, patch_w_, patch_b_, norm_w_, norm_b_,
+      register_tokens_;
   std::vector<BlockWeights> blocks_;
   std::mutex pos_mu_;
-  std::map<std::tuple<int64_t, int64_t, bool>, at::Tensor> pos_cache_;  // guarded by pos_mu_
+  std::map<std::tuple<int64_t, int64_t, bool>, at::Tensor>
+      pos_cache_;  // guarded by pos_mu_
 };
 
 absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
@@ -236,60 +274,68 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
   if (absl::StartsWith(name, "cuda")) {
     if (!torch::cuda::is_available()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "device \"", name, "\" requested but this LibTorch build has no usable CUDA device"));
+          "device \"", name,
+          "\" requested but this LibTorch build has no usable CUDA device"));
     }
     try {
       return at::Device(name);
     } catch (const c10::Error& e) {
-      return absl::InvalidArgumentError(absl::StrCat("bad device \"", name, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad device \"", name, "\""));
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat("device is \"", name, "\", expected cpu or cuda[:N]"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("device is \"", name, "\", expected cpu or cuda[:N]"));
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Backbone>> CreateVitBackbone(const TensorMap& weights,
-                                                            const VitBackboneOptions& options) {
+absl::StatusOr<std::unique_ptr<Backbone>> CreateVitBackbone(
+    const TensorMap& weights, const VitBackboneOptions& options) {
   const VitConfig& c = options.config;
   if (c.dim <= 0 || c.heads <= 0 || c.dim % c.heads != 0 || c.depth <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bad architecture: width ", c.dim, ", ", c.heads, " heads, ", c.depth, " blocks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad architecture: width ", c.dim, ", ", c.heads,
+                     " heads, ", c.depth, " blocks"));
   }
   if (options.block < -1 || options.block >= c.depth) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("block is ", options.block, ", must be -1 or in [0, ", c.depth, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "block is ", options.block, ", must be -1 or in [0, ", c.depth, ")"));
   }
   ASSIGN_OR_RETURN(const at::Device device, ParseDevice(options.device));
   at::ScalarType dtype = at::kFloat;
   if (options.precision == "fp16" || options.precision == "bf16") {
     if (!device.is_cuda()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("precision ", options.precision, " needs a CUDA device"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "precision ", options.precision, " needs a CUDA device"));
     }
     dtype = options.precision == "fp16" ? at::kHalf : at::kBFloat16;
   } else if (options.precision != "fp32") {
     return absl::InvalidArgumentError(
-        absl::StrCat("precision is \"", options.precision, "\", expected fp32, fp16 or bf16"));
+        absl::StrCat("precision is \"", options.precision,
+                     "\", expected fp32, fp16 or bf16"));
   }
   auto backbone = std::make_unique<VitBackbone>(options, device, dtype);
   try {
     c10::InferenceMode guard;
     RETURN_IF_ERROR(backbone->Load(weights));
   } catch (const std::out_of_range&) {
-    return absl::InvalidArgumentError("weights are not canonical; use CanonicalizeBackboneWeights");
+    return absl::InvalidArgumentError(
+        "weights are not canonical; use CanonicalizeBackboneWeights");
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("loading weights failed: ", e.what_without_backtrace()));
+    return absl::InternalError(
+        absl::StrCat("loading weights failed: ", e.what_without_backtrace()));
   }
   return std::unique_ptr<Backbone>(std::move(backbone));
 }
 
-absl::StatusOr<std::unique_ptr<Backbone>> LoadVitBackbone(const std::string& weights_path,
-                                                          const VitBackboneOptions& options) {
+absl::StatusOr<std::unique_ptr<Backbone>> LoadVitBackbone(
+    const std::string& weights_path, const VitBackboneOptions& options) {
   ASSIGN_OR_RETURN(TensorMap raw, ReadWeightsFile(weights_path));
   auto weights = CanonicalizeBackboneWeights(std::move(raw), options.config);
   if (!weights.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(weights_path, ": ", weights.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(weights_path, ": ", weights.status().message()));
   }
   return CreateVitBackbone(*weights, options);
 }

@@ -29,12 +29,12 @@ struct VitBackboneOptions {
 };
 
 // Builds a backbone from canonical weights (see backbone_weights.h).
-absl::StatusOr<std::unique_ptr<Backbone>> CreateVitBackbone(const TensorMap& weights,
-                                                            const VitBackboneOptions& options);
+absl::StatusOr<std::unique_ptr<Backbone>> CreateVitBackbone(
+    const TensorMap& weights, const VitBackboneOptions& options);
 
 // Reads, canonicalizes and loads a weights file for `options.config`.
-absl::StatusOr<std::unique_ptr<Backbone>> LoadVitBackbone(const std::string& weights_path,
-                                                          const VitBackboneOptions& options);
+absl::StatusOr<std::unique_ptr<Backbone>> LoadVitBackbone(
+    const std::string& weights_path, const VitBackboneOptions& options);
 
 // Sets LibTorch's intra-op thread count (process-wide); <= 0 keeps the
 // default. Call once at start-up, from the --threads flag.

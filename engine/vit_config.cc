@@ -34,10 +34,14 @@ VitConfig DinoV2(const char* name, int dim, int heads, int registers) {
 }
 
 std::vector<VitConfig> AllConfigs() {
-  return {Dino("dino_vits8", 8, 384, 6),          Dino("dino_vits16", 16, 384, 6),
-          Dino("dino_vitb8", 8, 768, 12),         Dino("dino_vitb16", 16, 768, 12),
-          DinoV2("dinov2_vits14", 384, 6, 0),     DinoV2("dinov2_vitb14", 768, 12, 0),
-          DinoV2("dinov2_vits14_reg", 384, 6, 4), DinoV2("dinov2_vitb14_reg", 768, 12, 4)};
+  return {Dino("dino_vits8", 8, 384, 6),
+          Dino("dino_vits16", 16, 384, 6),
+          Dino("dino_vitb8", 8, 768, 12),
+          Dino("dino_vitb16", 16, 768, 12),
+          DinoV2("dinov2_vits14", 384, 6, 0),
+          DinoV2("dinov2_vitb14", 768, 12, 0),
+          DinoV2("dinov2_vits14_reg", 384, 6, 4),
+          DinoV2("dinov2_vitb14_reg", 768, 12, 4)};
 }
 
 }  // namespace
@@ -46,8 +50,9 @@ absl::StatusOr<VitConfig> VitConfigByName(absl::string_view name) {
   for (const VitConfig& c : AllConfigs()) {
     if (c.name == name) return c;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown backbone \"", name, "\"; known: ", absl::StrJoin(VitConfigNames(), ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backbone \"", name,
+                   "\"; known: ", absl::StrJoin(VitConfigNames(), ", ")));
 }
 
 std::vector<std::string> VitConfigNames() {

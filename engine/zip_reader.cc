@@ -21,7 +21,8 @@ constexpr uint64_t kMaxEntryBytes = uint64_t{1} << 34;
 
 uint64_t LoadLe(absl::string_view bytes, size_t offset, int n) {
   uint64_t v = 0;
-  for (int i = n - 1; i >= 0; --i) v = v << 8 | static_cast<uint8_t>(bytes[offset + i]);
+  for (int i = n - 1; i >= 0; --i)
+    v = v << 8 | static_cast<uint8_t>(bytes[offset + i]);
   return v;
 }
 
@@ -36,7 +37,8 @@ absl::Status Corrupt(absl::string_view what) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ZipReader>> ZipReader::Open(absl::string_view bytes) {
+absl::StatusOr<std::unique_ptr<ZipReader>> ZipReader::Open(
+    absl::string_view bytes) {
   std::unique_ptr<ZipReader> reader(new ZipReader(bytes));
   RETURN_IF_ERROR(reader->ParseCentralDirectory());
   return reader;
@@ -55,7 +57,8 @@ absl::Status ZipReader::ParseCentralDirectory() {
       break;
     }
   }
-  if (eocd == std::string::npos) return Corrupt("no end-of-central-directory record");
+  if (eocd == std::string::npos)
+    return Corrupt("no end-of-central-directory record");
   uint64_t count = LoadLe(b, eocd + 10, 2);
   uint64_t cd_size = LoadLe(b, eocd + 12, 4);
   uint64_t cd_offset = LoadLe(b, eocd + 16, 4);
@@ -68,7 +71,8 @@ absl::Status ZipReader::ParseCentralDirectory() {
     cd_size = LoadLe(b, z64 + 40, 8);
     cd_offset = LoadLe(b, z64 + 48, 8);
   }
-  if (!Has(b, cd_offset, cd_size)) return Corrupt("central directory outside the file");
+  if (!Has(b, cd_offset, cd_size))
+    return Corrupt("central directory outside the file");
   uint64_t pos = cd_offset;
   for (uint64_t i = 0; i < count; ++i) {
     if (!Has(b, pos, 46) || LoadLe(b, pos, 4) != kCentralDirEntry) {
@@ -97,8 +101,9 @@ absl::Status ZipReader::ParseCentralDirectory() {
       if (extra + 4 + size > extra_end) return Corrupt("extra field");
       if (id == 0x0001) {
         uint64_t field = extra + 4;
-        for (uint64_t* value : {&entry.uncompressed_size, &entry.compressed_size,
-                                &entry.local_header_offset}) {
+        for (uint64_t* value :
+             {&entry.uncompressed_size, &entry.compressed_size,
+              &entry.local_header_offset}) {
           if (*value != 0xFFFFFFFFu) continue;
           if (field + 8 > extra + 4 + size) return Corrupt("ZIP64 extra field");
           *value = LoadLe(b, field, 8);
@@ -122,7 +127,8 @@ std::vector<std::string> ZipReader::EntryNames() const {
 absl::StatusOr<std::string> ZipReader::Read(const std::string& name) const {
   const auto it = entries_.find(name);
   if (it == entries_.end()) {
-    return absl::NotFoundError(absl::StrCat("zip archive has no entry \"", name, "\""));
+    return absl::NotFoundError(
+        absl::StrCat("zip archive has no entry \"", name, "\""));
   }
   const Entry& e = it->second;
   const absl::string_view b = bytes_;
@@ -130,12 +136,15 @@ absl::StatusOr<std::string> ZipReader::Read(const std::string& name) const {
   if (!Has(b, local, 30) || LoadLe(b, local, 4) != kLocalHeader) {
     return Corrupt(absl::StrCat("local header of \"", name, "\""));
   }
-  const uint64_t data = local + 30 + LoadLe(b, local + 26, 2) + LoadLe(b, local + 28, 2);
+  const uint64_t data =
+      local + 30 + LoadLe(b, local + 26, 2) + LoadLe(b, local + 28, 2);
   if (!Has(b, data, e.compressed_size)) {
-    return Corrupt(absl::StrCat("data of \"", name, "\" runs past the end of the file"));
+    return Corrupt(
+        absl::StrCat("data of \"", name, "\" runs past the end of the file"));
   }
   if (e.uncompressed_size > kMaxEntryBytes) {
-    return Corrupt(absl::StrCat("entry \"", name, "\" claims ", e.uncompressed_size, " bytes"));
+    return Corrupt(absl::StrCat("entry \"", name, "\" claims ",
+                                e.uncompressed_size, " bytes"));
   }
   std::string out;
   if (e.method == 0) {
@@ -146,20 +155,25 @@ absl::StatusOr<std::string> ZipReader::Read(const std::string& name) const {
   } else if (e.method == 8) {
     out.resize(e.uncompressed_size);
     z_stream stream{};
-    if (inflateInit2(&stream, -MAX_WBITS) != Z_OK) return absl::InternalError("inflateInit2");
+    if (inflateInit2(&stream, -MAX_WBITS) != Z_OK)
+      return absl::InternalError("inflateInit2");
     // zlib's avail_in/avail_out are 32-bit; feed and drain in chunks.
     uint64_t in_done = 0, out_done = 0;
     int rc = Z_OK;
     while (rc == Z_OK) {
-      stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(b.data() + data + in_done));
-      stream.avail_in = static_cast<uInt>(std::min<uint64_t>(e.compressed_size - in_done, 1u << 30));
+      stream.next_in = reinterpret_cast<Bytef*>(
+          const_cast<char*>(b.data() + data + in_done));
+      stream.avail_in = static_cast<uInt>(
+          std::min<uint64_t>(e.compressed_size - in_done, 1u << 30));
       stream.next_out = reinterpret_cast<Bytef*>(out.data() + out_done);
-      stream.avail_out = static_cast<uInt>(std::min<uint64_t>(out.size() - out_done, 1u << 30));
+      stream.avail_out = static_cast<uInt>(
+          std::min<uint64_t>(out.size() - out_done, 1u << 30));
       const uInt in_before = stream.avail_in, out_before = stream.avail_out;
       rc = inflate(&stream, Z_NO_FLUSH);
       in_done += in_before - stream.avail_in;
       out_done += out_before - stream.avail_out;
-      if (rc == Z_OK && in_before == stream.avail_in && out_before == stream.avail_out) {
+      if (rc == Z_OK && in_before == stream.avail_in &&
+          out_before == stream.avail_out) {
         rc = Z_BUF_ERROR;  // no progress: input ended or output is full
       }
     }
@@ -175,10 +189,12 @@ absl::StatusOr<std::string> ZipReader::Read(const std::string& name) const {
   // CRC over possibly >4 GiB data, in 1 GiB pieces.
   uLong crc = crc32(0L, Z_NULL, 0);
   for (uint64_t off = 0; off < out.size(); off += 1u << 30) {
-    const uInt n = static_cast<uInt>(std::min<uint64_t>(out.size() - off, 1u << 30));
+    const uInt n =
+        static_cast<uInt>(std::min<uint64_t>(out.size() - off, 1u << 30));
     crc = crc32(crc, reinterpret_cast<const Bytef*>(out.data() + off), n);
   }
-  if (crc != e.crc32) return Corrupt(absl::StrCat("CRC mismatch in \"", name, "\""));
+  if (crc != e.crc32)
+    return Corrupt(absl::StrCat("CRC mismatch in \"", name, "\""));
   return out;
 }
 

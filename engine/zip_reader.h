@@ -19,10 +19,13 @@ namespace primaps {
 class ZipReader {
  public:
   // `bytes` must outlive the reader.
-  static absl::StatusOr<std::unique_ptr<ZipReader>> Open(absl::string_view bytes);
+  static absl::StatusOr<std::unique_ptr<ZipReader>> Open(
+      absl::string_view bytes);
 
   std::vector<std::string> EntryNames() const;
-  bool Contains(const std::string& name) const { return entries_.count(name) > 0; }
+  bool Contains(const std::string& name) const {
+    return entries_.count(name) > 0;
+  }
 
   // The uncompressed contents of one entry.
   absl::StatusOr<std::string> Read(const std::string& name) const;

@@ -351,10 +351,88 @@ def make_model_fixtures():
                os.path.join(OUT, "evil_global.pth"))
 
 
+# ---------------------------------------------------------------- PriMaPs
+def primaps_proposals(feat, threshold=0.4, coverage=0.95, max_masks=32):
+    """DESIGN.md section 2, steps 1-2, for features D x h x w."""
+    D, h, w = feat.shape
+    x = feat.reshape(D, -1).T                      # N x D
+    unit = F.normalize(x, p=2, dim=1)
+    n = x.shape[0]
+    free = torch.ones(n, dtype=torch.bool)        # step 1
+    history = [int(free.sum())]
+    masks, anchors = [], []
+    while n - int(free.sum()) < coverage * n and len(masks) < max_masks:
+        xf = x[free]
+        xc = xf - xf.mean(0, keepdim=True)
+        v = torch.linalg.eigh(xc.T @ xc)[1][:, -1]  # step 2a: first PC
+        proj = xc @ v
+        if proj[torch.argmax(proj.abs())] < 0:      # sign rule
+            v = -v
+        sim = (unit @ v) / v.norm().clamp_min(1e-12)  # step 2b
+        sim[~free] = 0
+        anchor = int(torch.argmax(sim))             # first maximum
+        s = unit @ unit[anchor]                     # step 2c
+        s[~free] = 0
+        mx = s.max()
+        if mx > 0:
+            s[s < threshold * mx] = 0
+            s = s / mx
+            masks.append(s.reshape(h, w))
+            anchors.append(anchor)
+            free &= ~(s > 0)                        # step 2d
+        history.append(int(free.sum()))
+        if len(history) >= 3 and history[-1] == history[-2] == history[-3]:
+            break
+    return (torch.stack(masks) if masks else torch.zeros(0, h, w)), anchors
+
+
+def primaps_crf_input(masks, out_h, out_w):
+    """Steps 3-5 up to the CRF: median filter, gain, background,
+    log-softmax, upsampling, softmax."""
+    M, h, w = masks.shape
+    padded = F.pad(masks[None], (1, 1, 1, 1), mode="reflect")[0]
+    windows = padded.unfold(1, 3, 1).unfold(2, 3, 1).reshape(M, h, w, 9)
+    refined = (windows.median(dim=-1).values * 10).clamp(0, 1)        # step 3
+    nonzero = refined[refined != 0]
+    mean = nonzero.mean() if nonzero.numel() else torch.tensor(1.0)
+    background = (mean - refined.sum(0)).clamp(0, 1)                  # step 4
+    stacked = torch.cat([background[None], refined])
+    logp = F.log_softmax(stacked, dim=0)                              # step 5
+    up = F.interpolate(logp[None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
+    return refined, stacked, F.softmax(up, dim=0)
+
+
+def make_primaps_fixture():
+    g = torch.Generator().manual_seed(3)
+    out = {}
+    # "planted": three clusters in random layout plus noise; "random": the
+    # tiny DINO model's features of a random image (a realistic spectrum).
+    D, h, w = 24, 6, 7
+    centers = torch.randn(3, D, generator=g) * 3
+    layout = torch.randint(0, 3, (h, w), generator=g)
+    planted = centers[layout].permute(2, 0, 1) + 0.3 * torch.randn(D, h, w, generator=g)
+    model = ViT(False, 8, 4)
+    model.eval()
+    with torch.no_grad():
+        real = model.features(torch.randn(1, 3, 80, 96, generator=g))[0]
+    for name, feat in (("planted", planted), ("dino", real)):
+        masks, anchors = primaps_proposals(feat)
+        out_h, out_w = feat.shape[1] * 8, feat.shape[2] * 8
+        refined, stacked, probs = primaps_crf_input(masks, out_h, out_w)
+        out[f"{name}.features"] = feat.contiguous()
+        out[f"{name}.masks"] = masks.contiguous()
+        out[f"{name}.anchors"] = torch.tensor(anchors, dtype=torch.int64)
+        out[f"{name}.refined"] = refined.contiguous()
+        out[f"{name}.with_background"] = stacked.contiguous()
+        out[f"{name}.probs"] = probs.contiguous()
+    save_safetensors(os.path.join(OUT, "primaps_golden.safetensors"), out)
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     os.makedirs(OUT, exist_ok=True)
     make_preprocess_fixture()
     make_model_fixtures()
+    make_primaps_fixture()
     for f in sorted(os.listdir(OUT)):
         print(f"{os.path.getsize(os.path.join(OUT, f)):>9}  {f}")

@@ -12,7 +12,8 @@ namespace primaps {
 namespace {
 
 // Mean field with exact Gaussian kernels, otherwise as DenseCrfInference.
-std::vector<float> ExactCrf(const RgbImage& image, const std::vector<float>& probs, int L,
+std::vector<float> ExactCrf(const RgbImage& image,
+                            const std::vector<float>& probs, int L,
                             const DenseCrfOptions& o) {
   const int w = image.width, h = image.height, n = w * h;
   auto kernel_matrix = [&](bool bilateral) {
@@ -24,7 +25,9 @@ std::vector<float> ExactCrf(const RgbImage& image, const std::vector<float>& pro
         double d2 = dx * dx + dy * dy;
         if (bilateral) {
           for (int c = 0; c < 3; ++c) {
-            const double dc = (image.pixels[3 * p + c] - image.pixels[3 * q + c]) / double{o.bilateral_srgb};
+            const double dc =
+                (image.pixels[3 * p + c] - image.pixels[3 * q + c]) /
+                double{o.bilateral_srgb};
             d2 += dc * dc;
           }
         }
@@ -44,18 +47,21 @@ std::vector<float> ExactCrf(const RgbImage& image, const std::vector<float>& pro
     ng[p] = 1 / std::sqrt(sg + 1e-20);
     nb[p] = 1 / std::sqrt(sb + 1e-20);
   }
-  std::vector<double> unary(static_cast<size_t>(n) * L), q(static_cast<size_t>(n) * L);
+  std::vector<double> unary(static_cast<size_t>(n) * L),
+      q(static_cast<size_t>(n) * L);
   auto softmax = [&](std::vector<double>& e) {
     for (int p = 0; p < n; ++p) {
       double mx = -1e300, tot = 0;
       for (int l = 0; l < L; ++l) mx = std::max(mx, e[p * L + l]);
-      for (int l = 0; l < L; ++l) tot += (e[p * L + l] = std::exp(e[p * L + l] - mx));
+      for (int l = 0; l < L; ++l)
+        tot += (e[p * L + l] = std::exp(e[p * L + l] - mx));
       for (int l = 0; l < L; ++l) e[p * L + l] /= tot;
     }
   };
   for (int p = 0; p < n; ++p) {
     for (int l = 0; l < L; ++l) {
-      unary[p * L + l] = -std::log(std::min(std::max<double>(probs[l * n + p], o.prob_clip), 1.0));
+      unary[p * L + l] = -std::log(
+          std::min(std::max<double>(probs[l * n + p], o.prob_clip), 1.0));
       q[p * L + l] = -unary[p * L + l];
     }
   }
@@ -69,7 +75,8 @@ std::vector<float> ExactCrf(const RgbImage& image, const std::vector<float>& pro
           sg += kg[static_cast<size_t>(p) * n + r] * ng[r] * q[r * L + l];
           sb += kb[static_cast<size_t>(p) * n + r] * nb[r] * q[r * L + l];
         }
-        e[p * L + l] = -unary[p * L + l] + o.gaussian_weight * ng[p] * sg + o.bilateral_weight * nb[p] * sb;
+        e[p * L + l] = -unary[p * L + l] + o.gaussian_weight * ng[p] * sg +
+                       o.bilateral_weight * nb[p] * sb;
       }
     }
     softmax(e);
@@ -77,14 +84,16 @@ std::vector<float> ExactCrf(const RgbImage& image, const std::vector<float>& pro
   }
   std::vector<float> out(q.size());
   for (int p = 0; p < n; ++p) {
-    for (int l = 0; l < L; ++l) out[l * n + p] = static_cast<float>(q[p * L + l]);
+    for (int l = 0; l < L; ++l)
+      out[l * n + p] = static_cast<float>(q[p * L + l]);
   }
   return out;
 }
 
 // A w x h image of `regions` vertical bands with distinct colours and
 // noise, and noisy probabilities that favour the right band 60% of the time.
-void MakeScene(int w, int h, int labels, uint32_t seed, RgbImage* image, std::vector<float>* probs) {
+void MakeScene(int w, int h, int labels, uint32_t seed, RgbImage* image,
+               std::vector<float>* probs) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> noise(0.f, 6.f);
   std::uniform_real_distribution<float> uniform(0.f, 1.f);
@@ -99,11 +108,16 @@ void MakeScene(int w, int h, int labels, uint32_t seed, RgbImage* image, std::ve
       const int region = std::min(labels - 1, (x + (y % 5)) * labels / (w + 4));
       const int p = y * w + x;
       for (int c = 0; c < 3; ++c) {
-        const float base = 40.f + 170.f * (((region + 1) * (c + 2) * 37) % 7) / 6.f;
-        image->pixels[3 * p + c] = static_cast<uint8_t>(std::clamp(base + noise(rng), 0.f, 255.f));
+        const float base =
+            40.f + 170.f * (((region + 1) * (c + 2) * 37) % 7) / 6.f;
+        image->pixels[3 * p + c] =
+            static_cast<uint8_t>(std::clamp(base + noise(rng), 0.f, 255.f));
       }
       float total = 0;
-      const int favoured = uniform(rng) < 0.6f ? region : static_cast<int>(uniform(rng) * labels) % labels;
+      const int favoured =
+          uniform(rng) < 0.6f
+              ? region
+              : static_cast<int>(uniform(rng) * labels) % labels;
       for (int l = 0; l < labels; ++l) {
         const float v = (l == favoured ? 2.f : 0.5f) + uniform(rng);
         (*probs)[l * n + p] = v;
@@ -135,12 +149,15 @@ TEST_P(CrfVersusExactTest, AgreesWithExactDenseCrf) {
   int agree = 0;
   for (int p = 0; p < w * h; ++p) agree += a.labels[p] == b.labels[p];
   double diff = 0;
-  for (size_t i = 0; i < exact_q.size(); ++i) diff += std::abs((*lattice_q)[i] - exact_q[i]);
+  for (size_t i = 0; i < exact_q.size(); ++i)
+    diff += std::abs((*lattice_q)[i] - exact_q[i]);
   const double agreement = static_cast<double>(agree) / (w * h);
   const double mean_diff = diff / exact_q.size();
   RecordProperty("argmax_agreement", std::to_string(agreement));
   RecordProperty("mean_marginal_difference", std::to_string(mean_diff));
-  std::printf("labels %d: argmax agreement %.4f, mean |Q_lattice - Q_exact| %.4f\n", L, agreement, mean_diff);
+  std::printf(
+      "labels %d: argmax agreement %.4f, mean |Q_lattice - Q_exact| %.4f\n", L,
+      agreement, mean_diff);
   EXPECT_GE(agreement, 0.97);
   EXPECT_LE(mean_diff, 0.03);
   // The CRF must also do something: it changes the noisy initial argmax.
@@ -151,7 +168,8 @@ TEST_P(CrfVersusExactTest, AgreesWithExactDenseCrf) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Labels, CrfVersusExactTest,
-                         ::testing::Values(CrfCase{3, 1}, CrfCase{4, 2}, CrfCase{5, 3}, CrfCase{6, 4}),
+                         ::testing::Values(CrfCase{3, 1}, CrfCase{4, 2},
+                                           CrfCase{5, 3}, CrfCase{6, 4}),
                          [](const ::testing::TestParamInfo<CrfCase>& info) {
                            return std::to_string(info.param.labels) + "_labels";
                          });
@@ -182,7 +200,8 @@ TEST(DenseCrfTest, RefusesBadInput) {
   EXPECT_FALSE(DenseCrfInference(RgbImage{}, {}, 2).ok());
   DenseCrfOptions bad;
   bad.bilateral_srgb = 0;
-  EXPECT_FALSE(DenseCrfInference(image, std::vector<float>(32, 0.5f), 2, bad).ok());
+  EXPECT_FALSE(
+      DenseCrfInference(image, std::vector<float>(32, 0.5f), 2, bad).ok());
 }
 
 TEST(DenseCrfTest, ZeroIterationsIsSoftmaxOfLogClippedProbs) {

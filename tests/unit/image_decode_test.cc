@@ -96,12 +96,13 @@ TEST(DecodeImageTest, ExifOrientationIsApplied) {
   // clockwise, so the dark half ends up on top.
   cv::Mat mat(16, 32, CV_8UC3, cv::Scalar(20, 20, 20));
   mat(cv::Rect(16, 0, 16, 16)).setTo(cv::Scalar(230, 230, 230));
-  auto image = DecodeImage(testing::WithExifOrientation(Encode(mat, ".jpg"), 6));
+  auto image =
+      DecodeImage(testing::WithExifOrientation(Encode(mat, ".jpg"), 6));
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->width, 16);
   EXPECT_EQ(image->height, 32);
-  EXPECT_LT(image->pixels[(4 * 16 + 8) * 3], 60);   // top: dark
-  EXPECT_GT(image->pixels[(28 * 16 + 8) * 3], 190); // bottom: bright
+  EXPECT_LT(image->pixels[(4 * 16 + 8) * 3], 60);    // top: dark
+  EXPECT_GT(image->pixels[(28 * 16 + 8) * 3], 190);  // bottom: bright
 }
 
 TEST(DecodeImageTest, DecompressionBombRefusedBeforeDecoding) {
@@ -137,8 +138,10 @@ TEST(DecodeImageTest, TruncatedDataIsRefused) {
 
 TEST(DecodeImageTest, CorruptDataIsRefused) {
   std::string png = Encode(MakePattern(64, 64), ".png");
-  for (size_t i = 40; i < png.size() - 20; ++i) png[i] = static_cast<char>(i * 31);
-  EXPECT_EQ(DecodeImage(png).status().code(), absl::StatusCode::kInvalidArgument);
+  for (size_t i = 40; i < png.size() - 20; ++i)
+    png[i] = static_cast<char>(i * 31);
+  EXPECT_EQ(DecodeImage(png).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(DecodeImageTest, DemoPhotosDecode) {

@@ -28,19 +28,21 @@ TEST_P(HeaderFormatTest, ReadsDeclaredSize) {
   EXPECT_EQ(header->height, 23);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllFormats, HeaderFormatTest,
-                         ::testing::Values(FormatCase{".png", ImageFormat::kPng},
-                                           FormatCase{".jpg", ImageFormat::kJpeg},
-                                           FormatCase{".bmp", ImageFormat::kBmp},
-                                           FormatCase{".webp", ImageFormat::kWebp},
-                                           FormatCase{".tiff", ImageFormat::kTiff}),
-                         [](const ::testing::TestParamInfo<FormatCase>& info) {
-                           return std::string(info.param.ext + 1);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    AllFormats, HeaderFormatTest,
+    ::testing::Values(FormatCase{".png", ImageFormat::kPng},
+                      FormatCase{".jpg", ImageFormat::kJpeg},
+                      FormatCase{".bmp", ImageFormat::kBmp},
+                      FormatCase{".webp", ImageFormat::kWebp},
+                      FormatCase{".tiff", ImageFormat::kTiff}),
+    [](const ::testing::TestParamInfo<FormatCase>& info) {
+      return std::string(info.param.ext + 1);
+    });
 
 TEST(ImageHeaderTest, LossyWebpSize) {
   std::vector<uint8_t> buffer;
-  cv::imencode(".webp", MakePattern(50, 31), buffer, {cv::IMWRITE_WEBP_QUALITY, 80});
+  cv::imencode(".webp", MakePattern(50, 31), buffer,
+               {cv::IMWRITE_WEBP_QUALITY, 80});
   auto header = ReadImageHeader(std::string(buffer.begin(), buffer.end()));
   ASSERT_TRUE(header.ok()) << header.status();
   EXPECT_EQ(header->width, 50);
@@ -64,7 +66,8 @@ TEST(ImageHeaderTest, TruncatedHeadersAreRefused) {
     const std::string bytes = Encode(MakePattern(8, 8), ext);
     // Keep just the magic number: every format's size field is past it.
     auto header = ReadImageHeader(bytes.substr(0, 4));
-    EXPECT_EQ(header.status().code(), absl::StatusCode::kInvalidArgument) << ext;
+    EXPECT_EQ(header.status().code(), absl::StatusCode::kInvalidArgument)
+        << ext;
   }
 }
 

@@ -22,7 +22,8 @@ TEST(LabelImageTest, RgbPngIsNotALabelMap) {
   RgbImage image{2, 2, std::vector<uint8_t>(12, 7)};
   auto png = EncodeRgbPng(image);
   ASSERT_TRUE(png.ok());
-  EXPECT_EQ(DecodeLabelPng(*png).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeLabelPng(*png).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(LabelImageTest, MismatchedSizesAreRefused) {
@@ -32,7 +33,8 @@ TEST(LabelImageTest, MismatchedSizesAreRefused) {
 
 TEST(LabelImageTest, PaletteColoursAreDistinct) {
   std::set<std::array<uint8_t, 3>> colours;
-  for (int id = 0; id < 256; ++id) colours.insert(LabelColor(static_cast<uint8_t>(id)));
+  for (int id = 0; id < 256; ++id)
+    colours.insert(LabelColor(static_cast<uint8_t>(id)));
   EXPECT_EQ(colours.size(), 256u);
   EXPECT_EQ(LabelColor(1), (std::array<uint8_t, 3>{128, 0, 0}));
 }

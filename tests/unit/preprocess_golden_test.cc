@@ -12,23 +12,27 @@ namespace primaps {
 namespace {
 
 TEST(PreprocessGoldenTest, MatchesTorchWithinFloatTolerance) {
-  const std::string bytes = testing::ReadBinary(testing::FixturePath("preprocess.safetensors"));
+  const std::string bytes =
+      testing::ReadBinary(testing::FixturePath("preprocess.safetensors"));
   auto file = ParseSafetensors(bytes);
   ASSERT_TRUE(file.ok()) << file.status();
   int cases = 0;
-  for (const char* name : {"landscape_center", "portrait_center", "landscape_full",
-                           "half_offset_center", "upscale_center"}) {
+  for (const char* name :
+       {"landscape_center", "portrait_center", "landscape_full",
+        "half_offset_center", "upscale_center"}) {
     SCOPED_TRACE(name);
     const std::string n = name;
     const TensorRecord& img = file->tensors.at(n + ".image");
     const TensorRecord& want = file->tensors.at(n + ".expected");
     int64_t resize;
     std::memcpy(&resize, file->tensors.at(n + ".resize").data.data(), 8);
-    RgbImage image{static_cast<int>(img.shape[1]), static_cast<int>(img.shape[0]),
+    RgbImage image{static_cast<int>(img.shape[1]),
+                   static_cast<int>(img.shape[0]),
                    std::vector<uint8_t>(img.data.begin(), img.data.end())};
     PreprocessOptions options;
     options.resize = static_cast<int>(resize);
-    options.crop = n.find("full") != std::string::npos ? CropMode::kFull : CropMode::kCenter;
+    options.crop = n.find("full") != std::string::npos ? CropMode::kFull
+                                                       : CropMode::kCenter;
     options.patch_size = 8;
     auto out = Preprocess(image, options);
     ASSERT_TRUE(out.ok()) << out.status();

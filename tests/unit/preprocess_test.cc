@@ -25,7 +25,8 @@ TEST(PreprocessTest, CenterCropIsSquare) {
 
 TEST(PreprocessTest, FullModePadsToPatchMultiple) {
   // 64x40 -> short side 20 -> 32x20 -> padded to 32x24 with patch 8.
-  auto out = Preprocess(Constant(64, 40, 255, 255, 255), {20, CropMode::kFull, 8});
+  auto out =
+      Preprocess(Constant(64, 40, 255, 255, 255), {20, CropMode::kFull, 8});
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(out->valid_width, 32);
   EXPECT_EQ(out->valid_height, 20);
@@ -34,23 +35,28 @@ TEST(PreprocessTest, FullModePadsToPatchMultiple) {
   // Padding is zero after normalization; content is (1 - mean) / std.
   const size_t plane = 24 * 32;
   EXPECT_EQ(out->data[23 * 32 + 5], 0.f);
-  EXPECT_NEAR(out->data[plane + 0], (1.f - kImageNetMean[1]) / kImageNetStd[1], 1e-6);
+  EXPECT_NEAR(out->data[plane + 0], (1.f - kImageNetMean[1]) / kImageNetStd[1],
+              1e-6);
 }
 
 TEST(PreprocessTest, ConstantImageNormalizes) {
-  auto out = Preprocess(Constant(30, 30, 0, 128, 255), {16, CropMode::kCenter, 8});
+  auto out =
+      Preprocess(Constant(30, 30, 0, 128, 255), {16, CropMode::kCenter, 8});
   ASSERT_TRUE(out.ok());
   const size_t plane = 16 * 16;
   for (size_t i = 0; i < plane; ++i) {
     ASSERT_NEAR(out->data[i], (0.f - kImageNetMean[0]) / kImageNetStd[0], 1e-5);
-    ASSERT_NEAR(out->data[plane + i], (128.f / 255.f - kImageNetMean[1]) / kImageNetStd[1], 1e-5);
-    ASSERT_NEAR(out->data[2 * plane + i], (1.f - kImageNetMean[2]) / kImageNetStd[2], 1e-5);
+    ASSERT_NEAR(out->data[plane + i],
+                (128.f / 255.f - kImageNetMean[1]) / kImageNetStd[1], 1e-5);
+    ASSERT_NEAR(out->data[2 * plane + i],
+                (1.f - kImageNetMean[2]) / kImageNetStd[2], 1e-5);
   }
 }
 
 TEST(PreprocessTest, DenormalizeInvertsNormalize) {
   RgbImage image{4, 4, {}};
-  for (int i = 0; i < 48; ++i) image.pixels.push_back(static_cast<uint8_t>(i * 5));
+  for (int i = 0; i < 48; ++i)
+    image.pixels.push_back(static_cast<uint8_t>(i * 5));
   auto out = Preprocess(image, {4, CropMode::kCenter, 4});
   ASSERT_TRUE(out.ok());
   const RgbImage back = DenormalizeToRgb(*out);
@@ -62,19 +68,27 @@ TEST(PreprocessTest, DenormalizeInvertsNormalize) {
 
 TEST(PreprocessTest, ResizeOfSameSizeIsIdentity) {
   std::vector<float> src(2 * 5 * 7);
-  for (size_t i = 0; i < src.size(); ++i) src[i] = std::sin(static_cast<float>(i));
-  const std::vector<float> out = ResizeBilinearWindow(src.data(), 2, 5, 7, 5, 7, 0, 0, 5, 7);
+  for (size_t i = 0; i < src.size(); ++i)
+    src[i] = std::sin(static_cast<float>(i));
+  const std::vector<float> out =
+      ResizeBilinearWindow(src.data(), 2, 5, 7, 5, 7, 0, 0, 5, 7);
   EXPECT_EQ(out, src);
 }
 
 TEST(PreprocessTest, BadOptionsAndImagesAreRefused) {
-  EXPECT_EQ(Preprocess(Constant(8, 8, 0, 0, 0), {0, CropMode::kCenter, 8}).status().code(),
+  EXPECT_EQ(Preprocess(Constant(8, 8, 0, 0, 0), {0, CropMode::kCenter, 8})
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Preprocess(Constant(8, 8, 0, 0, 0), {8, CropMode::kFull, 0}).status().code(),
+  EXPECT_EQ(Preprocess(Constant(8, 8, 0, 0, 0), {8, CropMode::kFull, 0})
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   RgbImage broken{8, 8, std::vector<uint8_t>(10)};
-  EXPECT_EQ(Preprocess(broken, {}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Preprocess(RgbImage{}, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Preprocess(broken, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Preprocess(RgbImage{}, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

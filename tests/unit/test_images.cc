@@ -11,15 +11,18 @@ namespace primaps::testing {
 namespace {
 
 void PutU32(std::string* out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>(v >> shift));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out->push_back(static_cast<char>(v >> shift));
 }
 
-void PutChunk(std::string* out, const std::string& type, const std::string& data) {
+void PutChunk(std::string* out, const std::string& type,
+              const std::string& data) {
   PutU32(out, static_cast<uint32_t>(data.size()));
   const std::string body = type + data;
   out->append(body);
-  PutU32(out, static_cast<uint32_t>(
-                  crc32(0, reinterpret_cast<const Bytef*>(body.data()), body.size())));
+  PutU32(out,
+         static_cast<uint32_t>(crc32(
+             0, reinterpret_cast<const Bytef*>(body.data()), body.size())));
 }
 
 }  // namespace
@@ -32,7 +35,8 @@ cv::Mat MakePattern(int width, int height, int type) {
       for (int c = 0; c < channels; ++c) {
         const int v = (x * 7 + y * 13 + c * 61) % 256;
         if (mat.depth() == CV_16U) {
-          mat.ptr<uint16_t>(y)[x * channels + c] = static_cast<uint16_t>(v * 257 + c);
+          mat.ptr<uint16_t>(y)[x * channels + c] =
+              static_cast<uint16_t>(v * 257 + c);
         } else {
           mat.ptr<uint8_t>(y)[x * channels + c] = static_cast<uint8_t>(v);
         }
@@ -66,13 +70,15 @@ std::string MakePalettePng(int width, int height) {
   PutChunk(&png, "IHDR", ihdr);
   std::string plte;
   for (int i = 0; i < 4; ++i) {
-    for (int c = 0; c < 3; ++c) plte.push_back(static_cast<char>(PaletteColor(i)[c]));
+    for (int c = 0; c < 3; ++c)
+      plte.push_back(static_cast<char>(PaletteColor(i)[c]));
   }
   PutChunk(&png, "PLTE", plte);
   std::string raw;
   for (int y = 0; y < height; ++y) {
     raw.push_back(0);  // filter: none
-    for (int x = 0; x < width; ++x) raw.push_back(static_cast<char>((x + y) % 4));
+    for (int x = 0; x < width; ++x)
+      raw.push_back(static_cast<char>((x + y) % 4));
   }
   uLongf size = compressBound(raw.size());
   std::string compressed(size, '\0');
@@ -87,12 +93,12 @@ std::string MakePalettePng(int width, int height) {
 std::string WithExifOrientation(const std::string& jpeg, int orientation) {
   // TIFF header (big endian), IFD0 with one entry: tag 0x0112 SHORT 1 value.
   std::string tiff("MM\x00\x2a\x00\x00\x00\x08", 8);
-  tiff += std::string("\x00\x01", 2);                  // one entry
+  tiff += std::string("\x00\x01", 2);  // one entry
   tiff += std::string("\x01\x12\x00\x03\x00\x00\x00\x01", 8);
   tiff.push_back(0);
   tiff.push_back(static_cast<char>(orientation));
-  tiff += std::string("\x00\x00", 2);                  // value padding
-  tiff += std::string("\x00\x00\x00\x00", 4);          // no next IFD
+  tiff += std::string("\x00\x00", 2);          // value padding
+  tiff += std::string("\x00\x00\x00\x00", 4);  // no next IFD
   const std::string payload = std::string("Exif\0\0", 6) + tiff;
   const size_t length = payload.size() + 2;
   std::string segment("\xFF\xE1", 2);

@@ -23,7 +23,9 @@ TEST(TorchRuntimeTest, MatrixProductsRunOnOpenBlas) {
     if (line.find("blas") != std::string::npos) blas_lines += line + "\n";
     if (line.find("openblas") != std::string::npos) openblas = true;
   }
-  EXPECT_TRUE(openblas) << "no OpenBLAS mapped; BLAS libraries in this process:\n" << blas_lines;
+  EXPECT_TRUE(openblas)
+      << "no OpenBLAS mapped; BLAS libraries in this process:\n"
+      << blas_lines;
 }
 
 TEST(TorchRuntimeTest, ThreadCountComesFromTheFlag) {

@@ -29,12 +29,13 @@ VitConfig Tiny(const char* name) {
 }
 
 struct GoldenCase {
-  const char* model;      // fixture prefix
-  const char* arch;       // architecture family
-  const char* weights;    // weights file
+  const char* model;    // fixture prefix
+  const char* arch;     // architecture family
+  const char* weights;  // weights file
 };
 
-std::unique_ptr<Backbone> Load(const GoldenCase& c, int block = -1, int chunk = 256) {
+std::unique_ptr<Backbone> Load(const GoldenCase& c, int block = -1,
+                               int chunk = 256) {
   VitBackboneOptions options;
   options.config = Tiny(c.arch);
   options.block = block;
@@ -59,15 +60,16 @@ float MaxAbsDiff(const FeatureMap& got, const TensorRecord& want) {
   const std::vector<float> expected = Float32Values(want);
   if (expected.size() != got.data.size()) return INFINITY;
   float worst = 0;
-  for (size_t i = 0; i < expected.size(); ++i) worst = std::max(worst, std::abs(expected[i] - got.data[i]));
+  for (size_t i = 0; i < expected.size(); ++i)
+    worst = std::max(worst, std::abs(expected[i] - got.data[i]));
   return worst;
 }
 
 class VitGoldenTest : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(VitGoldenTest, FeaturesMatchReference) {
-  auto golden = ParseSafetensors(testing::ReadBinary(
-      testing::FixturePath(std::string(GetParam().model) + "_golden.safetensors")));
+  auto golden = ParseSafetensors(testing::ReadBinary(testing::FixturePath(
+      std::string(GetParam().model) + "_golden.safetensors")));
   ASSERT_TRUE(golden.ok()) << golden.status();
   auto backbone = Load(GetParam());
   ASSERT_NE(backbone, nullptr);
@@ -79,29 +81,33 @@ TEST_P(VitGoldenTest, FeaturesMatchReference) {
     const NormalizedImage image = ImageFrom(record);
     auto features = backbone->Extract({&image});
     ASSERT_TRUE(features.ok()) << features.status();
-    EXPECT_LT(MaxAbsDiff((*features)[0], golden->tensors.at(input_name + ".features")), kTolerance);
+    EXPECT_LT(MaxAbsDiff((*features)[0],
+                         golden->tensors.at(input_name + ".features")),
+              kTolerance);
     ++checked;
   }
   EXPECT_GE(checked, 3);
 }
 
 TEST_P(VitGoldenTest, EarlierBlockMatchesReference) {
-  auto golden = ParseSafetensors(testing::ReadBinary(
-      testing::FixturePath(std::string(GetParam().model) + "_golden.safetensors")));
+  auto golden = ParseSafetensors(testing::ReadBinary(testing::FixturePath(
+      std::string(GetParam().model) + "_golden.safetensors")));
   ASSERT_TRUE(golden.ok());
   auto backbone = Load(GetParam(), /*block=*/0);
   ASSERT_NE(backbone, nullptr);
   const NormalizedImage image = ImageFrom(golden->tensors.at("square.input"));
   auto features = backbone->Extract({&image});
   ASSERT_TRUE(features.ok()) << features.status();
-  EXPECT_LT(MaxAbsDiff((*features)[0], golden->tensors.at("square.block0")), kTolerance);
+  EXPECT_LT(MaxAbsDiff((*features)[0], golden->tensors.at("square.block0")),
+            kTolerance);
 }
 
 TEST_P(VitGoldenTest, BatchAndChunkingDoNotChangeResults) {
-  auto golden = ParseSafetensors(testing::ReadBinary(
-      testing::FixturePath(std::string(GetParam().model) + "_golden.safetensors")));
+  auto golden = ParseSafetensors(testing::ReadBinary(testing::FixturePath(
+      std::string(GetParam().model) + "_golden.safetensors")));
   ASSERT_TRUE(golden.ok());
-  const NormalizedImage image = ImageFrom(golden->tensors.at("nonsquare.input"));
+  const NormalizedImage image =
+      ImageFrom(golden->tensors.at("nonsquare.input"));
   NormalizedImage flipped = image;
   std::reverse(flipped.data.begin(), flipped.data.end());
   auto whole = Load(GetParam(), -1, /*chunk=*/0);
@@ -118,13 +124,15 @@ TEST_P(VitGoldenTest, BatchAndChunkingDoNotChangeResults) {
 
 INSTANTIATE_TEST_SUITE_P(
     Models, VitGoldenTest,
-    ::testing::Values(GoldenCase{"dino", "dino_vits8", "dino_tiny.pth"},
-                      GoldenCase{"dino", "dino_vits8", "dino_tiny_hf.safetensors"},
-                      GoldenCase{"dino", "dino_vits8", "dino_tiny_train.pth"},
-                      GoldenCase{"dinov2", "dinov2_vits14", "dinov2_tiny.pth"},
-                      GoldenCase{"dinov2", "dinov2_vits14", "dinov2_tiny_hf.safetensors"},
-                      GoldenCase{"dinov2_reg", "dinov2_vits14_reg", "dinov2_reg_tiny.pth"},
-                      GoldenCase{"dinov2_reg", "dinov2_vits14_reg", "dinov2_reg_tiny.safetensors"}),
+    ::testing::Values(
+        GoldenCase{"dino", "dino_vits8", "dino_tiny.pth"},
+        GoldenCase{"dino", "dino_vits8", "dino_tiny_hf.safetensors"},
+        GoldenCase{"dino", "dino_vits8", "dino_tiny_train.pth"},
+        GoldenCase{"dinov2", "dinov2_vits14", "dinov2_tiny.pth"},
+        GoldenCase{"dinov2", "dinov2_vits14", "dinov2_tiny_hf.safetensors"},
+        GoldenCase{"dinov2_reg", "dinov2_vits14_reg", "dinov2_reg_tiny.pth"},
+        GoldenCase{"dinov2_reg", "dinov2_vits14_reg",
+                   "dinov2_reg_tiny.safetensors"}),
     [](const ::testing::TestParamInfo<GoldenCase>& info) {
       std::string name = info.param.weights;
       for (char& ch : name) {
@@ -134,7 +142,8 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 TEST(VitBackboneTest, HalfPrecisionCheckpointGivesCloseFeatures) {
-  auto golden = ParseSafetensors(testing::ReadBinary(testing::FixturePath("dino_golden.safetensors")));
+  auto golden = ParseSafetensors(
+      testing::ReadBinary(testing::FixturePath("dino_golden.safetensors")));
   ASSERT_TRUE(golden.ok());
   auto backbone = Load({"dino", "dino_vits8", "dino_tiny_fp16.pth"});
   ASSERT_NE(backbone, nullptr);
@@ -142,7 +151,8 @@ TEST(VitBackboneTest, HalfPrecisionCheckpointGivesCloseFeatures) {
   auto features = backbone->Extract({&image});
   ASSERT_TRUE(features.ok());
   // fp16 weights, fp32 compute: close to the fp32 reference, not equal.
-  const float diff = MaxAbsDiff((*features)[0], golden->tensors.at("square.features"));
+  const float diff =
+      MaxAbsDiff((*features)[0], golden->tensors.at("square.features"));
   EXPECT_LT(diff, 0.05f);
   EXPECT_GT(diff, 0.f);
 }
@@ -155,7 +165,8 @@ TEST(VitBackboneTest, DinoV2RefusesNonPatchMultiples) {
   image.data.assign(3 * 50 * 50, 0.f);
   auto features = backbone->Extract({&image});
   EXPECT_EQ(features.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(features.status().message()), HasSubstr("patch size 14"));
+  EXPECT_THAT(std::string(features.status().message()),
+              HasSubstr("patch size 14"));
 }
 
 TEST(VitBackboneTest, MixedSizesAndTinyImagesAreRefused) {
@@ -169,8 +180,10 @@ TEST(VitBackboneTest, MixedSizesAndTinyImagesAreRefused) {
   b.data.assign(3 * 16 * 24, 0.f);
   tiny.height = tiny.width = 4;
   tiny.data.assign(3 * 4 * 4, 0.f);
-  EXPECT_EQ(backbone->Extract({&a, &b}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(backbone->Extract({&tiny}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backbone->Extract({&a, &b}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backbone->Extract({&tiny}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(backbone->Extract({}).ok());
 }
 
@@ -178,20 +191,28 @@ TEST(VitBackboneTest, OptionsAreValidated) {
   VitBackboneOptions options;
   options.config = Tiny("dino_vits8");
   options.precision = "fp16";
-  EXPECT_THAT(std::string(LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options).status().message()),
+  EXPECT_THAT(std::string(LoadVitBackbone(testing::FixturePath("dino_tiny.pth"),
+                                          options)
+                              .status()
+                              .message()),
               HasSubstr("needs a CUDA device"));
   options.precision = "fp32";
   options.block = 5;
-  EXPECT_EQ(LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options).status().code(),
+  EXPECT_EQ(LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options)
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   options.block = -1;
   options.device = "tpu";
-  EXPECT_EQ(LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options).status().code(),
+  EXPECT_EQ(LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options)
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   options.device = "cpu";
   options.config = Tiny("dinov2_vits14");
   auto wrong = LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options);
-  EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("dino_tiny.pth"));
+  EXPECT_THAT(std::string(wrong.status().message()),
+              HasSubstr("dino_tiny.pth"));
 }
 
 }  // namespace

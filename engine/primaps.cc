@@ -1,0 +1,296 @@
+#include "engine/primaps.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/principal_component.h"
+#include "engine/status_macros.h"
+
+namespace primaps {
+
+absl::Status ValidateFeatures(const FeatureMap& f) {
+  if (f.dim < 1 || f.height < 2 || f.width < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("features are ", f.dim, " x ", f.height, " x ", f.width,
+                     "; PriMaPs needs at least 1 channel and a 2x2 grid"));
+  }
+  if (f.data.size() != static_cast<size_t>(f.dim) * f.height * f.width) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("features of ", f.dim, " x ", f.height, " x ", f.width,
+                     " hold ", f.data.size(), " values"));
+  }
+  for (size_t i = 0; i < f.data.size(); ++i) {
+    if (!std::isfinite(f.data[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "features contain a non-finite value (", f.data[i], ") at channel ",
+          i / (static_cast<size_t>(f.height) * f.width)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SoftMasks> ProposeSoftMasks(const FeatureMap& features,
+                                           const PriMaPsOptions& options) {
+  RETURN_IF_ERROR(ValidateFeatures(features));
+  if (!(options.threshold >= 0.f && options.threshold <= 1.f)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "threshold is ", options.threshold, ", must be in [0, 1]"));
+  }
+  if (!(options.coverage > 0.f && options.coverage <= 1.f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("coverage is ", options.coverage, ", must be in (0, 1]"));
+  }
+  if (options.max_masks < 1 || options.max_masks > 254) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_masks is ", options.max_masks, ", must be in [1, 254]"));
+  }
+  const int d = features.dim;
+  const int n = features.height * features.width;
+  // Position-major copies: raw rows for the PCA, L2-normalized rows for the
+  // cosine similarities (F.normalize's eps of 1e-12).
+  std::vector<float> rows(static_cast<size_t>(n) * d),
+      unit(static_cast<size_t>(n) * d);
+  for (int c = 0; c < d; ++c) {
+    for (int i = 0; i < n; ++i)
+      rows[static_cast<size_t>(i) * d + c] =
+          features.data[static_cast<size_t>(c) * n + i];
+  }
+  for (int i = 0; i < n; ++i) {
+    const float* r = &rows[static_cast<size_t>(i) * d];
+    float norm2 = 0;
+    for (int c = 0; c < d; ++c) norm2 += r[c] * r[c];
+    const float inv = 1.f / std::max(std::sqrt(norm2), 1e-12f);
+    for (int c = 0; c < d; ++c)
+      unit[static_cast<size_t>(i) * d + c] = r[c] * inv;
+  }
+  auto dot = [d](const float* a, const float* b) {
+    float s = 0;
+    for (int c = 0; c < d; ++c) s += a[c] * b[c];
+    return s;
+  };
+
+  SoftMasks out;
+  out.height = features.height;
+  out.width = features.width;
+  // PriMaPs step 1: every position is free.
+  std::vector<uint8_t> free(n, 1);
+  int free_count = n;
+  std::vector<int> free_history = {
+      free_count};  // free only shrinks: sizes identify sets
+  std::vector<float> free_rows, sim(n), s(n);
+  // PriMaPs step 2: until the coverage is reached.
+  while (n - free_count < options.coverage * n &&
+         out.num_masks < options.max_masks) {
+    // Step 2a: first principal component of the free features.
+    free_rows.clear();
+    for (int i = 0; i < n; ++i) {
+      if (free[i])
+        free_rows.insert(free_rows.end(), &rows[static_cast<size_t>(i) * d],
+                         &rows[static_cast<size_t>(i + 1) * d]);
+    }
+    const std::vector<float> v =
+        FirstPrincipalComponent(free_rows.data(), free_count, d);
+    // Step 2b: anchor = the free position most similar to v (first on ties).
+    float v_norm = std::max(std::sqrt(dot(v.data(), v.data())), 1e-12f);
+    int anchor = 0;
+    for (int i = 0; i < n; ++i) {
+      sim[i] = free[i]
+                   ? dot(v.data(), &unit[static_cast<size_t>(i) * d]) / v_norm
+                   : 0.f;
+      if (sim[i] > sim[anchor]) anchor = i;
+    }
+    // Step 2c: similarity to the anchor, thresholded at t * max, scaled to 1.
+    float max_s = 0;
+    for (int i = 0; i < n; ++i) {
+      s[i] = free[i] ? dot(&unit[static_cast<size_t>(anchor) * d],
+                           &unit[static_cast<size_t>(i) * d])
+                     : 0.f;
+      max_s = std::max(max_s, s[i]);
+    }
+    // An iteration with no positive similarity adds no mask.
+    if (max_s > 0) {
+      for (int i = 0; i < n; ++i) {
+        if (s[i] < options.threshold * max_s) s[i] = 0;
+        s[i] /= max_s;
+      }
+      out.masks.insert(out.masks.end(), s.begin(), s.end());
+      out.anchors.push_back(anchor);
+      ++out.num_masks;
+      // Step 2d: positions in the mask are no longer free.
+      for (int i = 0; i < n; ++i) {
+        if (s[i] > 0 && free[i]) {
+          free[i] = 0;
+          --free_count;
+        }
+      }
+    }
+    free_history.push_back(free_count);
+    const size_t k = free_history.size();
+    if (k >= 3 && free_history[k - 1] == free_history[k - 2] &&
+        free_history[k - 1] == free_history[k - 3]) {
+      break;  // the free set stopped changing
+    }
+  }
+  return out;
+}
+
+std::vector<float> RefineMasks(const SoftMasks& masks) {
+  const int h = masks.height, w = masks.width;
+  std::vector<float> out(masks.masks.size());
+  // Reflect padding (torch "reflect"): index -1 maps to 1, h to h-2.
+  auto reflect = [](int i, int size) {
+    return i < 0 ? -i : (i >= size ? 2 * size - 2 - i : i);
+  };
+  std::array<float, 9> window;
+  for (int m = 0; m < masks.num_masks; ++m) {
+    const float* src = &masks.masks[static_cast<size_t>(m) * h * w];
+    float* dst = &out[static_cast<size_t>(m) * h * w];
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        int k = 0;
+        for (int dy = -1; dy <= 1; ++dy) {
+          for (int dx = -1; dx <= 1; ++dx)
+            window[k++] = src[reflect(y + dy, h) * w + reflect(x + dx, w)];
+        }
+        std::nth_element(window.begin(), window.begin() + 4, window.end());
+        dst[y * w + x] = std::min(std::max(window[4] * 10.f, 0.f), 1.f);
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<float> WithBackground(const std::vector<float>& refined,
+                                  int num_masks, int height, int width) {
+  const size_t n = static_cast<size_t>(height) * width;
+  double nonzero_sum = 0;
+  size_t nonzero_count = 0;
+  for (float v : refined) {
+    if (v != 0.f) {
+      nonzero_sum += v;
+      ++nonzero_count;
+    }
+  }
+  // With no mask values at all, everything is background.
+  const float mean =
+      nonzero_count ? static_cast<float>(nonzero_sum / nonzero_count) : 1.f;
+  std::vector<float> out((num_masks + 1) * n);
+  for (size_t i = 0; i < n; ++i) {
+    float total = 0;
+    for (int m = 0; m < num_masks; ++m) total += refined[m * n + i];
+    out[i] = std::min(std::max(mean - total, 0.f), 1.f);
+  }
+  std::copy(refined.begin(), refined.end(), out.begin() + n);
+  return out;
+}
+
+std::vector<float> UpsampledProbabilities(const std::vector<float>& grid,
+                                          int channels, int height, int width,
+                                          int out_h, int out_w) {
+  const size_t n = static_cast<size_t>(height) * width;
+  std::vector<float> log_probs(grid.size());
+  for (size_t i = 0; i < n; ++i) {
+    float mx = grid[i];
+    for (int c = 1; c < channels; ++c) mx = std::max(mx, grid[c * n + i]);
+    float total = 0;
+    for (int c = 0; c < channels; ++c) total += std::exp(grid[c * n + i] - mx);
+    const float log_total = std::log(total);
+    for (int c = 0; c < channels; ++c)
+      log_probs[c * n + i] = grid[c * n + i] - mx - log_total;
+  }
+  std::vector<float> up =
+      ResizeBilinearWindow(log_probs.data(), channels, height, width, out_h,
+                           out_w, 0, 0, out_h, out_w);
+  const size_t m = static_cast<size_t>(out_h) * out_w;
+  for (size_t i = 0; i < m; ++i) {
+    float mx = up[i];
+    for (int c = 1; c < channels; ++c) mx = std::max(mx, up[c * m + i]);
+    float total = 0;
+    for (int c = 0; c < channels; ++c)
+      total += (up[c * m + i] = std::exp(up[c * m + i] - mx));
+    const float inv = 1.f / total;
+    for (int c = 0; c < channels; ++c) up[c * m + i] *= inv;
+  }
+  return up;
+}
+
+absl::StatusOr<PriMaPsResult> ComputePriMaPs(const FeatureMap& features,
+                                             const NormalizedImage& image,
+                                             const PriMaPsOptions& options) {
+  const int p = options.patch_size;
+  if (p < 1 || image.height / p != features.height ||
+      image.width / p != features.width) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "features of ", features.width, "x", features.height,
+        " do not match a ", image.width, "x", image.height,
+        " image at patch size ", p, " (expected ", p < 1 ? 0 : image.width / p,
+        "x", p < 1 ? 0 : image.height / p, ")"));
+  }
+  if (image.data.size() !=
+      static_cast<size_t>(3) * image.height * image.width) {
+    return absl::InvalidArgumentError("image size and pixel count disagree");
+  }
+  PriMaPsResult result;
+  ASSIGN_OR_RETURN(result.proposals, ProposeSoftMasks(features, options));
+  const SoftMasks& masks = result.proposals;
+  const int channels = masks.num_masks + 1;
+  const std::vector<float> probs = UpsampledProbabilities(
+      WithBackground(RefineMasks(masks), masks.num_masks, masks.height,
+                     masks.width),
+      channels, masks.height, masks.width, image.height, image.width);
+  if (options.use_crf && channels > 1) {
+    ASSIGN_OR_RETURN(const std::vector<float> q,
+                     DenseCrfInference(DenormalizeToRgb(image), probs, channels,
+                                       options.crf));
+    result.mask_labels = ArgmaxLabels(q, channels, image.width, image.height);
+  } else {
+    result.mask_labels =
+        ArgmaxLabels(probs, channels, image.width, image.height);
+  }
+  return result;
+}
+
+absl::StatusOr<LabelMap> PseudoLabels(const LabelMap& mask_labels,
+                                      const LabelMap* prior,
+                                      uint8_t ignore_label) {
+  const size_t n = mask_labels.labels.size();
+  if (prior != nullptr &&
+      (prior->width != mask_labels.width ||
+       prior->height != mask_labels.height || prior->labels.size() != n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("class prior of ", prior->width, "x", prior->height,
+                     " does not match the ", mask_labels.width, "x",
+                     mask_labels.height, " masks"));
+  }
+  std::array<int, 256> mask_class;
+  mask_class.fill(ignore_label);
+  if (prior != nullptr) {
+    // votes[mask][class]
+    std::vector<std::array<int, 256>> votes(256);
+    for (auto& v : votes) v.fill(0);
+    for (size_t i = 0; i < n; ++i) {
+      if (prior->labels[i] != ignore_label)
+        ++votes[mask_labels.labels[i]][prior->labels[i]];
+    }
+    for (int m = 1; m < 256; ++m) {
+      int best = -1;
+      for (int c = 0; c < 256; ++c) {
+        if (votes[m][c] > 0 && (best < 0 || votes[m][c] > votes[m][best]))
+          best = c;
+      }
+      if (best >= 0) mask_class[m] = best;
+    }
+  } else {
+    for (int m = 1; m < 256; ++m) mask_class[m] = m;
+  }
+  mask_class[0] = ignore_label;
+  LabelMap out{mask_labels.width, mask_labels.height, std::vector<uint8_t>(n)};
+  for (size_t i = 0; i < n; ++i)
+    out.labels[i] = static_cast<uint8_t>(mask_class[mask_labels.labels[i]]);
+  return out;
+}
+
+}  // namespace primaps

@@ -1,0 +1,88 @@
+// PriMaPs: principal mask proposals for one image (DESIGN.md section 2,
+// steps 1-6). The steps are exposed one by one so that each can be checked
+// against the reference implementation.
+#ifndef PRIMAPS_ENGINE_PRIMAPS_H_
+#define PRIMAPS_ENGINE_PRIMAPS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backbone.h"
+#include "engine/dense_crf.h"
+#include "engine/image.h"
+#include "engine/preprocess.h"
+
+namespace primaps {
+
+struct PriMaPsOptions {
+  // Step 2c: similarities below threshold * max are dropped.
+  float threshold = 0.4f;
+  // Step 2: proposals stop once this fraction of positions is assigned.
+  float coverage = 0.95f;
+  // Step 2d: hard cap on the number of masks.
+  int max_masks = 32;
+  // The backbone's patch size: features must be (H/p) x (W/p) for an
+  // H x W image.
+  int patch_size = 8;
+  // Step 5: refine with the dense CRF (otherwise argmax of the upsampled
+  // probabilities).
+  bool use_crf = true;
+  DenseCrfOptions crf;
+  // Step 6: the label of background pixels in pseudo labels.
+  uint8_t ignore_label = kIgnoreLabel;
+};
+
+// Soft masks on the feature grid: masks.size() == num_masks * height * width.
+struct SoftMasks {
+  int num_masks = 0;
+  int height = 0;
+  int width = 0;
+  std::vector<float> masks;
+  std::vector<int> anchors;  // row-major grid position of each mask's anchor
+};
+
+struct PriMaPsResult {
+  SoftMasks proposals;  // after step 2
+  // After step 5, at the image's size: 0 = background, k = mask k.
+  LabelMap mask_labels;
+};
+
+// Checks features and options: finite values, grid of at least 2x2.
+absl::Status ValidateFeatures(const FeatureMap& features);
+
+// Steps 1-2: the soft masks, one per iteration that found a similarity.
+absl::StatusOr<SoftMasks> ProposeSoftMasks(const FeatureMap& features,
+                                           const PriMaPsOptions& options);
+
+// Step 3: 3x3 median filter (reflect padding), times 10, clamped to [0, 1].
+std::vector<float> RefineMasks(const SoftMasks& masks);
+
+// Step 4: prepends the background channel clamp(mean of non-zero mask values
+// - sum of masks, 0, 1). Returns (num_masks + 1) x h x w.
+std::vector<float> WithBackground(const std::vector<float>& refined,
+                                  int num_masks, int height, int width);
+
+// Step 5 up to the CRF input: log-softmax over channels, bilinear upsampling
+// (align_corners=false) to out_h x out_w, softmax. Returns channels x H x W.
+std::vector<float> UpsampledProbabilities(
+    const std::vector<float>& channels_grid, int channels, int height,
+    int width, int out_h, int out_w);
+
+// Steps 1-5 for one image: `features` from the backbone and the
+// preprocessed image they came from.
+absl::StatusOr<PriMaPsResult> ComputePriMaPs(
+    const FeatureMap& features, const NormalizedImage& image,
+    const PriMaPsOptions& options = {});
+
+// Step 6. Without a prior (empty `prior`), mask k > 0 gets id k; with a
+// per-pixel class map of the same size, each mask takes the most frequent
+// prior class inside it (smallest id on ties; prior pixels equal to
+// `ignore_label` do not vote). Background is `ignore_label`.
+absl::StatusOr<LabelMap> PseudoLabels(const LabelMap& mask_labels,
+                                      const LabelMap* prior,
+                                      uint8_t ignore_label = kIgnoreLabel);
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_ENGINE_PRIMAPS_H_
