@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 
+#include "engine/primaps_batch.h"
 #include "engine/safetensors.h"
 #include "engine/vit_backbone.h"
 #include "tests/unit/test_images.h"
@@ -237,6 +238,45 @@ TEST(PriMaPsTest, DeterministicAcrossRunsAndThreadCounts) {
       EXPECT_EQ(result->proposals.masks, first_masks) << threads << " threads";
     }
   }
+}
+
+}  // namespace
+}  // namespace primaps
+
+namespace primaps {
+namespace {
+
+TEST(PriMaPsBatchTest, BatchEqualsOneAtATime) {
+  std::vector<FeatureMap> features;
+  std::vector<NormalizedImage> images;
+  for (uint32_t seed = 1; seed <= 5; ++seed) {
+    features.push_back(PlantedClusters(seed));
+    images.push_back(GreyImage(96, 96));
+    std::mt19937 rng(seed);
+    for (float& v : images.back().data)
+      v = static_cast<float>(rng() % 1000) / 400.f - 1.2f;
+  }
+  // One bad input in the middle: its error must not disturb the others.
+  features.push_back(FeatureMap{4, 1, 1, {0, 0, 0, 0}});
+  images.push_back(GreyImage(8, 8));
+  std::vector<PriMaPsInput> inputs;
+  for (size_t i = 0; i < features.size(); ++i)
+    inputs.push_back({&features[i], &images[i]});
+  PriMaPsOptions options;
+  ThreadPool pool(3);
+  const auto batch = ComputePriMaPsBatch(inputs, options, &pool);
+  ASSERT_EQ(batch.size(), inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    auto single = ComputePriMaPs(features[i], images[i], options);
+    ASSERT_EQ(batch[i].ok(), single.ok()) << i;
+    if (!single.ok()) {
+      EXPECT_EQ(batch[i].status(), single.status());
+      continue;
+    }
+    EXPECT_EQ(batch[i]->mask_labels.labels, single->mask_labels.labels) << i;
+    EXPECT_EQ(batch[i]->proposals.masks, single->proposals.masks) << i;
+  }
+  EXPECT_FALSE(batch.back().ok());
 }
 
 }  // namespace
