@@ -1,5 +1,6 @@
 #include "engine/permutohedral_lattice.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -8,6 +9,14 @@ namespace primaps {
 namespace {
 
 constexpr int kMaxDim = 8;
+
+// Keys are a handful of shorts: an inline loop beats a memcmp call.
+inline bool SameKey(const int16_t* a, const int16_t* b, int dim) {
+  for (int i = 0; i < dim; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
 
 // Open-addressing hash table from lattice keys (dim shorts, the last
 // coordinate being implied) to vertex indices, in insertion order.
@@ -39,8 +48,7 @@ class KeyTable {
         keys_.insert(keys_.end(), key, key + dim_);
         return slots_[h];
       }
-      if (std::memcmp(this->key(index), key, dim_ * sizeof(int16_t)) == 0)
-        return index;
+      if (SameKey(this->key(index), key, dim_)) return index;
       h = (h + 1) & mask;
     }
   }
@@ -94,6 +102,8 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
   float elevated[kMaxDim + 1], barycentric[kMaxDim + 2];
   int rem0[kMaxDim + 1], rank[kMaxDim + 1];
   int16_t key[kMaxDim];
+  int16_t last_key[kMaxDim + 1][kMaxDim];
+  int32_t last_index[kMaxDim + 1] = {0};
   for (int p = 0; p < num_points; ++p) {
     const float* f = features + static_cast<size_t>(p) * d;
     // Elevate onto the hyperplane x . 1 = 0 of R^(d+1).
@@ -154,9 +164,16 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
     }
     barycentric[0] += 1.f + barycentric[d + 1];
     for (int r = 0; r <= d; ++r) {
-      for (int i = 0; i < d; ++i)
+      for (int i = 0; i < d; ++i) {
         key[i] = static_cast<int16_t>(rem0[i] + canonical[r][rank[i]]);
-      offsets_[static_cast<size_t>(p) * d1 + r] = table.Find(key, true) + 1;
+      }
+      // Neighbouring points usually share simplices: reuse the previous
+      // point's lookup when the key is the same.
+      if (p == 0 || !SameKey(key, last_key[r], d)) {
+        std::copy(key, key + d, last_key[r]);
+        last_index[r] = table.Find(key, true) + 1;
+      }
+      offsets_[static_cast<size_t>(p) * d1 + r] = last_index[r];
       weights_[static_cast<size_t>(p) * d1 + r] = barycentric[r];
     }
   }
@@ -183,8 +200,43 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
   }
 }
 
+namespace {
+
+// dst += w * src over n floats. __restrict tells GCC the rows never
+// overlap, so it vectorizes without runtime alias checks.
+inline void Axpy(float* __restrict dst, float w, const float* __restrict src,
+                 int n) {
+  for (int c = 0; c < n; ++c) dst[c] += w * src[c];
+}
+
+// dst = self + 0.5 * (a + b) over n floats.
+inline void Blur3(float* __restrict dst, const float* __restrict self,
+                  const float* __restrict a, const float* __restrict b, int n) {
+  for (int c = 0; c < n; ++c) dst[c] = self[c] + 0.5f * (a[c] + b[c]);
+}
+
+}  // namespace
+
 void PermutohedralLattice::Filter(const float* in, int channels, float* out,
                                   std::vector<float>* workspace) const {
+  if (channels % 4 != 0) {
+    // Pad to a multiple of 4 so the inner loops below are fixed-width.
+    const int padded = (channels + 3) / 4 * 4;
+    std::vector<float> in4(static_cast<size_t>(num_points_) * padded, 0.f);
+    std::vector<float> out4(in4.size());
+    for (int p = 0; p < num_points_; ++p) {
+      std::copy(in + static_cast<size_t>(p) * channels,
+                in + static_cast<size_t>(p + 1) * channels,
+                &in4[static_cast<size_t>(p) * padded]);
+    }
+    Filter(in4.data(), padded, out4.data(), workspace);
+    for (int p = 0; p < num_points_; ++p) {
+      std::copy(&out4[static_cast<size_t>(p) * padded],
+                &out4[static_cast<size_t>(p) * padded] + channels,
+                out + static_cast<size_t>(p) * channels);
+    }
+    return;
+  }
   const int d1 = dim_ + 1;
   const size_t cells = static_cast<size_t>(num_vertices_ + 1) * channels;
   workspace->assign(2 * cells, 0.f);
@@ -194,15 +246,14 @@ void PermutohedralLattice::Filter(const float* in, int channels, float* out,
   // Splat.
   for (int p = 0; p < num_points_; ++p) {
     const float* src = in + static_cast<size_t>(p) * channels;
+    const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
+    const float* weights = &weights_[static_cast<size_t>(p) * d1];
     for (int r = 0; r < d1; ++r) {
-      const float w = weights_[static_cast<size_t>(p) * d1 + r];
-      float* dst = &values[static_cast<size_t>(
-                               offsets_[static_cast<size_t>(p) * d1 + r]) *
-                           channels];
-      for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
+      float* dst = &values[static_cast<size_t>(offsets[r]) * channels];
+      Axpy(dst, weights[r], src, channels);
     }
   }
-  // Blur along each axis: new = old + 0.5 * (left + right). Slot 0 stays 0.
+  // Blur along each axis: new = old + 0.5 * (left + right).
   for (int j = 0; j < d1; ++j) {
     const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices_ * 2];
     for (int v = 0; v < num_vertices_; ++v) {
@@ -210,8 +261,7 @@ void PermutohedralLattice::Filter(const float* in, int channels, float* out,
       const float* a = &values[static_cast<size_t>(nb[2 * v]) * channels];
       const float* b = &values[static_cast<size_t>(nb[2 * v + 1]) * channels];
       float* dst = &scratch[static_cast<size_t>(v + 1) * channels];
-      for (int c = 0; c < channels; ++c)
-        dst[c] = self[c] + 0.5f * (a[c] + b[c]);
+      Blur3(dst, self, a, b, channels);
     }
     std::swap(values, scratch);
   }
@@ -219,14 +269,12 @@ void PermutohedralLattice::Filter(const float* in, int channels, float* out,
   const float alpha = 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
   for (int p = 0; p < num_points_; ++p) {
     float* dst = out + static_cast<size_t>(p) * channels;
-    for (int c = 0; c < channels; ++c) dst[c] = 0.f;
+    std::fill(dst, dst + channels, 0.f);
+    const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
+    const float* weights = &weights_[static_cast<size_t>(p) * d1];
     for (int r = 0; r < d1; ++r) {
-      const float w = weights_[static_cast<size_t>(p) * d1 + r] * alpha;
-      const float* src =
-          &values[static_cast<size_t>(
-                      offsets_[static_cast<size_t>(p) * d1 + r]) *
-                  channels];
-      for (int c = 0; c < channels; ++c) dst[c] += w * src[c];
+      const float* src = &values[static_cast<size_t>(offsets[r]) * channels];
+      Axpy(dst, weights[r] * alpha, src, channels);
     }
   }
 }
