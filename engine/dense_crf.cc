@@ -174,7 +174,8 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
   bilateral.norm = Normalization(*bilateral.lattice, &workspace);
 
   // Pixel-major working copies with rows padded to a multiple of 4 labels
-  // (the padding stays 0), so the lattice filters without repacking.
+  // (the padding stays 0): fixed-width rows vectorize without scalar tails,
+  // which measured fewer instructions than unpadded rows of 5.
   const int L = num_labels;
   const int S = (L + 3) / 4 * 4;
   std::vector<float> unary(n * S, 0.f), q(n * S, 0.f), scaled(n * S, 0.f),

@@ -219,30 +219,16 @@ inline void Blur3(float* __restrict dst, const float* __restrict self,
 
 void PermutohedralLattice::Filter(const float* in, int channels, float* out,
                                   std::vector<float>* workspace) const {
-  if (channels % 4 != 0) {
-    // Pad to a multiple of 4 so the inner loops below are fixed-width.
-    const int padded = (channels + 3) / 4 * 4;
-    std::vector<float> in4(static_cast<size_t>(num_points_) * padded, 0.f);
-    std::vector<float> out4(in4.size());
-    for (int p = 0; p < num_points_; ++p) {
-      std::copy(in + static_cast<size_t>(p) * channels,
-                in + static_cast<size_t>(p + 1) * channels,
-                &in4[static_cast<size_t>(p) * padded]);
-    }
-    Filter(in4.data(), padded, out4.data(), workspace);
-    for (int p = 0; p < num_points_; ++p) {
-      std::copy(&out4[static_cast<size_t>(p) * padded],
-                &out4[static_cast<size_t>(p) * padded] + channels,
-                out + static_cast<size_t>(p) * channels);
-    }
-    return;
-  }
   const int d1 = dim_ + 1;
   const size_t cells = static_cast<size_t>(num_vertices_ + 1) * channels;
-  workspace->assign(2 * cells, 0.f);
-  // Two buffers, swapped after each blur axis; slot 0 of each stays zero.
+  // Two buffers, swapped after each blur axis. Only the splat target needs
+  // zeroing; the blur overwrites every row of the other except row 0, the
+  // always-zero "missing neighbour" row.
+  workspace->resize(2 * cells);
   float* values = workspace->data();
   float* scratch = values + cells;
+  std::fill(values, values + cells, 0.f);
+  std::fill(scratch, scratch + channels, 0.f);
   // Splat.
   for (int p = 0; p < num_points_; ++p) {
     const float* src = in + static_cast<size_t>(p) * channels;
