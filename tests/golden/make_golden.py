@@ -228,37 +228,10 @@ class ViT(torch.nn.Module):
         return x.transpose(1, 2).reshape(B, -1, H // self.patch, W // self.patch)
 
 
-def hf_vit_names(sd):
-    """Official DINO names -> Hugging Face ViTModel (facebook/dino-vits8)."""
-    out = {}
-    for k, v in sd.items():
-        if k == "cls_token":
-            out["embeddings.cls_token"] = v
-        elif k == "pos_embed":
-            out["embeddings.position_embeddings"] = v
-        elif k.startswith("patch_embed.proj."):
-            out["embeddings.patch_embeddings.projection." + k.split(".")[-1]] = v
-        elif k.startswith("norm."):
-            out["layernorm." + k.split(".")[-1]] = v
-        else:
-            _, i, rest = k.split(".", 2)
-            p = f"encoder.layer.{i}."
-            if rest.startswith("attn.qkv."):
-                kind = rest.split(".")[-1]
-                for part, t in zip(("query", "key", "value"), v.chunk(3, dim=0)):
-                    out[p + f"attention.attention.{part}.{kind}"] = t.clone()
-            else:
-                for a, b in (("attn.proj.", "attention.output.dense."),
-                             ("norm1.", "layernorm_before."), ("norm2.", "layernorm_after."),
-                             ("mlp.fc1.", "intermediate.dense."), ("mlp.fc2.", "output.dense.")):
-                    if rest.startswith(a):
-                        out[p + b + rest[len(a):]] = v
-    out["pooler.dense.weight"] = torch.zeros(4, 4)  # dropped by the loader
-    return out
-
-
-def hf_dinov2_names(sd):
-    """Official DINOv2 names -> Hugging Face Dinov2Model (facebook/dinov2-small)."""
+def hf_names(sd, block_renames):
+    """Official names -> Hugging Face ViTModel / Dinov2Model names: shared
+    embeddings and final norm, q/k/v split out of qkv, and the per-block
+    renames given as (official prefix, Hugging Face prefix) pairs."""
     out = {}
     for k, v in sd.items():
         if k in ("cls_token", "mask_token", "register_tokens"):
@@ -276,15 +249,29 @@ def hf_dinov2_names(sd):
                 kind = rest.split(".")[-1]
                 for part, t in zip(("query", "key", "value"), v.chunk(3, dim=0)):
                     out[p + f"attention.attention.{part}.{kind}"] = t.clone()
-            elif rest == "ls1.gamma":
-                out[p + "layer_scale1.lambda1"] = v
-            elif rest == "ls2.gamma":
-                out[p + "layer_scale2.lambda1"] = v
-            elif rest.startswith("attn.proj."):
-                out[p + "attention.output.dense." + rest.split(".")[-1]] = v
-            else:
-                out[p + rest] = v  # norm1, norm2, mlp.fc1, mlp.fc2
+                continue
+            for a, b in block_renames:
+                if rest.startswith(a):
+                    out[p + b + rest[len(a):]] = v
+                    break
     return out
+
+
+def hf_vit_names(sd):
+    """facebook/dino-vits8 layout (ViTModel)."""
+    out = hf_names(sd, (("attn.proj.", "attention.output.dense."),
+                        ("norm1.", "layernorm_before."), ("norm2.", "layernorm_after."),
+                        ("mlp.fc1.", "intermediate.dense."), ("mlp.fc2.", "output.dense.")))
+    out["pooler.dense.weight"] = torch.zeros(4, 4)  # dropped by the loader
+    return out
+
+
+def hf_dinov2_names(sd):
+    """facebook/dinov2-small layout (Dinov2Model)."""
+    return hf_names(sd, (("attn.proj.", "attention.output.dense."),
+                         ("ls1.gamma", "layer_scale1.lambda1"), ("ls2.gamma", "layer_scale2.lambda1"),
+                         ("norm1.", "norm1."), ("norm2.", "norm2."),
+                         ("mlp.fc1.", "mlp.fc1."), ("mlp.fc2.", "mlp.fc2.")))
 
 
 class Evil:
