@@ -111,19 +111,64 @@ class FlushDenormalsGuard {
 #endif
 };
 
-// In place, per pixel over `labels` values (rows `stride` apart):
-// x = exp(x - max) / sum.
+// Rows of S floats, S a template parameter where small (0: run-time
+// `stride`), so the per-row loops below compile to straight SIMD code.
+template <int S>
+struct Rows {
+  static int Width(int stride) { return S == 0 ? stride : S; }
+};
+
+// In place, per pixel: x = exp(x - max) / sum over the first `labels` of the
+// row's values; the padding after them becomes exactly 0.
+template <int S>
 void SoftmaxRows(float* values, int num_points, int labels, int stride) {
+  const int width = Rows<S>::Width(stride);
   for (int p = 0; p < num_points; ++p) {
-    float* row = values + static_cast<size_t>(p) * stride;
-    const float mx = *std::max_element(row, row + labels);
-    float total = 0;
-    for (int l = 0; l < labels; ++l) {
-      row[l] = ExpNonPositive(row[l] - mx);
-      total += row[l];
+    float* __restrict row = values + static_cast<size_t>(p) * width;
+    float mx = row[0];
+    for (int l = 1; l < labels; ++l) mx = std::max(mx, row[l]);
+    // Branch-free so that it vectorizes; padding gets -inf, which
+    // ExpNonPositive maps to 0.
+    for (int l = 0; l < width; ++l) {
+      const float x = row[l] - mx;
+      row[l] = ExpNonPositive(l < labels ? x : -INFINITY);
     }
+    // The sum stays a scalar loop: vectorizing it would reorder the adds.
+    float total = 0;
+    for (int l = 0; l < labels; ++l) total += row[l];
     const float inv = 1.f / total;
-    for (int l = 0; l < labels; ++l) row[l] *= inv;
+    for (int l = 0; l < width; ++l) row[l] *= inv;
+  }
+}
+
+// Mean-field iterations on pixel-major rows of `stride` floats, updating q in
+// place. See DenseCrfInference for the update.
+template <int S>
+void MeanField(const Kernel& gaussian, const Kernel& bilateral,
+               const std::vector<float>& unary, int iterations, int labels,
+               int stride, size_t n, std::vector<float>* q) {
+  const int width = Rows<S>::Width(stride);
+  std::vector<float> scaled(n * width), filtered(n * width), energy(n * width),
+      workspace;
+  SoftmaxRows<S>(q->data(), static_cast<int>(n), labels, width);
+  for (int it = 0; it < iterations; ++it) {
+    for (size_t i = 0; i < n * width; ++i) energy[i] = -unary[i];
+    for (const Kernel* k : {&gaussian, &bilateral}) {
+      for (size_t p = 0; p < n; ++p) {
+        const float norm = k->norm[p];
+        for (int l = 0; l < width; ++l)
+          scaled[p * width + l] = (*q)[p * width + l] * norm;
+      }
+      k->lattice->Filter(scaled.data(), width, filtered.data(), &workspace);
+      // Potts: the compatibility -w turns "subtract" into "add".
+      for (size_t p = 0; p < n; ++p) {
+        const float s = k->weight * k->norm[p];
+        for (int l = 0; l < width; ++l)
+          energy[p * width + l] += s * filtered[p * width + l];
+      }
+    }
+    q->swap(energy);
+    SoftmaxRows<S>(q->data(), static_cast<int>(n), labels, width);
   }
 }
 
@@ -178,8 +223,7 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
   // which measured fewer instructions than unpadded rows of 5.
   const int L = num_labels;
   const int S = (L + 3) / 4 * 4;
-  std::vector<float> unary(n * S, 0.f), q(n * S, 0.f), scaled(n * S, 0.f),
-      filtered(n * S), energy(n * S, 0.f);
+  std::vector<float> unary(n * S, 0.f), q(n * S, 0.f);
   for (size_t p = 0; p < n; ++p) {
     for (int l = 0; l < L; ++l) {
       const float prob =
@@ -188,24 +232,31 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
       q[p * S + l] = -unary[p * S + l];
     }
   }
-  SoftmaxRows(q.data(), static_cast<int>(n), L, S);
-  for (int it = 0; it < options.iterations; ++it) {
-    for (size_t i = 0; i < n * S; ++i) energy[i] = -unary[i];
-    for (const Kernel* k : {&gaussian, &bilateral}) {
-      for (size_t p = 0; p < n; ++p) {
-        for (int l = 0; l < S; ++l)
-          scaled[p * S + l] = q[p * S + l] * k->norm[p];
-      }
-      k->lattice->Filter(scaled.data(), S, filtered.data(), &workspace);
-      // Potts: the compatibility -w turns "subtract" into "add".
-      for (size_t p = 0; p < n; ++p) {
-        const float s = k->weight * k->norm[p];
-        for (int l = 0; l < S; ++l)
-          energy[p * S + l] += s * filtered[p * S + l];
-      }
-    }
-    q.swap(energy);
-    SoftmaxRows(q.data(), static_cast<int>(n), L, S);
+  switch (S) {
+    case 4:
+      MeanField<4>(gaussian, bilateral, unary, options.iterations, L, S, n, &q);
+      break;
+    case 8:
+      MeanField<8>(gaussian, bilateral, unary, options.iterations, L, S, n, &q);
+      break;
+    case 12:
+      MeanField<12>(gaussian, bilateral, unary, options.iterations, L, S, n,
+                    &q);
+      break;
+    case 16:
+      MeanField<16>(gaussian, bilateral, unary, options.iterations, L, S, n,
+                    &q);
+      break;
+    case 24:
+      MeanField<24>(gaussian, bilateral, unary, options.iterations, L, S, n,
+                    &q);
+      break;
+    case 32:
+      MeanField<32>(gaussian, bilateral, unary, options.iterations, L, S, n,
+                    &q);
+      break;
+    default:
+      MeanField<0>(gaussian, bilateral, unary, options.iterations, L, S, n, &q);
   }
   std::vector<float> out(n * L);
   for (size_t p = 0; p < n; ++p) {

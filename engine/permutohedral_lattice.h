@@ -36,6 +36,11 @@ class PermutohedralLattice {
               std::vector<float>* workspace) const;
 
  private:
+  // Filter for rows of C floats (C == 0: any width, given by `channels`).
+  template <int C>
+  void FilterRows(const float* in, int channels, float* out,
+                  std::vector<float>* workspace) const;
+
   int num_points_;
   int dim_;
   int num_vertices_ = 0;
