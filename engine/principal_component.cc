@@ -3,9 +3,90 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace primaps {
+namespace {
+
+// Largest eigenpair of the symmetric tridiagonal matrix with diagonal
+// `alpha` and off-diagonal `beta` (k x k, k = alpha.size()).
+void TopTridiagonalEigenpair(const std::vector<double>& alpha,
+                             const std::vector<double>& beta, double* theta,
+                             std::vector<double>* s) {
+  const int64_t k = static_cast<int64_t>(alpha.size());
+  at::Tensor t = at::zeros({k, k}, at::kDouble);
+  double* p = t.data_ptr<double>();
+  for (int64_t i = 0; i < k; ++i) {
+    p[i * k + i] = alpha[i];
+    if (i + 1 < k) p[i * k + i + 1] = p[(i + 1) * k + i] = beta[i];
+  }
+  const auto [values, vectors] = at::linalg_eigh(t);
+  *theta = values[k - 1].item<double>();
+  const at::Tensor top = vectors.select(1, k - 1).contiguous();
+  s->assign(top.data_ptr<double>(), top.data_ptr<double>() + k);
+}
+
+// The leading eigenvector of the symmetric positive semi-definite d x d
+// matrix `a` (row-major), by Lanczos iteration with full
+// reorthogonalization, stopped when the Ritz residual |A v - theta v| falls
+// below 1e-10 * theta. Deterministic: the start vector is the unit vector of
+// the largest diagonal entry (the coordinate of largest variance).
+std::vector<double> LeadingEigenvector(const std::vector<double>& a, int d) {
+  auto matvec = [&](const std::vector<double>& x, std::vector<double>* y) {
+    for (int i = 0; i < d; ++i) {
+      const double* row = &a[static_cast<size_t>(i) * d];
+      double s = 0;
+      for (int j = 0; j < d; ++j) s += row[j] * x[j];
+      (*y)[i] = s;
+    }
+  };
+  auto dot = [d](const std::vector<double>& x, const std::vector<double>& y) {
+    double s = 0;
+    for (int i = 0; i < d; ++i) s += x[i] * y[i];
+    return s;
+  };
+  int start = 0;
+  for (int i = 1; i < d; ++i) {
+    if (a[static_cast<size_t>(i) * d + i] >
+        a[static_cast<size_t>(start) * d + start])
+      start = i;
+  }
+  std::vector<std::vector<double>> basis(1, std::vector<double>(d, 0.0));
+  basis[0][start] = 1.0;
+  std::vector<double> alpha, beta, s, w(d);
+  double theta = 0;
+  for (int j = 0; j < d; ++j) {
+    matvec(basis[j], &w);
+    alpha.push_back(dot(basis[j], w));
+    // Full reorthogonalization, twice ("twice is enough"), against every
+    // basis vector; this includes the three-term recurrence.
+    for (int pass = 0; pass < 2; ++pass) {
+      for (const std::vector<double>& q : basis) {
+        const double c = dot(q, w);
+        for (int i = 0; i < d; ++i) w[i] -= c * q[i];
+      }
+    }
+    const double b = std::sqrt(dot(w, w));
+    TopTridiagonalEigenpair(alpha, beta, &theta, &s);
+    // The Ritz residual of the top pair is b * |last component of s|.
+    if (b * std::abs(s.back()) <= 1e-10 * std::max(theta, 1e-300) ||
+        b <= 1e-300)
+      break;
+    beta.push_back(b);
+    for (int i = 0; i < d; ++i) w[i] /= b;
+    basis.push_back(w);
+  }
+  std::vector<double> v(d, 0.0);
+  for (size_t k = 0; k < s.size(); ++k) {
+    for (int i = 0; i < d; ++i) v[i] += s[k] * basis[k][i];
+  }
+  const double norm = std::sqrt(dot(v, v));
+  for (double& e : v) e /= norm;
+  return v;
+}
+
+}  // namespace
 
 std::vector<float> FirstPrincipalComponent(const float* rows, int64_t count,
                                            int dim) {
@@ -13,19 +94,25 @@ std::vector<float> FirstPrincipalComponent(const float* rows, int64_t count,
   const at::Tensor x =
       at::from_blob(const_cast<float*>(rows), {count, dim}, at::kFloat);
   const at::Tensor centered = x - x.mean(0, /*keepdim=*/true);
-  // Covariance up to a positive factor, which changes no eigenvector.
-  const at::Tensor cov = at::mm(centered.t(), centered);
-  // eigh returns eigenvalues in ascending order: the last column is the
-  // leading eigenvector.
-  const at::Tensor v =
-      std::get<1>(at::linalg_eigh(cov)).select(1, dim - 1).contiguous();
-  const at::Tensor projections = at::mv(centered, v).contiguous();
+  // Covariance up to a positive factor, which changes no eigenvector. The
+  // GEMM splits its output, not its sums, across threads, so the result is
+  // the same at any thread count.
+  const at::Tensor cov =
+      at::mm(centered.t(), centered).to(at::kDouble).contiguous();
+  const std::vector<double> a(cov.data_ptr<double>(),
+                              cov.data_ptr<double>() + cov.numel());
+  const std::vector<double> v = LeadingEigenvector(a, dim);
+  // Sign rule (DESIGN.md step 2a): the largest |projection| of a centered
+  // row onto v is positive (first row on ties).
+  std::vector<float> out(v.begin(), v.end());
+  const at::Tensor projections =
+      at::mv(centered, at::from_blob(out.data(), {dim}, at::kFloat))
+          .contiguous();
   const float* p = projections.data_ptr<float>();
   int64_t best = 0;
   for (int64_t i = 1; i < count; ++i) {
     if (std::abs(p[i]) > std::abs(p[best])) best = i;
   }
-  std::vector<float> out(v.data_ptr<float>(), v.data_ptr<float>() + dim);
   if (p[best] < 0) {
     for (float& e : out) e = -e;
   }
