@@ -148,24 +148,20 @@ void MeanField(const Kernel& gaussian, const Kernel& bilateral,
                const std::vector<float>& unary, int iterations, int labels,
                int stride, size_t n, std::vector<float>* q) {
   const int width = Rows<S>::Width(stride);
-  std::vector<float> scaled(n * width), filtered(n * width), energy(n * width),
-      workspace;
+  std::vector<float> energy(n * width), workspace;
   SoftmaxRows<S>(q->data(), static_cast<int>(n), labels, width);
   for (int it = 0; it < iterations; ++it) {
     for (size_t i = 0; i < n * width; ++i) energy[i] = -unary[i];
     for (const Kernel* k : {&gaussian, &bilateral}) {
-      for (size_t p = 0; p < n; ++p) {
-        const float norm = k->norm[p];
-        for (int l = 0; l < width; ++l)
-          scaled[p * width + l] = (*q)[p * width + l] * norm;
-      }
-      k->lattice->Filter(scaled.data(), width, filtered.data(), &workspace);
-      // Potts: the compatibility -w turns "subtract" into "add".
-      for (size_t p = 0; p < n; ++p) {
-        const float s = k->weight * k->norm[p];
-        for (int l = 0; l < width; ++l)
-          energy[p * width + l] += s * filtered[p * width + l];
-      }
+      // energy += w * n * L(n * Q), the scalings fused into the filter; the
+      // Potts compatibility -w turns "subtract the pairwise term" into "add".
+      PermutohedralLattice::Scaling scaling;
+      scaling.in_scale = k->norm.data();
+      scaling.out_scale = k->norm.data();
+      scaling.out_weight = k->weight;
+      scaling.accumulate = true;
+      k->lattice->FilterScaled(q->data(), width, energy.data(), scaling,
+                               &workspace);
     }
     q->swap(energy);
     SoftmaxRows<S>(q->data(), static_cast<int>(n), labels, width);

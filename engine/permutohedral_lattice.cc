@@ -229,6 +229,22 @@ inline void Axpy(float* __restrict dst, float w, const float* __restrict src,
   for (int c = 0; c < width; ++c) dst[c] += w * src[c];
 }
 
+// dst = w * src over n floats.
+template <int C>
+inline void Scale(float* __restrict dst, float w, const float* __restrict src,
+                  int n) {
+  const int width = C == kDynamic ? n : C;
+#if defined(__SSE2__)
+  if (width % 4 == 0) {
+    const __m128 wv = _mm_set1_ps(w);
+    for (int c = 0; c < width; c += 4)
+      _mm_storeu_ps(dst + c, _mm_mul_ps(wv, _mm_loadu_ps(src + c)));
+    return;
+  }
+#endif
+  for (int c = 0; c < width; ++c) dst[c] = w * src[c];
+}
+
 template <int C>
 inline void Blur3(float* __restrict dst, const float* __restrict self,
                   const float* __restrict a, const float* __restrict b, int n) {
@@ -251,15 +267,18 @@ inline void Blur3(float* __restrict dst, const float* __restrict self,
 
 template <int C>
 void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
+                                      const Scaling& scaling,
                                       std::vector<float>* workspace) const {
   const int d1 = dim_ + 1;
   const size_t cells = static_cast<size_t>(num_vertices_ + 1) * channels;
-  // Two buffers, swapped after each blur axis. Only the splat target needs
-  // zeroing; the blur overwrites every row of the other except row 0, the
-  // always-zero "missing neighbour" row.
-  workspace->resize(2 * cells);
+  // Two buffers, swapped after each blur axis, then one row of slice
+  // accumulator. Only the splat target needs zeroing; the blur overwrites
+  // every row of the other except row 0, the always-zero "missing
+  // neighbour" row.
+  workspace->resize(2 * cells + channels);
   float* values = workspace->data();
   float* scratch = values + cells;
+  float* acc = scratch + cells;
   std::fill(values, values + cells, 0.f);
   std::fill(scratch, scratch + channels, 0.f);
   // Splat.
@@ -267,9 +286,10 @@ void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
     const float* src = in + static_cast<size_t>(p) * channels;
     const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
     const float* weights = &weights_[static_cast<size_t>(p) * d1];
+    const float in_scale = scaling.in_scale ? scaling.in_scale[p] : 1.f;
     for (int r = 0; r < d1; ++r) {
       float* dst = &values[static_cast<size_t>(offsets[r]) * channels];
-      Axpy<C>(dst, weights[r], src, channels);
+      Axpy<C>(dst, weights[r] * in_scale, src, channels);
     }
   }
   // Blur along each axis: new = old + 0.5 * (left + right).
@@ -287,36 +307,52 @@ void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
   // Slice.
   const float alpha = 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
   for (int p = 0; p < num_points_; ++p) {
-    float* dst = out + static_cast<size_t>(p) * channels;
-    std::fill(dst, dst + channels, 0.f);
+    // Small fixed-size rows: initialize from the first vertex rather than
+    // zero-filling (a zero fill compiles to a memset call per point).
     const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
     const float* weights = &weights_[static_cast<size_t>(p) * d1];
-    for (int r = 0; r < d1; ++r) {
+    Scale<C>(acc, weights[0] * alpha,
+             &values[static_cast<size_t>(offsets[0]) * channels], channels);
+    for (int r = 1; r < d1; ++r) {
       const float* src = &values[static_cast<size_t>(offsets[r]) * channels];
-      Axpy<C>(dst, weights[r] * alpha, src, channels);
+      Axpy<C>(acc, weights[r] * alpha, src, channels);
+    }
+    float* dst = out + static_cast<size_t>(p) * channels;
+    const float out_scale =
+        scaling.out_weight * (scaling.out_scale ? scaling.out_scale[p] : 1.f);
+    if (scaling.accumulate) {
+      Axpy<C>(dst, out_scale, acc, channels);
+    } else {
+      Scale<C>(dst, out_scale, acc, channels);
     }
   }
 }
 
 void PermutohedralLattice::Filter(const float* in, int channels, float* out,
                                   std::vector<float>* workspace) const {
+  FilterScaled(in, channels, out, Scaling{}, workspace);
+}
+
+void PermutohedralLattice::FilterScaled(const float* in, int channels,
+                                        float* out, const Scaling& scaling,
+                                        std::vector<float>* workspace) const {
   switch (channels) {
     case 1:
-      return FilterRows<1>(in, channels, out, workspace);
+      return FilterRows<1>(in, channels, out, scaling, workspace);
     case 4:
-      return FilterRows<4>(in, channels, out, workspace);
+      return FilterRows<4>(in, channels, out, scaling, workspace);
     case 8:
-      return FilterRows<8>(in, channels, out, workspace);
+      return FilterRows<8>(in, channels, out, scaling, workspace);
     case 12:
-      return FilterRows<12>(in, channels, out, workspace);
+      return FilterRows<12>(in, channels, out, scaling, workspace);
     case 16:
-      return FilterRows<16>(in, channels, out, workspace);
+      return FilterRows<16>(in, channels, out, scaling, workspace);
     case 24:
-      return FilterRows<24>(in, channels, out, workspace);
+      return FilterRows<24>(in, channels, out, scaling, workspace);
     case 32:
-      return FilterRows<32>(in, channels, out, workspace);
+      return FilterRows<32>(in, channels, out, scaling, workspace);
     default:
-      return FilterRows<kDynamic>(in, channels, out, workspace);
+      return FilterRows<kDynamic>(in, channels, out, scaling, workspace);
   }
 }
 

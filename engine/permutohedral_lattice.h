@@ -35,11 +35,24 @@ class PermutohedralLattice {
   void Filter(const float* in, int channels, float* out,
               std::vector<float>* workspace) const;
 
+  // Per-point scaling fused into Filter, to spare the callers passes over
+  // their arrays: the input of point q is multiplied by in_scale[q], and
+  // out[p] (+)= out_weight * out_scale[p] * filtered[p].
+  struct Scaling {
+    const float* in_scale = nullptr;   // none: 1
+    const float* out_scale = nullptr;  // none: 1
+    float out_weight = 1.f;
+    bool accumulate = false;  // add into `out` instead of overwriting it
+  };
+  void FilterScaled(const float* in, int channels, float* out,
+                    const Scaling& scaling,
+                    std::vector<float>* workspace) const;
+
  private:
   // Filter for rows of C floats (C == 0: any width, given by `channels`).
   template <int C>
   void FilterRows(const float* in, int channels, float* out,
-                  std::vector<float>* workspace) const;
+                  const Scaling& scaling, std::vector<float>* workspace) const;
 
   int num_points_;
   int dim_;
