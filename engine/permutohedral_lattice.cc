@@ -103,6 +103,8 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
     for (int i = d - r + 1; i <= d; ++i) canonical[r][i] = r - d1;
   }
 
+  // As the reference: multiply by 1/(d+1) rather than divide.
+  const float down_factor = 1.f / static_cast<float>(d1);
   float elevated[kMaxDim + 1], barycentric[kMaxDim + 2];
   int rem0[kMaxDim + 1], rank[kMaxDim + 1];
   int16_t key[kMaxDim];
@@ -121,9 +123,14 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
     // Nearest remainder-0 lattice point, then the ranks of the differences.
     int sum_rem = 0;
     for (int i = 0; i <= d; ++i) {
-      const float v = elevated[i] / d1;
-      const int up = static_cast<int>(std::ceil(v)) * d1;
-      const int down = static_cast<int>(std::floor(v)) * d1;
+      // floor and ceil of v by integer conversion (truncation toward zero,
+      // corrected for negative v); libm calls here dominated construction.
+      const float v = elevated[i] * down_factor;
+      int floor_v = static_cast<int>(v);
+      floor_v -= v < static_cast<float>(floor_v) ? 1 : 0;
+      const int ceil_v = floor_v + (v > static_cast<float>(floor_v) ? 1 : 0);
+      const int up = ceil_v * d1;
+      const int down = floor_v * d1;
       rem0[i] = (up - elevated[i] < elevated[i] - down) ? up : down;
       sum_rem += rem0[i];
     }
@@ -162,7 +169,7 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
     // Barycentric coordinates of the point in its simplex.
     for (int i = 0; i <= d + 1; ++i) barycentric[i] = 0;
     for (int i = 0; i <= d; ++i) {
-      const float v = (elevated[i] - rem0[i]) / d1;
+      const float v = (elevated[i] - rem0[i]) * down_factor;
       barycentric[d - rank[i]] += v;
       barycentric[d + 1 - rank[i]] -= v;
     }
