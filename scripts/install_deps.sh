@@ -9,7 +9,7 @@ packages=(
   # Engine.
   libtorch-dev libopenblas0-openmp libopencv-dev libabsl-dev nlohmann-json3-dev zlib1g-dev
   # Serving.
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libssl-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
   # Golden fixtures and the Python example client.
