@@ -1,0 +1,125 @@
+#include "server/dynamic_batcher.h"
+
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace primaps {
+
+DynamicBatcher::DynamicBatcher(Options options, Backbone* backbone,
+                               BatchObserver observer)
+    : options_(options), backbone_(backbone), observer_(std::move(observer)) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+DynamicBatcher::~DynamicBatcher() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+absl::Status DynamicBatcher::Submit(Work work) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("server overloaded: ", queue_.size(),
+                     " images waiting for the backbone (limit ",
+                     options_.max_queue, "); retry with backoff"));
+  }
+  queue_.push_back({std::move(work), absl::Now()});
+  return absl::OkStatus();
+}
+
+int DynamicBatcher::queue_depth() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(queue_.size());
+}
+
+std::vector<DynamicBatcher::Queued> DynamicBatcher::NextBatch() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](DynamicBatcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
+        return b->stopping_ || !b->queue_.empty();
+      },
+      this));
+  if (queue_.empty()) return {};
+  // Wait for the oldest image's batch to fill, up to its delay.
+  const NormalizedImage& first = *queue_.front().work.image;
+  const int h = first.height, w = first.width;
+  auto same_size = [h, w](const Queued& q) {
+    return q.work.image->height == h && q.work.image->width == w;
+  };
+  struct FillState {
+    DynamicBatcher* batcher;
+    decltype(same_size)* same;
+  } state{this, &same_size};
+  const absl::Time flush_at =
+      queue_.front().enqueued + options_.max_queue_delay;
+  mu_.AwaitWithDeadline(
+      absl::Condition(
+          +[](FillState* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->batcher->mu_) {
+            if (s->batcher->stopping_) return true;
+            int n = 0;
+            for (const Queued& q : s->batcher->queue_) n += (*s->same)(q);
+            return n >= s->batcher->options_.max_batch;
+          },
+          &state),
+      flush_at);
+  std::vector<Queued> batch;
+  for (auto it = queue_.begin();
+       it != queue_.end() &&
+       static_cast<int>(batch.size()) < options_.max_batch;) {
+    if (same_size(*it)) {
+      batch.push_back(std::move(*it));
+      it = queue_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return batch;
+}
+
+void DynamicBatcher::Loop() {
+  while (true) {
+    std::vector<Queued> batch = NextBatch();
+    if (batch.empty()) return;
+    // Answer expired and cancelled work without computing it.
+    const absl::Time now = absl::Now();
+    std::vector<Queued> live;
+    for (Queued& q : batch) {
+      if (q.work.cancelled != nullptr && q.work.cancelled->load()) {
+        q.work.done(
+            absl::CancelledError("request cancelled before the backbone ran"));
+      } else if (now > q.work.deadline) {
+        q.work.done(absl::DeadlineExceededError(absl::StrCat(
+            "deadline passed after ", absl::FormatDuration(now - q.enqueued),
+            " waiting for the backbone")));
+      } else {
+        live.push_back(std::move(q));
+      }
+    }
+    if (live.empty()) continue;
+    std::vector<const NormalizedImage*> images;
+    for (const Queued& q : live) images.push_back(q.work.image.get());
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::vector<FeatureMap>> features =
+        backbone_->Extract(images);
+    const absl::Duration compute = absl::Now() - start;
+    if (observer_)
+      observer_(static_cast<int>(live.size()), start - live.front().enqueued,
+                compute);
+    for (size_t i = 0; i < live.size(); ++i) {
+      if (features.ok()) {
+        live[i].work.done(std::move((*features)[i]));
+      } else {
+        live[i].work.done(features.status());
+      }
+    }
+  }
+}
+
+}  // namespace primaps

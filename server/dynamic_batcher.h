@@ -1,0 +1,88 @@
+// Groups feature-extraction work from concurrent requests into batches for
+// the backbone, which runs on one thread (one device stream).
+//
+// A batch holds images of one size (the backbone needs a uniform tensor),
+// at most `max_batch` of them, and waits at most `max_queue_delay` after its
+// oldest image arrived. The queue is bounded: Submit refuses with
+// RESOURCE_EXHAUSTED instead of letting latency and memory grow.
+#ifndef PRIMAPS_SERVER_DYNAMIC_BATCHER_H_
+#define PRIMAPS_SERVER_DYNAMIC_BATCHER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "engine/backbone.h"
+
+namespace primaps {
+
+class DynamicBatcher {
+ public:
+  struct Options {
+    int max_batch = 8;
+    absl::Duration max_queue_delay = absl::Milliseconds(5);
+    // Images waiting, beyond which Submit refuses.
+    int max_queue = 64;
+  };
+
+  // Called once per batch, on the batcher thread, after the forward pass:
+  // batch size, time the oldest image waited, forward time.
+  using BatchObserver = std::function<void(int size, absl::Duration queued,
+                                           absl::Duration compute)>;
+
+  struct Work {
+    std::shared_ptr<const NormalizedImage> image;
+    // Past this, the work is answered with DEADLINE_EXCEEDED, not computed.
+    absl::Time deadline = absl::InfiniteFuture();
+    // Set by the caller when its request is cancelled (may be null).
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    // Called exactly once, on the batcher thread, with the features or why
+    // there are none. Keep it short: hand heavy work to another pool.
+    std::function<void(absl::StatusOr<FeatureMap>)> done;
+  };
+
+  // `backbone` must outlive the batcher.
+  DynamicBatcher(Options options, Backbone* backbone,
+                 BatchObserver observer = nullptr);
+  // Finishes every queued item (computing it), then joins the thread.
+  ~DynamicBatcher();
+
+  DynamicBatcher(const DynamicBatcher&) = delete;
+  DynamicBatcher& operator=(const DynamicBatcher&) = delete;
+
+  // On OK the batcher owns `work` and will call work.done. On error (queue
+  // full) work.done is not called and the caller still owns the request.
+  absl::Status Submit(Work work) ABSL_LOCKS_EXCLUDED(mu_);
+
+  int queue_depth() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Queued {
+    Work work;
+    absl::Time enqueued;
+  };
+
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes the next batch off the queue, waiting for it to fill; empty when
+  // stopping with nothing queued.
+  std::vector<Queued> NextBatch() ABSL_LOCKS_EXCLUDED(mu_);
+
+  const Options options_;
+  Backbone* const backbone_;
+  const BatchObserver observer_;
+  mutable absl::Mutex mu_;
+  std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_SERVER_DYNAMIC_BATCHER_H_

@@ -1,0 +1,172 @@
+#include "server/dynamic_batcher.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/notification.h"
+#include "engine/builtin_backbone.h"
+
+namespace primaps {
+namespace {
+
+std::shared_ptr<const NormalizedImage> Image(int h, int w, float value) {
+  auto image = std::make_shared<NormalizedImage>();
+  image->height = image->valid_height = h;
+  image->width = image->valid_width = w;
+  image->data.assign(static_cast<size_t>(3) * h * w, value);
+  for (size_t i = 0; i < image->data.size(); i += 7) image->data[i] = -value;
+  return image;
+}
+
+struct Recorder {
+  absl::Mutex mu;
+  std::vector<int> batch_sizes;
+  DynamicBatcher::BatchObserver observer() {
+    return [this](int size, absl::Duration, absl::Duration) {
+      absl::MutexLock lock(&mu);
+      batch_sizes.push_back(size);
+    };
+  }
+};
+
+TEST(DynamicBatcherTest, BatchesUpToMaxAndResultsMatchSingleCalls) {
+  auto backbone = CreateBuiltinBackbone();
+  Recorder recorder;
+  DynamicBatcher::Options options;
+  options.max_batch = 4;
+  options.max_queue_delay = absl::Milliseconds(200);
+  std::vector<absl::StatusOr<FeatureMap>> results(
+      10, absl::UnknownError("not called"));
+  std::vector<std::shared_ptr<const NormalizedImage>> images;
+  {
+    DynamicBatcher batcher(options, backbone.get(), recorder.observer());
+    absl::BlockingCounter done(10);
+    for (int i = 0; i < 10; ++i) {
+      // Two sizes, interleaved: batches must not mix them.
+      images.push_back(Image(i % 2 ? 32 : 40, 48, 0.1f * i));
+      DynamicBatcher::Work work;
+      work.image = images.back();
+      work.done = [&results, &done, i](absl::StatusOr<FeatureMap> f) {
+        results[i] = std::move(f);
+        done.DecrementCount();
+      };
+      ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
+    }
+    done.Wait();
+  }
+  int total = 0;
+  for (int size : recorder.batch_sizes) {
+    EXPECT_LE(size, 4);
+    total += size;
+  }
+  EXPECT_EQ(total, 10);
+  EXPECT_LT(recorder.batch_sizes.size(), 10u);  // some batching happened
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(results[i].ok()) << results[i].status();
+    auto single = backbone->Extract({images[i].get()});
+    ASSERT_TRUE(single.ok());
+    EXPECT_EQ(results[i]->data, (*single)[0].data) << i;
+  }
+}
+
+TEST(DynamicBatcherTest, FullQueueIsRefusedQuickly) {
+  auto backbone = CreateBuiltinBackbone();
+  DynamicBatcher::Options options;
+  options.max_batch = 1;
+  options.max_queue = 2;
+  options.max_queue_delay = absl::ZeroDuration();
+  absl::Notification release, first_running;
+  absl::BlockingCounter done(3);
+  DynamicBatcher batcher(options, backbone.get());
+  auto submit = [&](bool block) {
+    DynamicBatcher::Work work;
+    work.image = Image(16, 16, 0.5f);
+    work.done = [&, block](absl::StatusOr<FeatureMap>) {
+      if (block) {
+        first_running.Notify();
+        release.WaitForNotification();  // holds the batcher thread
+      }
+      done.DecrementCount();
+    };
+    return batcher.Submit(std::move(work));
+  };
+  ASSERT_TRUE(submit(true).ok());
+  first_running.WaitForNotification();
+  EXPECT_TRUE(submit(false).ok());
+  EXPECT_TRUE(submit(false).ok());
+  EXPECT_EQ(batcher.queue_depth(), 2);
+  const absl::Status refused = submit(false);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.message().find("limit 2"), std::string::npos);
+  release.Notify();
+  done.Wait();
+}
+
+TEST(DynamicBatcherTest, ExpiredAndCancelledWorkIsNotComputed) {
+  auto backbone = CreateBuiltinBackbone();
+  Recorder recorder;
+  DynamicBatcher batcher({}, backbone.get(), recorder.observer());
+  absl::BlockingCounter done(2);
+  absl::Status expired, cancelled;
+  DynamicBatcher::Work late;
+  late.image = Image(16, 16, 0.f);
+  late.deadline = absl::Now() - absl::Seconds(1);
+  late.done = [&](absl::StatusOr<FeatureMap> f) {
+    expired = f.status();
+    done.DecrementCount();
+  };
+  DynamicBatcher::Work gone;
+  gone.image = Image(16, 16, 0.f);
+  gone.cancelled = std::make_shared<std::atomic<bool>>(true);
+  gone.done = [&](absl::StatusOr<FeatureMap> f) {
+    cancelled = f.status();
+    done.DecrementCount();
+  };
+  ASSERT_TRUE(batcher.Submit(std::move(late)).ok());
+  ASSERT_TRUE(batcher.Submit(std::move(gone)).ok());
+  done.Wait();
+  EXPECT_EQ(expired.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(cancelled.code(), absl::StatusCode::kCancelled);
+  absl::MutexLock lock(&recorder.mu);
+  EXPECT_TRUE(recorder.batch_sizes.empty());  // no forward pass ran
+}
+
+TEST(DynamicBatcherTest, BackboneErrorsReachEveryCaller) {
+  auto backbone = CreateBuiltinBackbone();
+  DynamicBatcher batcher({}, backbone.get());
+  absl::Notification done;
+  absl::Status status;
+  DynamicBatcher::Work work;
+  work.image = Image(4, 4, 0.f);  // smaller than one patch
+  work.done = [&](absl::StatusOr<FeatureMap> f) {
+    status = f.status();
+    done.Notify();
+  };
+  ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
+  done.WaitForNotification();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DynamicBatcherTest, DestructorFinishesQueuedWork) {
+  auto backbone = CreateBuiltinBackbone();
+  std::atomic<int> finished{0};
+  {
+    DynamicBatcher::Options options;
+    options.max_queue_delay =
+        absl::Seconds(30);  // would wait long without the drain
+    options.max_batch = 64;
+    DynamicBatcher batcher(options, backbone.get());
+    for (int i = 0; i < 5; ++i) {
+      DynamicBatcher::Work work;
+      work.image = Image(16, 16, 0.f);
+      work.done = [&](absl::StatusOr<FeatureMap> f) { finished += f.ok(); };
+      ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
+    }
+  }
+  EXPECT_EQ(finished, 5);
+}
+
+}  // namespace
+}  // namespace primaps
