@@ -1,0 +1,102 @@
+// One request's path through the server, without gRPC: validate, decode
+// and preprocess on the CPU pool, backbone features through the dynamic
+// batcher, then PriMaPs, the head and the CRF back on the CPU pool (so the
+// next batch's forward pass overlaps them). Deadlines and cancellation are
+// checked between stages.
+#ifndef PRIMAPS_SERVER_INFERENCE_PIPELINE_H_
+#define PRIMAPS_SERVER_INFERENCE_PIPELINE_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/backbone.h"
+#include "engine/image_decode.h"
+#include "engine/model_registry.h"
+#include "engine/primaps.h"
+#include "engine/thread_pool.h"
+#include "server/dynamic_batcher.h"
+
+namespace primaps {
+
+enum class Task { kProposeMasks, kPseudoLabel, kSegment, kFeatures };
+
+struct PipelineRequest {
+  Task task = Task::kProposeMasks;
+  // Either encoded image bytes, or raw pixels (raw_channels > 0).
+  std::string encoded;
+  std::string raw_pixels;
+  int64_t raw_width = 0, raw_height = 0, raw_channels = 0;
+  // Overrides of the server defaults.
+  int resize = 0;  // 0 = default
+  std::optional<CropMode> crop;
+  std::optional<float> threshold;
+  std::optional<bool> crf;
+  // kFeatures: also compute PriMaPs masks.
+  bool with_masks = false;
+  // kSegment: also return class probabilities.
+  bool with_probabilities = false;
+  absl::Time deadline = absl::InfiniteFuture();
+  // Polled between stages; may be null.
+  std::function<bool()> is_cancelled;
+};
+
+struct PipelineResult {
+  // The model that produced this result (taken when the request started).
+  std::shared_ptr<const ModelSnapshot> model;
+  int image_height = 0, image_width = 0;
+  FeatureMap features;    // kFeatures
+  PriMaPsResult primaps;  // kProposeMasks, kPseudoLabel, kFeatures with masks
+  LabelMap labels;        // kPseudoLabel, kSegment
+  std::vector<float> probabilities;  // kSegment with probabilities
+};
+
+struct PipelineOptions {
+  DecodeOptions decode;
+  int default_resize = 320;
+  CropMode default_crop = CropMode::kCenter;
+  PriMaPsOptions primaps;  // threshold and CRF defaults
+  int max_resize = 2048;
+};
+
+class InferencePipeline {
+ public:
+  // Borrowed pointers; all must outlive the pipeline.
+  InferencePipeline(PipelineOptions options, Backbone* backbone,
+                    ModelRegistry* registry, DynamicBatcher* batcher,
+                    ThreadPool* cpu_pool);
+
+  // Runs `request` asynchronously; `done` is called exactly once, on some
+  // pool thread, with the result or a Status naming what was wrong
+  // (INVALID_ARGUMENT for bad input, RESOURCE_EXHAUSTED when overloaded,
+  // DEADLINE_EXCEEDED, CANCELLED, FAILED_PRECONDITION for Segment without
+  // a head).
+  void Run(PipelineRequest request,
+           std::function<void(absl::StatusOr<PipelineResult>)> done);
+
+  // The same work synchronously on the calling thread, without the batcher
+  // or the pool: what the engine gives for this request. The server's
+  // answers must equal it.
+  absl::StatusOr<PipelineResult> RunDirect(const PipelineRequest& request);
+
+ private:
+  struct Prepared;
+  absl::StatusOr<std::shared_ptr<Prepared>> Prepare(
+      const PipelineRequest& request) const;
+  absl::StatusOr<PipelineResult> Finish(const Prepared& prepared,
+                                        FeatureMap features) const;
+
+  const PipelineOptions options_;
+  Backbone* const backbone_;
+  ModelRegistry* const registry_;
+  DynamicBatcher* const batcher_;
+  ThreadPool* const cpu_pool_;
+};
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_SERVER_INFERENCE_PIPELINE_H_

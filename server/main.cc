@@ -1,0 +1,140 @@
+// primaps-server: flags and config, start-up, wait for SIGTERM/SIGINT,
+// drain, exit. Everything else lives in server.cc.
+#include <signal.h>
+
+#include <cstdio>
+#include <set>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, config, "",
+          "Text-format ServerConfig file; flags override it.");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "gRPC address (port 0 picks a free one).");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
+          "Prometheus /metrics address; empty = off.");
+ABSL_FLAG(std::string, backbone, "builtin",
+          "builtin, dino_vits8, dino_vits16, dino_vitb8, dino_vitb16, "
+          "dinov2_vits14, dinov2_vitb14, "
+          "dinov2_vits14_reg or dinov2_vitb14_reg.");
+ABSL_FLAG(std::string, weights, "", "Backbone weights (.pth or .safetensors).");
+ABSL_FLAG(std::string, head, "",
+          "Head checkpoint (.safetensors) to serve at start-up.");
+ABSL_FLAG(std::string, checkpoint_dir, "",
+          "Directory for AdminService.LoadCheckpoint paths.");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
+ABSL_FLAG(int32_t, threads, 1, "LibTorch intra-op threads for the backbone.");
+ABSL_FLAG(int32_t, cpu_threads, 0,
+          "CPU pool threads (decode, PriMaPs, CRF); 0 = one per core.");
+ABSL_FLAG(int32_t, max_batch, 8, "Largest backbone batch.");
+ABSL_FLAG(int32_t, max_queue_delay_ms, 5, "Longest wait for a batch to fill.");
+ABSL_FLAG(int32_t, max_queue, 64,
+          "Most images waiting; more are refused (RESOURCE_EXHAUSTED).");
+ABSL_FLAG(int32_t, resize, 320, "Default short side after resizing.");
+ABSL_FLAG(std::string, crop, "center", "Default crop: center or full.");
+ABSL_FLAG(float, threshold, 0.4f, "Default PriMaPs threshold.");
+ABSL_FLAG(int64_t, max_image_pixels, int64_t{8192} * 8192,
+          "Largest image accepted (pixels).");
+ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "Largest gRPC message.");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "Bearer token for AdminService; empty = disabled.");
+ABSL_FLAG(std::string, tls_cert, "", "Server certificate (PEM).");
+ABSL_FLAG(std::string, tls_key, "", "Server private key (PEM).");
+ABSL_FLAG(std::string, tls_client_ca, "", "CA for client certificates (mTLS).");
+ABSL_FLAG(int32_t, drain_timeout_s, 30,
+          "Longest wait for in-flight calls on SIGTERM.");
+
+namespace {
+
+// The names of the flags on the command line ("--name=value", "--name value"
+// or "-name"), which override the config file.
+std::set<std::string> GivenFlags(int argc, char** argv) {
+  std::set<std::string> names;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg.rfind("-", 0) != 0) continue;
+    arg = arg.substr(arg.find_first_not_of('-'));
+    names.insert(arg.substr(0, arg.find('=')));
+  }
+  return names;
+}
+
+// Applies each flag given on the command line over the config.
+void ApplyFlags(const std::set<std::string>& given_flags,
+                primaps::v1::ServerConfig* c) {
+  auto given = [&](const char* name) { return given_flags.count(name) > 0; };
+#define PRIMAPS_OVERRIDE(name) \
+  if (given(#name)) c->set_##name(absl::GetFlag(FLAGS_##name))
+  PRIMAPS_OVERRIDE(listen);
+  PRIMAPS_OVERRIDE(metrics_listen);
+  PRIMAPS_OVERRIDE(backbone);
+  PRIMAPS_OVERRIDE(weights);
+  PRIMAPS_OVERRIDE(head);
+  PRIMAPS_OVERRIDE(checkpoint_dir);
+  PRIMAPS_OVERRIDE(device);
+  PRIMAPS_OVERRIDE(threads);
+  PRIMAPS_OVERRIDE(max_batch);
+  PRIMAPS_OVERRIDE(max_queue_delay_ms);
+  PRIMAPS_OVERRIDE(max_queue);
+  PRIMAPS_OVERRIDE(resize);
+  PRIMAPS_OVERRIDE(crop);
+  PRIMAPS_OVERRIDE(threshold);
+  PRIMAPS_OVERRIDE(max_image_pixels);
+  PRIMAPS_OVERRIDE(max_message_bytes);
+  PRIMAPS_OVERRIDE(admin_token_file);
+  PRIMAPS_OVERRIDE(tls_cert);
+  PRIMAPS_OVERRIDE(tls_key);
+  PRIMAPS_OVERRIDE(tls_client_ca);
+#undef PRIMAPS_OVERRIDE
+  if (given("cpu_threads") && absl::GetFlag(FLAGS_cpu_threads) > 0) {
+    c->set_cpu_threads(absl::GetFlag(FLAGS_cpu_threads));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves PriMaPs mask proposals, pseudo labels, segmentation and features "
+      "over gRPC.");
+  const std::set<std::string> given_flags = GivenFlags(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  // Block the shutdown signals in every thread (threads inherit the mask)
+  // and take them synchronously in main with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  primaps::v1::ServerConfig config = primaps::DefaultServerConfig();
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    const absl::Status status =
+        primaps::MergeServerConfigFile(absl::GetFlag(FLAGS_config), &config);
+    if (!status.ok()) {
+      std::fprintf(stderr, "primaps-server: %s\n",
+                   std::string(status.message()).c_str());
+      return 2;
+    }
+  }
+  ApplyFlags(given_flags, &config);
+  auto server = primaps::Server::Create(config);
+  if (!server.ok()) {
+    std::fprintf(stderr, "primaps-server: cannot start: %s\n",
+                 std::string(server.status().message()).c_str());
+    return 1;
+  }
+  int signal = 0;
+  sigwait(&signals, &signal);
+  std::fprintf(stderr, "primaps-server: got %s\n",
+               signal == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*server)->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  server->reset();
+  std::fprintf(stderr, "primaps-server: exited cleanly\n");
+  return 0;
+}

@@ -1,0 +1,55 @@
+// The PriMaPsService gRPC handlers (callback API): a thin shell that turns
+// messages into pipeline requests and results back into messages.
+#ifndef PRIMAPS_SERVER_PRIMAPS_SERVICE_H_
+#define PRIMAPS_SERVER_PRIMAPS_SERVICE_H_
+
+#include <atomic>
+
+#include "primaps/v1/service.grpc.pb.h"
+#include "server/inference_pipeline.h"
+#include "server/server_metrics.h"
+
+namespace primaps {
+
+class PriMaPsServiceImpl final : public v1::PriMaPsService::CallbackService {
+ public:
+  // Borrowed pointers; they must outlive the service.
+  PriMaPsServiceImpl(InferencePipeline* pipeline, ServerMetrics* metrics);
+
+  grpc::ServerUnaryReactor* ProposeMasks(grpc::CallbackServerContext* context,
+                                         const v1::ImageRequest* request,
+                                         v1::MaskProposals* response) override;
+  grpc::ServerUnaryReactor* PseudoLabel(
+      grpc::CallbackServerContext* context, const v1::ImageRequest* request,
+      v1::PseudoLabelResponse* response) override;
+  grpc::ServerUnaryReactor* Segment(grpc::CallbackServerContext* context,
+                                    const v1::ImageRequest* request,
+                                    v1::Segmentation* response) override;
+  grpc::ServerBidiReactor<v1::FeatureRequest, v1::FeatureResponse>*
+  ExtractFeatures(grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<v1::ImageRequest, v1::PseudoLabelStreamResponse>*
+  StreamPseudoLabels(grpc::CallbackServerContext* context) override;
+
+  // Calls whose handlers have started and not yet completed (a request
+  // counts until its reactor is done). Used to check that drains finish and
+  // that nothing leaks.
+  int64_t active_calls() const { return active_calls_.load(); }
+
+ private:
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* Unary(
+      const char* method, Task task, grpc::CallbackServerContext* context,
+      const Request* request, Response* response,
+      absl::Status (*fill)(const PipelineResult&, const Request&, Response*));
+
+  InferencePipeline* const pipeline_;
+  ServerMetrics* const metrics_;
+  std::atomic<int64_t> active_calls_{0};
+
+  template <typename, typename>
+  friend class StreamReactor;
+};
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_SERVER_PRIMAPS_SERVICE_H_

@@ -1,0 +1,256 @@
+#include "server/server.h"
+
+#include <google/protobuf/text_format.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "engine/builtin_backbone.h"
+#include "engine/file_util.h"
+#include "engine/model_registry.h"
+#include "engine/status_macros.h"
+#include "engine/thread_pool.h"
+#include "engine/vit_backbone.h"
+#include "server/admin_service.h"
+#include "server/dynamic_batcher.h"
+#include "server/inference_pipeline.h"
+#include "server/primaps_service.h"
+#include "server/server_metrics.h"
+
+namespace primaps {
+
+v1::ServerConfig DefaultServerConfig() {
+  v1::ServerConfig c;
+  c.set_listen("0.0.0.0:50051");
+  c.set_metrics_listen("0.0.0.0:9464");
+  c.set_backbone("builtin");
+  c.set_device("cpu");
+  c.set_threads(1);
+  c.set_cpu_threads(
+      static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  c.set_max_batch(8);
+  c.set_max_queue_delay_ms(5);
+  c.set_max_queue(64);
+  c.set_resize(320);
+  c.set_crop("center");
+  c.set_threshold(0.4f);
+  c.set_max_image_pixels(int64_t{8192} * 8192);
+  c.set_max_message_bytes(64 << 20);
+  return c;
+}
+
+absl::Status MergeServerConfigFile(const std::string& path,
+                                   v1::ServerConfig* config) {
+  ASSIGN_OR_RETURN(const std::string text, ReadFile(path, 1 << 20));
+  if (!google::protobuf::TextFormat::MergeFromString(text, config)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", path, " is not a text-format ServerConfig"));
+  }
+  return absl::OkStatus();
+}
+
+struct Server::Impl {
+  v1::ServerConfig config;
+  std::unique_ptr<Backbone> backbone;
+  std::unique_ptr<ModelRegistry> registry;
+  std::unique_ptr<ServerMetrics> metrics;
+  std::unique_ptr<ThreadPool> cpu_pool;
+  std::unique_ptr<DynamicBatcher> batcher;
+  std::unique_ptr<InferencePipeline> pipeline;
+  std::unique_ptr<PriMaPsServiceImpl> service;
+  std::unique_ptr<AdminServiceImpl> admin;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  absl::Mutex drain_mu;
+  bool drained ABSL_GUARDED_BY(drain_mu) = false;
+  absl::Notification drained_notification;
+};
+
+namespace {
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "primaps-server: %s\n", line.c_str());
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
+    const v1::ServerConfig& c) {
+  if (c.tls_cert().empty() && c.tls_key().empty()) {
+    if (!c.tls_client_ca().empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (c.tls_cert().empty() || c.tls_key().empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs both --tls_cert and --tls_key");
+  }
+  grpc::SslServerCredentialsOptions options;
+  ASSIGN_OR_RETURN(const std::string cert, ReadFile(c.tls_cert(), 1 << 20));
+  ASSIGN_OR_RETURN(const std::string key, ReadFile(c.tls_key(), 1 << 20));
+  options.pem_key_cert_pairs.push_back({key, cert});
+  if (!c.tls_client_ca().empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs,
+                     ReadFile(c.tls_client_ca(), 1 << 20));
+    options.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+absl::StatusOr<std::unique_ptr<Backbone>> MakeBackbone(
+    const v1::ServerConfig& c) {
+  if (c.backbone() == "builtin") {
+    if (!c.weights().empty()) {
+      return absl::InvalidArgumentError(
+          "--weights is given but --backbone=builtin needs none");
+    }
+    return CreateBuiltinBackbone();
+  }
+  ASSIGN_OR_RETURN(const VitConfig arch, VitConfigByName(c.backbone()));
+  if (c.weights().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--backbone=", c.backbone(),
+        " needs --weights (an official .pth or a .safetensors file)"));
+  }
+  VitBackboneOptions options;
+  options.config = arch;
+  options.device = c.device();
+  SetTorchThreads(c.threads());
+  return LoadVitBackbone(c.weights(), options);
+}
+
+}  // namespace
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  Drain(absl::Seconds(30));
+  // Stop the batcher before the pool it hands work to, and both before the
+  // models they use.
+  impl_->batcher.reset();
+  impl_->cpu_pool.reset();
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Create(
+    const v1::ServerConfig& config) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  const v1::ServerConfig& c = impl->config;
+  if (c.crop() != "center" && c.crop() != "full") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--crop is \"", c.crop(), "\", expected center or full"));
+  }
+  if (c.max_batch() < 1 || c.max_queue() < 1 || c.max_queue_delay_ms() < 0) {
+    return absl::InvalidArgumentError(
+        "--max_batch and --max_queue must be >= 1, --max_queue_delay_ms >= 0");
+  }
+  Log(absl::StrCat("loading backbone ", c.backbone(),
+                   c.weights().empty() ? "" : " from " + c.weights()));
+  ASSIGN_OR_RETURN(impl->backbone, MakeBackbone(c));
+  ModelRegistry::Options registry_options;
+  registry_options.backbone = impl->backbone->id();
+  registry_options.feature_dim = impl->backbone->feature_dim();
+  registry_options.checkpoint_dir = c.checkpoint_dir();
+  impl->registry = std::make_unique<ModelRegistry>(registry_options);
+  if (!c.head().empty()) {
+    ASSIGN_OR_RETURN(const std::string bytes, ReadFile(c.head(), 1 << 30));
+    auto loaded = impl->registry->LoadFromBytes(bytes);
+    if (!loaded.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--head ", c.head(), ": ", loaded.status().message()));
+    }
+    Log(absl::StrCat("head loaded: ", (*loaded)->head->classes,
+                     " classes, version ", (*loaded)->version));
+  }
+  ModelRegistry* registry = impl->registry.get();
+  Impl* raw = impl.get();
+  ServerMetrics::LiveValues live;
+  live.queue_depth = [raw] {
+    return raw->batcher ? raw->batcher->queue_depth() : 0;
+  };
+  live.model_version = [registry] { return registry->Current()->version; };
+  live.swaps = [registry] { return registry->swaps(); };
+  live.refused_swaps = [registry] { return registry->refused_swaps(); };
+  ASSIGN_OR_RETURN(impl->metrics,
+                   ServerMetrics::Create(c.metrics_listen(), live));
+  impl->cpu_pool = std::make_unique<ThreadPool>(c.cpu_threads());
+  DynamicBatcher::Options batch_options;
+  batch_options.max_batch = c.max_batch();
+  batch_options.max_queue = c.max_queue();
+  batch_options.max_queue_delay = absl::Milliseconds(c.max_queue_delay_ms());
+  ServerMetrics* metrics = impl->metrics.get();
+  impl->batcher = std::make_unique<DynamicBatcher>(
+      batch_options, impl->backbone.get(),
+      [metrics](int size, absl::Duration queued, absl::Duration compute) {
+        metrics->RecordBatch(size, queued, compute);
+      });
+  PipelineOptions pipeline_options;
+  pipeline_options.decode.max_pixels = c.max_image_pixels();
+  pipeline_options.default_resize = c.resize();
+  pipeline_options.default_crop =
+      c.crop() == "full" ? CropMode::kFull : CropMode::kCenter;
+  pipeline_options.primaps.threshold = c.threshold();
+  impl->pipeline = std::make_unique<InferencePipeline>(
+      pipeline_options, impl->backbone.get(), registry, impl->batcher.get(),
+      impl->cpu_pool.get());
+  impl->service =
+      std::make_unique<PriMaPsServiceImpl>(impl->pipeline.get(), metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  ASSIGN_OR_RETURN(auto credentials, Credentials(c));
+  builder.AddListeningPort(c.listen(), credentials, &impl->port);
+  builder.SetMaxReceiveMessageSize(c.max_message_bytes());
+  builder.SetMaxSendMessageSize(c.max_message_bytes());
+  builder.RegisterService(impl->service.get());
+  if (!c.admin_token_file().empty()) {
+    ASSIGN_OR_RETURN(std::string token, ReadTokenFile(c.admin_token_file()));
+    impl->admin =
+        std::make_unique<AdminServiceImpl>(registry, std::move(token), metrics);
+    builder.RegisterService(impl->admin.get());
+  } else {
+    Log("no --admin_token_file: AdminService is disabled");
+  }
+  impl->server = builder.BuildAndStart();
+  if (impl->server == nullptr || impl->port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", c.listen()));
+  }
+  impl->server->GetHealthCheckService()->SetServingStatus(true);
+  Log(absl::StrCat("serving on port ", impl->port, ", metrics on port ",
+                   impl->metrics->listening_port(), " (backbone ",
+                   impl->backbone->id(), ", head version ",
+                   registry->Current()->version, ")"));
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+int Server::port() const { return impl_->port; }
+
+int Server::metrics_port() const { return impl_->metrics->listening_port(); }
+
+void Server::Drain(absl::Duration timeout) {
+  {
+    absl::MutexLock lock(&impl_->drain_mu);
+    if (impl_->drained) return;
+    impl_->drained = true;
+  }
+  Log("draining: no new calls, waiting for in-flight ones");
+  impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + timeout));
+  impl_->server->Wait();
+  Log(absl::StrCat("drained; ", impl_->service->active_calls(),
+                   " calls still active"));
+  impl_->drained_notification.Notify();
+}
+
+void Server::Wait() { impl_->drained_notification.WaitForNotification(); }
+
+}  // namespace primaps
