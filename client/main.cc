@@ -1,0 +1,280 @@
+// primaps-client: one-shot calls to a primaps-server.
+//
+//   primaps-client propose|pseudo|segment --server=HOST:PORT --image=PATH
+//   --out=LABELS.png
+//       [--overlay=OVERLAY.png] [--resize=N] [--crop=center|full]
+//       [--threshold=T] [--crf=true|false]
+//   primaps-client features --server=HOST:PORT --image=PATH --out=FEATURES.npy
+//   primaps-client admin load|status|rollback --server=HOST:PORT
+//   --token_file=PATH
+//       [--path=REL_PATH | --file=LOCAL.safetensors]
+//   primaps-client health --server=HOST:PORT
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "client/npy_writer.h"
+#include "client/primaps_client.h"
+#include "engine/file_util.h"
+#include "engine/image_decode.h"
+#include "engine/label_image.h"
+#include "engine/preprocess.h"
+#include "engine/status_macros.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT.");
+ABSL_FLAG(std::string, image, "", "Input image.");
+ABSL_FLAG(std::string, out, "", "Output: label PNG, or .npy for features.");
+ABSL_FLAG(std::string, overlay, "",
+          "Also write the image blended with the label colours.");
+ABSL_FLAG(int32_t, resize, 0, "Short side after resizing; 0 = server default.");
+ABSL_FLAG(std::string, crop, "", "center or full; empty = server default.");
+ABSL_FLAG(std::optional<float>, threshold, std::nullopt,
+          "PriMaPs threshold; unset = server default.");
+ABSL_FLAG(std::optional<bool>, crf, std::nullopt,
+          "Dense CRF refinement; unset = on.");
+ABSL_FLAG(std::string, type, "float32",
+          "features: float32 or float16 on the wire (.npy is float32).");
+ABSL_FLAG(std::string, token_file, "", "admin: file with the bearer token.");
+ABSL_FLAG(std::string, path, "",
+          "admin load: checkpoint path inside the server's --checkpoint_dir.");
+ABSL_FLAG(std::string, file, "",
+          "admin load: local checkpoint file to send inline.");
+ABSL_FLAG(int32_t, deadline_ms, 60000, "Deadline per attempt.");
+ABSL_FLAG(int32_t, retries, 3, "Retries on UNAVAILABLE / RESOURCE_EXHAUSTED.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "CA certificate to verify the server (turns TLS on).");
+ABSL_FLAG(std::string, tls_cert, "", "Client certificate (mTLS).");
+ABSL_FLAG(std::string, tls_key, "", "Client key (mTLS).");
+
+namespace primaps {
+namespace {
+
+absl::StatusOr<std::unique_ptr<PrimapsClient>> MakeClient() {
+  ClientOptions options;
+  options.target = absl::GetFlag(FLAGS_server);
+  options.deadline = absl::Milliseconds(absl::GetFlag(FLAGS_deadline_ms));
+  options.retries = absl::GetFlag(FLAGS_retries);
+  options.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    ASSIGN_OR_RETURN(std::string token,
+                     ReadFile(absl::GetFlag(FLAGS_token_file), 1 << 16));
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' ||
+                              token.back() == ' '))
+      token.pop_back();
+    options.admin_token = token;
+  }
+  return PrimapsClient::Create(options);
+}
+
+absl::StatusOr<v1::Preprocess> PreprocessFromFlags() {
+  v1::Preprocess p;
+  p.set_resize(absl::GetFlag(FLAGS_resize));
+  const std::string crop = absl::GetFlag(FLAGS_crop);
+  if (crop == "center") {
+    p.set_crop(v1::CROP_MODE_CENTER);
+  } else if (crop == "full") {
+    p.set_crop(v1::CROP_MODE_FULL);
+  } else if (!crop.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--crop is \"", crop, "\", expected center or full"));
+  }
+  if (absl::GetFlag(FLAGS_threshold).has_value())
+    p.set_threshold(*absl::GetFlag(FLAGS_threshold));
+  if (absl::GetFlag(FLAGS_crf).has_value())
+    p.set_crf(*absl::GetFlag(FLAGS_crf));
+  return p;
+}
+
+LabelMap FromProto(const v1::LabelMap& m) {
+  return LabelMap{static_cast<int>(m.width()), static_cast<int>(m.height()),
+                  std::vector<uint8_t>(m.labels().begin(), m.labels().end())};
+}
+
+// The overlay is drawn on the image as the server preprocessed it (the same
+// resize and crop, done here), so labels and pixels line up.
+absl::Status WriteOverlay(const std::string& image_bytes,
+                          const LabelMap& labels, int patch_multiple) {
+  const std::string path = absl::GetFlag(FLAGS_overlay);
+  if (path.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(RgbImage rgb, DecodeImage(image_bytes));
+  PreprocessOptions options;
+  options.resize =
+      absl::GetFlag(FLAGS_resize) > 0 ? absl::GetFlag(FLAGS_resize) : 320;
+  options.crop =
+      absl::GetFlag(FLAGS_crop) == "full" ? CropMode::kFull : CropMode::kCenter;
+  options.patch_size = patch_multiple;
+  ASSIGN_OR_RETURN(NormalizedImage image, Preprocess(rgb, options));
+  RgbImage shown = DenormalizeToRgb(image);
+  if (shown.width != labels.width || shown.height != labels.height) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the server's label map is ", labels.width, "x", labels.height,
+        " but the image preprocessed here is ", shown.width, "x", shown.height,
+        "; pass the same --resize and --crop as the server's defaults"));
+  }
+  ASSIGN_OR_RETURN(RgbImage overlay, RenderOverlay(shown, labels));
+  ASSIGN_OR_RETURN(std::string png, EncodeRgbPng(overlay));
+  return WriteFileAtomically(path, png);
+}
+
+absl::Status RunLabels(const std::string& command) {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (absl::GetFlag(FLAGS_image).empty() || out.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(command, " needs --image and --out"));
+  }
+  ASSIGN_OR_RETURN(const std::string bytes,
+                   ReadFile(absl::GetFlag(FLAGS_image)));
+  ASSIGN_OR_RETURN(auto client, MakeClient());
+  v1::ImageRequest request;
+  request.set_request_id(absl::GetFlag(FLAGS_image));
+  request.mutable_image()->set_encoded(bytes);
+  ASSIGN_OR_RETURN(*request.mutable_preprocess(), PreprocessFromFlags());
+  LabelMap labels;
+  std::string summary;
+  if (command == "propose") {
+    ASSIGN_OR_RETURN(v1::MaskProposals r, client->ProposeMasks(request));
+    labels = FromProto(r.masks());
+    summary = absl::StrCat(r.mask_count(), " masks, head version ",
+                           r.model().head_version());
+  } else if (command == "pseudo") {
+    ASSIGN_OR_RETURN(v1::PseudoLabelResponse r, client->PseudoLabel(request));
+    labels = FromProto(r.labels());
+    summary = absl::StrCat(r.mask_count(), " masks, head version ",
+                           r.model().head_version());
+  } else {
+    ASSIGN_OR_RETURN(v1::Segmentation r, client->Segment(request));
+    labels = FromProto(r.labels());
+    summary = absl::StrCat(r.classes(), " classes, head version ",
+                           r.model().head_version());
+  }
+  ASSIGN_OR_RETURN(const std::string png, EncodeLabelPng(labels));
+  RETURN_IF_ERROR(WriteFileAtomically(out, png));
+  RETURN_IF_ERROR(WriteOverlay(bytes, labels, 8));
+  std::printf("%s: %dx%d labels, %s -> %s\n", command.c_str(), labels.width,
+              labels.height, summary.c_str(), out.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunFeatures() {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (absl::GetFlag(FLAGS_image).empty() || out.empty()) {
+    return absl::InvalidArgumentError("features needs --image and --out");
+  }
+  ASSIGN_OR_RETURN(const std::string bytes,
+                   ReadFile(absl::GetFlag(FLAGS_image)));
+  ASSIGN_OR_RETURN(auto client, MakeClient());
+  v1::FeatureRequest request;
+  request.set_request_id(absl::GetFlag(FLAGS_image));
+  request.mutable_image()->set_encoded(bytes);
+  ASSIGN_OR_RETURN(*request.mutable_preprocess(), PreprocessFromFlags());
+  request.set_type(v1::FEATURE_TYPE_FLOAT32);  // .npy holds float32
+  ASSIGN_OR_RETURN(v1::FeatureResponse r, client->ExtractFeatures(request));
+  RETURN_IF_ERROR(WriteFileAtomically(
+      out, EncodeNpyFloat32({r.dim(), r.height(), r.width()}, r.data())));
+  std::printf("features: %u x %u x %u float32 from %s -> %s\n", r.dim(),
+              r.height(), r.width(), r.model().backbone().c_str(), out.c_str());
+  return absl::OkStatus();
+}
+
+void PrintModel(const v1::ModelInfo& m) {
+  std::printf(
+      "backbone %s, head version %llu, %u classes, digest %s\n",
+      m.backbone().c_str(), static_cast<unsigned long long>(m.head_version()),
+      m.classes(),
+      m.checkpoint_digest().empty() ? "-" : m.checkpoint_digest().c_str());
+}
+
+absl::Status RunAdmin(const std::string& action) {
+  ASSIGN_OR_RETURN(auto client, MakeClient());
+  if (client->options().admin_token.empty())
+    return absl::InvalidArgumentError("admin needs --token_file");
+  if (action == "load") {
+    v1::LoadCheckpointRequest request;
+    if (!absl::GetFlag(FLAGS_path).empty()) {
+      request.set_path(absl::GetFlag(FLAGS_path));
+    } else if (!absl::GetFlag(FLAGS_file).empty()) {
+      ASSIGN_OR_RETURN(*request.mutable_data(),
+                       ReadFile(absl::GetFlag(FLAGS_file), 1 << 30));
+    } else {
+      return absl::InvalidArgumentError(
+          "admin load needs --path (on the server) or --file (sent inline)");
+    }
+    ASSIGN_OR_RETURN(v1::LoadCheckpointResponse r,
+                     client->LoadCheckpoint(request));
+    std::printf("loaded: ");
+    PrintModel(r.model());
+  } else if (action == "status") {
+    ASSIGN_OR_RETURN(v1::ModelStatus r, client->GetModelStatus());
+    std::printf("serving: ");
+    PrintModel(r.model());
+    for (const auto& old : r.history()) {
+      std::printf("earlier: ");
+      PrintModel(old);
+    }
+    std::printf("swaps %llu, refused %llu\n",
+                static_cast<unsigned long long>(r.swaps()),
+                static_cast<unsigned long long>(r.refused_swaps()));
+  } else if (action == "rollback") {
+    ASSIGN_OR_RETURN(v1::RollbackResponse r, client->Rollback());
+    std::printf("rolled back: ");
+    PrintModel(r.model());
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown admin action \"", action,
+                     "\"; expected load, status or rollback"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace primaps
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "primaps-client propose|pseudo|segment|features|admin|health "
+      "--server=HOST:PORT ...");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) {
+    std::fprintf(stderr, "usage: %s\n", absl::ProgramUsageMessage().data());
+    return 2;
+  }
+  const std::string command = args[1];
+  absl::Status status;
+  if (command == "propose" || command == "pseudo" || command == "segment") {
+    status = primaps::RunLabels(command);
+  } else if (command == "features") {
+    status = primaps::RunFeatures();
+  } else if (command == "admin") {
+    status =
+        args.size() < 3
+            ? absl::InvalidArgumentError("admin needs load, status or rollback")
+            : primaps::RunAdmin(args[2]);
+  } else if (command == "health") {
+    auto client = primaps::MakeClient();
+    auto health = client.ok() ? (*client)->Health()
+                              : absl::StatusOr<std::string>(client.status());
+    if (health.ok()) {
+      std::printf("%s\n", health->c_str());
+      return *health == "SERVING" ? 0 : 1;
+    }
+    status = health.status();
+  } else {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("unknown command \"", command, "\""));
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "primaps-client %s: %s: %s\n", command.c_str(),
+                 absl::StatusCodeToString(status.code()).c_str(),
+                 std::string(status.message()).c_str());
+    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
