@@ -14,6 +14,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # Golden fixtures and the Python example client.
   python3 python3-torch python3-numpy python3-grpcio
+  # promtool, to check the metrics exposition.
+  prometheus
 )
 
 missing=()

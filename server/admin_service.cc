@@ -49,7 +49,8 @@ absl::Status AdminServiceImpl::Authorize(
         "AdminService needs \"authorization: Bearer <token>\" metadata");
   }
   absl::string_view value(it->second.data(), it->second.size());
-  if (!absl::ConsumePrefix(&value, "Bearer ")) {
+  if (!absl::ConsumePrefix(&value, "Bearer ") ||
+      absl::StripAsciiWhitespace(value).empty()) {
     return absl::UnauthenticatedError(
         "the authorization metadata is not a bearer token");
   }

@@ -1,0 +1,402 @@
+// The real primaps-server binary, driven by the real client library.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "client/primaps_client.h"
+#include "engine/builtin_backbone.h"
+#include "engine/image_decode.h"
+#include "engine/preprocess.h"
+#include "engine/primaps.h"
+#include "engine/segmentation_head.h"
+#include "tests/integration/server_process.h"
+#include "tests/unit/test_images.h"
+
+namespace primaps {
+namespace {
+
+using ::primaps::testing::ServerProcess;
+using ::primaps::testing::TempDir;
+using ::testing::HasSubstr;
+
+const char kToken[] = "s3cret-admin-token";
+
+std::string Demo(const char* name) {
+  return primaps::testing::ReadBinary(primaps::testing::DemoImagePath(name));
+}
+
+// A small generated photo-like image (so tests do not depend on the demos).
+std::string Scene(int seed, int w = 160, int h = 120) {
+  cv::Mat mat(h, w, CV_8UC3);
+  std::mt19937 rng(seed);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      const int region = y < h / 3 ? 0 : (x < w / 2 ? 1 : 2);
+      for (int c = 0; c < 3; ++c) {
+        mat.at<cv::Vec3b>(y, x)[c] = static_cast<uint8_t>(
+            (region * 80 + c * 50 + seed * 13) % 200 + rng() % 40);
+      }
+    }
+  }
+  return primaps::testing::Encode(mat, ".png");
+}
+
+std::string HeadBytes(int classes, float scale) {
+  std::mt19937 rng(static_cast<uint32_t>(scale * 1000));
+  std::normal_distribution<float> normal;
+  SegmentationHead head;
+  head.classes = classes;
+  head.dim = kBuiltinFeatureDim;
+  head.backbone = "builtin";
+  for (WeightNormConv* conv : {&head.theta_m, &head.theta_r}) {
+    conv->v.resize(classes * head.dim);
+    for (float& v : conv->v) v = normal(rng);
+    conv->g.assign(classes, scale);
+  }
+  return SerializeHeadCheckpoint(head);
+}
+
+std::unique_ptr<PrimapsClient> Client(const ServerProcess& server,
+                                      const std::string& token = kToken,
+                                      int retries = 3) {
+  ClientOptions options;
+  options.target = server.address();
+  options.admin_token = token;
+  options.retries = retries;
+  options.deadline = absl::Seconds(60);
+  return *PrimapsClient::Create(options);
+}
+
+v1::ImageRequest Request(const std::string& bytes, int resize = 0,
+                         bool crf = true) {
+  v1::ImageRequest request;
+  request.mutable_image()->set_encoded(bytes);
+  request.mutable_preprocess()->set_resize(resize);
+  request.mutable_preprocess()->set_crf(crf);
+  return request;
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
+  ::send(fd, request.data(), request.size(), 0);
+  std::string response;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0)
+    response.append(buffer, n);
+  ::close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    token_file_ = dir_.Write("token", std::string(kToken) + "\n");
+    server_ = std::make_unique<ServerProcess>(std::vector<std::string>{
+        "--admin_token_file=" + token_file_, "--checkpoint_dir=" + dir_.path(),
+        "--cpu_threads=2", "--max_queue_delay_ms=2"});
+    ASSERT_TRUE(server_->started()) << server_->Log();
+  }
+
+  TempDir dir_;
+  std::string token_file_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(ServerTest, ProposeMasksEqualsTheEngineBitForBit) {
+  const std::string bytes =
+      Demo("coco_example.jpg").empty() ? Scene(1) : Demo("coco_example.jpg");
+  auto client = Client(*server_);
+  auto response = client->ProposeMasks(Request(bytes));
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->model().backbone(), "builtin");
+  EXPECT_EQ(response->model().head_version(), 0u);
+  // The engine, called directly on the same image.
+  auto rgb = DecodeImage(bytes);
+  auto image = Preprocess(*rgb, PreprocessOptions{});
+  auto features = CreateBuiltinBackbone()->Extract({&*image});
+  auto direct = ComputePriMaPs((*features)[0], *image, PriMaPsOptions{});
+  ASSERT_TRUE(direct.ok());
+  EXPECT_EQ(response->mask_count(),
+            static_cast<uint32_t>(direct->proposals.num_masks));
+  EXPECT_EQ(response->masks().labels(),
+            std::string(direct->mask_labels.labels.begin(),
+                        direct->mask_labels.labels.end()));
+  uint64_t area = 0;
+  for (uint64_t a : response->mask_area()) area += a;
+  EXPECT_EQ(area, 320u * 320u);
+}
+
+TEST_F(ServerTest, PseudoLabelsFeaturesAndStreams) {
+  auto client = Client(*server_);
+  auto pseudo = client->PseudoLabel(Request(Scene(2)));
+  ASSERT_TRUE(pseudo.ok()) << pseudo.status();
+  EXPECT_GE(pseudo->mask_count(), 2u);
+  // Without a head, mask k > 0 keeps id k; background is 255.
+  for (size_t i = 0; i < pseudo->labels().labels().size(); ++i) {
+    const uint8_t mask = pseudo->masks().labels()[i],
+                  label = pseudo->labels().labels()[i];
+    ASSERT_EQ(label, mask == 0 ? 255 : mask);
+  }
+  // Features, float16 on the wire.
+  v1::FeatureRequest features;
+  features.mutable_image()->set_encoded(Scene(3));
+  features.set_type(v1::FEATURE_TYPE_FLOAT16);
+  features.set_masks(true);
+  auto f = client->ExtractFeatures(features);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->dim(), static_cast<uint32_t>(kBuiltinFeatureDim));
+  EXPECT_EQ(f->data().size(), 2u * f->dim() * f->height() * f->width());
+  EXPECT_GT(f->soft_masks().count(), 0u);
+
+  // ExtractFeatures with several images: answers in request order.
+  {
+    grpc::ClientContext context;
+    auto stream = client->stub()->ExtractFeatures(&context);
+    for (int i = 0; i < 5; ++i) {
+      v1::FeatureRequest r;
+      r.set_request_id("img" + std::to_string(i));
+      r.mutable_image()->set_encoded(Scene(10 + i, 96 + 16 * i, 80));
+      ASSERT_TRUE(stream->Write(r));
+    }
+    stream->WritesDone();
+    v1::FeatureResponse r;
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(stream->Read(&r));
+      EXPECT_EQ(r.request_id(), "img" + std::to_string(i));
+    }
+    EXPECT_FALSE(stream->Read(&r));
+    EXPECT_TRUE(stream->Finish().ok());
+  }
+  // StreamPseudoLabels: a corrupt image gets an error entry, the rest go on.
+  {
+    grpc::ClientContext context;
+    auto stream = client->stub()->StreamPseudoLabels(&context);
+    for (int i = 0; i < 6; ++i) {
+      v1::ImageRequest r = Request(
+          i == 3 ? std::string("not an image") : Scene(20 + i), 96, false);
+      r.set_request_id("s" + std::to_string(i));
+      ASSERT_TRUE(stream->Write(r));
+    }
+    stream->WritesDone();
+    v1::PseudoLabelStreamResponse r;
+    std::set<std::string> ok, failed;
+    while (stream->Read(&r)) {
+      if (r.has_error()) {
+        failed.insert(r.request_id());
+        EXPECT_EQ(r.error().code(),
+                  static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+        EXPECT_THAT(r.error().message(), HasSubstr("unsupported image format"));
+      } else {
+        ok.insert(r.request_id());
+        EXPECT_EQ(r.pseudo_label().request_id(), r.request_id());
+      }
+    }
+    EXPECT_TRUE(stream->Finish().ok());
+    EXPECT_EQ(ok.size(), 5u);
+    EXPECT_EQ(failed, std::set<std::string>{"s3"});
+  }
+}
+
+TEST_F(ServerTest, SegmentNeedsAHeadAndAdminNeedsTheToken) {
+  auto client = Client(*server_);
+  EXPECT_EQ(client->Segment(Request(Scene(4))).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Auth: no token, wrong token.
+  auto anonymous = Client(*server_, "");
+  const absl::Status anonymous_status = anonymous->GetModelStatus().status();
+  EXPECT_EQ(anonymous_status.code(), absl::StatusCode::kUnauthenticated)
+      << anonymous_status;
+  auto wrong = Client(*server_, "guess");
+  EXPECT_EQ(wrong->GetModelStatus().status().code(),
+            absl::StatusCode::kPermissionDenied);
+  // Load inline, then by path; a path escaping the directory is refused.
+  v1::LoadCheckpointRequest load;
+  load.set_data(HeadBytes(5, 1.f));
+  auto loaded = client->LoadCheckpoint(load);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->model().head_version(), 1u);
+  EXPECT_EQ(loaded->model().classes(), 5u);
+  dir_.Write("second.safetensors", HeadBytes(5, 2.f));
+  load.set_path("second.safetensors");
+  EXPECT_EQ(client->LoadCheckpoint(load)->model().head_version(), 2u);
+  load.set_path("../../etc/passwd");
+  EXPECT_EQ(client->LoadCheckpoint(load).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  auto segmentation = client->Segment(Request(Scene(4)));
+  ASSERT_TRUE(segmentation.ok()) << segmentation.status();
+  EXPECT_EQ(segmentation->classes(), 5u);
+  EXPECT_EQ(segmentation->model().head_version(), 2u);
+  for (char c : segmentation->labels().labels())
+    ASSERT_LT(static_cast<uint8_t>(c), 5);
+  auto rollback = client->Rollback();
+  ASSERT_TRUE(rollback.ok());
+  EXPECT_EQ(rollback->model().head_version(), 3u);
+  EXPECT_EQ(rollback->model().checkpoint_digest(),
+            loaded->model().checkpoint_digest());
+  auto status = client->GetModelStatus();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->refused_swaps(), 1u);
+  // The token never appears in the log.
+  EXPECT_THAT(server_->Log(), ::testing::Not(HasSubstr(kToken)));
+}
+
+TEST_F(ServerTest, HotSwapsUnderLoadLoseNothing) {
+  auto admin = Client(*server_);
+  v1::LoadCheckpointRequest load;
+  load.set_data(HeadBytes(4, 1.f));
+  ASSERT_TRUE(admin->LoadCheckpoint(load).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, calls{0}, regressions{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      auto client = Client(*server_);
+      uint64_t last = 0;
+      const std::string image = Scene(30 + t, 96, 96);
+      while (!stop) {
+        auto r = client->PseudoLabel(Request(image, 64, false));
+        ++calls;
+        if (!r.ok()) {
+          ++failures;
+          continue;
+        }
+        if (r->model().head_version() < last) ++regressions;
+        last = r->model().head_version();
+      }
+    });
+  }
+  int swaps = 0;
+  for (int i = 0; i < 24; ++i) {
+    load.set_data(HeadBytes(4, 1.f + i));
+    if (admin->LoadCheckpoint(load).ok()) ++swaps;
+    if (i == 10) {
+      // A corrupt checkpoint in the middle: refused, serving goes on.
+      load.set_data("corrupt checkpoint bytes");
+      EXPECT_EQ(admin->LoadCheckpoint(load).status().code(),
+                absl::StatusCode::kInvalidArgument);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  stop = true;
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(swaps, 24);
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(regressions, 0);
+  EXPECT_GT(calls, 20);
+  EXPECT_EQ(admin->GetModelStatus()->model().head_version(), 25u);
+}
+
+TEST_F(ServerTest, BadInputGetsAClearErrorAndTheServerStaysHealthy) {
+  auto client = Client(*server_);
+  std::string bomb =
+      primaps::testing::Encode(primaps::testing::MakePattern(8, 8), ".png");
+  for (int i = 0; i < 4; ++i)
+    bomb[16 + i] = bomb[20 + i] = static_cast<char>(70000 >> (24 - 8 * i));
+  struct Case {
+    v1::ImageRequest request;
+    absl::StatusCode code;
+    const char* message;
+  };
+  std::vector<Case> cases;
+  cases.push_back(
+      {Request(bomb), absl::StatusCode::kInvalidArgument, "70000x70000"});
+  cases.push_back({Request(""), absl::StatusCode::kInvalidArgument,
+                   "image.encoded is empty"});
+  cases.push_back({v1::ImageRequest(), absl::StatusCode::kInvalidArgument,
+                   "image is missing"});
+  v1::ImageRequest nan = Request(Scene(5));
+  nan.mutable_preprocess()->set_threshold(NAN);
+  cases.push_back({nan, absl::StatusCode::kInvalidArgument, "threshold"});
+  v1::ImageRequest crop = Request(Scene(5));
+  crop.mutable_preprocess()->set_crop(static_cast<v1::CropMode>(42));
+  cases.push_back(
+      {crop, absl::StatusCode::kInvalidArgument, "preprocess.crop is 42"});
+  v1::ImageRequest raw;
+  raw.mutable_image()->mutable_raw()->set_width(4);
+  raw.mutable_image()->mutable_raw()->set_height(4);
+  raw.mutable_image()->mutable_raw()->set_channels(3);
+  raw.mutable_image()->mutable_raw()->set_pixels("short");
+  cases.push_back(
+      {raw, absl::StatusCode::kInvalidArgument, "needs 48 bytes, got 5"});
+  cases.push_back({Request(Scene(5), 100000),
+                   absl::StatusCode::kInvalidArgument, "preprocess.resize"});
+  for (const Case& c : cases) {
+    auto r = client->ProposeMasks(c.request);
+    EXPECT_EQ(r.status().code(), c.code) << c.message;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.message));
+    EXPECT_EQ(*client->Health(), "SERVING");
+    EXPECT_TRUE(client->ProposeMasks(Request(Scene(6), 64, false)).ok());
+  }
+}
+
+TEST_F(ServerTest, MetricsAreScrapedAndValid) {
+  auto client = Client(*server_);
+  ASSERT_TRUE(client->ProposeMasks(Request(Scene(7), 64, false)).ok());
+  EXPECT_FALSE(client->ProposeMasks(Request("bad")).ok());
+  const std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_THAT(
+      metrics,
+      HasSubstr(
+          "primaps_requests_total{code=\"OK\",method=\"ProposeMasks\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("primaps_requests_total{code=\"INVALID_"
+                                 "ARGUMENT\",method=\"ProposeMasks\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("primaps_batch_size_count"));
+  EXPECT_THAT(metrics, HasSubstr("primaps_process_resident_memory_bytes"));
+  EXPECT_THAT(metrics, HasSubstr("primaps_model_version 0"));
+  EXPECT_THAT(metrics,
+              ::testing::Not(HasSubstr(dir_.path())));  // no file paths
+  if (::system("command -v promtool > /dev/null") != 0)
+    GTEST_SKIP() << "promtool not installed";
+  const std::string file = dir_.Write("metrics.txt", metrics);
+  EXPECT_EQ(::system(("promtool check metrics < " + file).c_str()), 0);
+}
+
+TEST_F(ServerTest, SigtermDrainsInFlightCallsThenRefuses) {
+  // Slow calls: big images with the CRF.
+  const std::string image = Scene(8, 900, 700);
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 4; ++i) {
+    callers.emplace_back([&] {
+      auto client = Client(*server_, kToken, /*retries=*/0);
+      auto r = client->ProposeMasks(Request(image, 480, true));
+      (r.ok() ? ok : failed)++;
+    });
+  }
+  std::this_thread::sleep_for(
+      std::chrono::milliseconds(300));  // calls are in flight
+  const std::string address = server_->address();
+  EXPECT_EQ(server_->Stop(SIGTERM), 0) << server_->Log();
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(ok, 4);
+  EXPECT_EQ(failed, 0);
+  EXPECT_THAT(server_->Log(), HasSubstr("drained; 0 calls still active"));
+  ClientOptions options;
+  options.target = address;
+  options.retries = 0;
+  options.deadline = absl::Seconds(2);
+  auto after =
+      (*PrimapsClient::Create(options))->ProposeMasks(Request(Scene(9)));
+  EXPECT_EQ(after.status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace primaps

@@ -1,0 +1,91 @@
+#include "tests/integration/server_process.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+namespace primaps::testing {
+
+ServerProcess::ServerProcess(std::vector<std::string> flags) {
+  char pattern[] = "/tmp/primaps_server_log_XXXXXX";
+  const int fd = ::mkstemp(pattern);
+  log_path_ = pattern;
+  flags.insert(flags.begin(), PRIMAPS_SERVER_BIN);
+  flags.push_back("--listen=127.0.0.1:0");
+  flags.push_back("--metrics_listen=127.0.0.1:0");
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    ::dup2(fd, 2);
+    ::dup2(fd, 1);
+    std::vector<char*> argv;
+    for (std::string& f : flags) argv.push_back(f.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fd);
+  const std::regex ports("serving on port ([0-9]+), metrics on port ([0-9]+)");
+  for (int i = 0; i < 600 && grpc_port_ == 0; ++i) {
+    std::smatch m;
+    const std::string log = Log();
+    if (std::regex_search(log, m, ports)) {
+      grpc_port_ = std::stoi(m[1]);
+      metrics_port_ = std::stoi(m[2]);
+      break;
+    }
+    int status;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      break;  // exited during start-up; Log() says why
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  ::unlink(log_path_.c_str());
+}
+
+std::string ServerProcess::Log() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int ServerProcess::Stop(int signal) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, signal);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TempDir::TempDir() {
+  char pattern[] = "/tmp/primaps_test_XXXXXX";
+  path_ = ::mkdtemp(pattern);
+}
+
+TempDir::~TempDir() { std::filesystem::remove_all(path_); }
+
+std::string TempDir::Write(const std::string& name,
+                           const std::string& bytes) const {
+  const std::string path = path_ + "/" + name;
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path;
+}
+
+}  // namespace primaps::testing

@@ -1,0 +1,54 @@
+// Starts the real primaps-server binary on free loopback ports for a test,
+// and stops it.
+#ifndef PRIMAPS_TESTS_INTEGRATION_SERVER_PROCESS_H_
+#define PRIMAPS_TESTS_INTEGRATION_SERVER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace primaps::testing {
+
+class ServerProcess {
+ public:
+  // Starts primaps-server with `flags` plus --listen and --metrics_listen on
+  // 127.0.0.1 port 0, and waits until it logs its ports.
+  explicit ServerProcess(std::vector<std::string> flags);
+  // SIGKILLs the server if it is still running.
+  ~ServerProcess();
+
+  bool started() const { return grpc_port_ > 0; }
+  std::string address() const {
+    return "127.0.0.1:" + std::to_string(grpc_port_);
+  }
+  int metrics_port() const { return metrics_port_; }
+  pid_t pid() const { return pid_; }
+  // The server's log so far.
+  std::string Log() const;
+  // Sends `signal` and waits for the exit; returns the exit status (or
+  // -1 on a signal death).
+  int Stop(int signal);
+
+ private:
+  pid_t pid_ = -1;
+  int grpc_port_ = 0;
+  int metrics_port_ = 0;
+  std::string log_path_;
+};
+
+// A temporary directory, removed with its contents.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string Write(const std::string& name, const std::string& bytes) const;
+
+ private:
+  std::string path_;
+};
+
+}  // namespace primaps::testing
+
+#endif  // PRIMAPS_TESTS_INTEGRATION_SERVER_PROCESS_H_
