@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The main job, end to end: installs what is missing, builds the server and
+# the client, starts primaps-server on the built-in backbone, writes pseudo
+# labels and colour overlays for sample images, and stops the server.
+# Results: out/quickstart/{labels,overlays}/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir="${BUILD_DIR:-build}"
+out=out/quickstart
+
+bash scripts/install_deps.sh
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+cmake --build "$build_dir" --target primaps-server primaps-client primaps-make-samples
+
+rm -rf "$out" && mkdir -p "$out/images" "$out/labels" "$out/overlays"
+"$build_dir/tools/primaps-make-samples" --out="$out/images" --count=4
+# The demo photos, when they sit beside the checkout.
+if [ -d ../shared/data/demo ]; then cp ../shared/data/demo/* "$out/images/"; fi
+
+"$build_dir/server/primaps-server" --backbone=builtin --listen=127.0.0.1:0 \
+    --metrics_listen=127.0.0.1:0 2> "$out/server.log" &
+server_pid=$!
+trap 'kill -TERM $server_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  grep -q "serving on port" "$out/server.log" && break
+  kill -0 $server_pid 2>/dev/null || { cat "$out/server.log"; exit 1; }
+  sleep 0.1
+done
+port=$(grep -oE "serving on port [0-9]+" "$out/server.log" | grep -oE "[0-9]+$")
+echo "primaps-server is up on 127.0.0.1:$port (log: $out/server.log)"
+
+for image in "$out"/images/*; do
+  name=$(basename "${image%.*}")
+  "$build_dir/client/primaps-client" pseudo --server="127.0.0.1:$port" --image="$image" \
+      --out="$out/labels/$name.png" --overlay="$out/overlays/$name.png"
+done
+
+kill -TERM $server_pid
+wait $server_pid
+trap - EXIT
+echo "done: $(ls "$out/labels" | wc -l) label maps in $out/labels, overlays in $out/overlays"
