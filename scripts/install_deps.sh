@@ -13,7 +13,7 @@ packages=(
   # Tests and benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
   # Golden fixtures and the Python example client.
-  python3 python3-torch python3-numpy python3-grpcio
+  python3 python3-torch python3-numpy python3-grpcio python3-protobuf
   # promtool, to check the metrics exposition.
   prometheus
 )
