@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # Toolchain.
-  build-essential cmake ninja-build pkg-config git clang-format ccache
+  build-essential cmake ninja-build pkg-config git clang-format ccache openssl
   # Engine.
   libtorch-dev libopenblas0-openmp libopencv-dev libabsl-dev nlohmann-json3-dev zlib1g-dev
   # Serving.
