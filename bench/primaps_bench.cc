@@ -31,7 +31,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double Ms(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  return std::chrono::duration<double, std::milli>(Clock::now() - start)
+      .count();
 }
 
 int IntFlag(int argc, char** argv, const std::string& name, int fallback) {
@@ -39,7 +40,9 @@ int IntFlag(int argc, char** argv, const std::string& name, int fallback) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     int v;
-    if (arg.rfind(prefix, 0) == 0 && absl::SimpleAtoi(arg.substr(prefix.size()), &v)) return v;
+    if (arg.rfind(prefix, 0) == 0 &&
+        absl::SimpleAtoi(arg.substr(prefix.size()), &v))
+      return v;
   }
   return fallback;
 }
@@ -50,10 +53,14 @@ RgbImage GeneratedScene(uint32_t seed) {
   const int cx = 100 + rng() % 280, cy = 80 + rng() % 200;
   for (int y = 0; y < 360; ++y) {
     for (int x = 0; x < 480; ++x) {
-      const int region = y < 120 ? 0 : ((x - cx) * (x - cx) + (y - cy) * (y - cy) < 6000 ? 1 : 2 + x / 240);
+      const int region = y < 120
+                             ? 0
+                             : ((x - cx) * (x - cx) + (y - cy) * (y - cy) < 6000
+                                    ? 1
+                                    : 2 + x / 240);
       for (int c = 0; c < 3; ++c) {
-        image.pixels[(y * 480 + x) * 3 + c] =
-            static_cast<uint8_t>((region * 67 * (c + 1) + 30) % 220 + rng() % 24);
+        image.pixels[(y * 480 + x) * 3 + c] = static_cast<uint8_t>(
+            (region * 67 * (c + 1) + 30) % 220 + rng() % 24);
       }
     }
   }
@@ -106,21 +113,26 @@ int main(int argc, char** argv) {
   const int num_images = IntFlag(argc, argv, "images", 6);
   const int reps = IntFlag(argc, argv, "reps", 2);
   std::vector<NormalizedImage> images;
-  const char* demos[] = {"cityscapes_example.png", "coco_example.jpg", "potsdam_example.png"};
+  const char* demos[] = {"cityscapes_example.png", "coco_example.jpg",
+                         "potsdam_example.png"};
   for (int i = 0; i < num_images; ++i) {
     RgbImage rgb;
     auto bytes = ReadFile(std::string("../shared/data/demo/") + demos[i % 3]);
-    auto decoded = bytes.ok() ? DecodeImage(*bytes) : absl::StatusOr<RgbImage>(bytes.status());
+    auto decoded = bytes.ok() ? DecodeImage(*bytes)
+                              : absl::StatusOr<RgbImage>(bytes.status());
     rgb = decoded.ok() && i < 3 ? *decoded : GeneratedScene(i);
     images.push_back(*Preprocess(rgb, PreprocessOptions{}));
   }
   std::vector<FeatureMap> features;
   for (const auto& image : images) features.push_back(Features(image));
 
-  std::printf("| threads | PriMaPs without CRF (ms/image) | CRF alone (ms/image) | whole step (ms/image) | masks/image |\n");
+  std::printf(
+      "| threads | PriMaPs without CRF (ms/image) | CRF alone (ms/image) | "
+      "whole step (ms/image) | masks/image |\n");
   std::printf("|---|---|---|---|---|\n");
   for (int threads : {1, 2}) {
-    SetTorchThreads(1);  // parallelism comes from the pool, one image per thread
+    SetTorchThreads(
+        1);  // parallelism comes from the pool, one image per thread
     PriMaPsOptions no_crf;
     no_crf.use_crf = false;
     PriMaPsOptions with_crf;
@@ -129,7 +141,8 @@ int main(int argc, char** argv) {
     for (int r = 0; r < reps; ++r) {
       ThreadPool pool(threads);
       std::vector<PriMaPsInput> inputs;
-      for (size_t i = 0; i < images.size(); ++i) inputs.push_back({&features[i], &images[i]});
+      for (size_t i = 0; i < images.size(); ++i)
+        inputs.push_back({&features[i], &images[i]});
       auto start = Clock::now();
       auto plain = ComputePriMaPsBatch(inputs, no_crf, &pool);
       best_no_crf = std::min(best_no_crf, Ms(start) / images.size());
@@ -142,8 +155,9 @@ int main(int argc, char** argv) {
         const SoftMasks& m = plain[i]->proposals;
         total_masks += m.num_masks;
         channels[i] = m.num_masks + 1;
-        probs[i] = UpsampledProbabilities(WithBackground(RefineMasks(m), m.num_masks, m.height, m.width),
-                                          channels[i], m.height, m.width, images[i].height, images[i].width);
+        probs[i] = UpsampledProbabilities(
+            WithBackground(RefineMasks(m), m.num_masks, m.height, m.width),
+            channels[i], m.height, m.width, images[i].height, images[i].width);
         rgbs[i] = DenormalizeToRgb(images[i]);
       }
       start = Clock::now();
@@ -160,7 +174,8 @@ int main(int argc, char** argv) {
       auto whole = ComputePriMaPsBatch(inputs, with_crf, &pool);
       best_whole = std::min(best_whole, Ms(start) / images.size());
     }
-    std::printf("| %d | %.1f | %.1f | %.1f | %.1f |\n", threads, best_no_crf, best_crf, best_whole,
+    std::printf("| %d | %.1f | %.1f | %.1f | %.1f |\n", threads, best_no_crf,
+                best_crf, best_whole,
                 static_cast<double>(total_masks) / images.size());
   }
   return 0;

@@ -42,13 +42,15 @@ Result Summarize(std::vector<double> latencies_s, double elapsed_s) {
   Result r;
   r.images_per_s = latencies_s.size() / elapsed_s;
   r.p50_ms = 1000 * latencies_s[latencies_s.size() / 2];
-  r.p99_ms = 1000 * latencies_s[std::min(latencies_s.size() - 1, latencies_s.size() * 99 / 100)];
+  r.p99_ms = 1000 * latencies_s[std::min(latencies_s.size() - 1,
+                                         latencies_s.size() * 99 / 100)];
   return r;
 }
 
 // The engine, directly: decode, preprocess, builtin features, PriMaPs with
 // the CRF, on `threads` threads.
-Result Engine(const std::vector<std::string>& images, int requests, int threads) {
+Result Engine(const std::vector<std::string>& images, int requests,
+              int threads) {
   auto backbone = CreateBuiltinBackbone();
   std::vector<double> latencies(requests);
   ThreadPool pool(threads);
@@ -70,7 +72,8 @@ Result Engine(const std::vector<std::string>& images, int requests, int threads)
   return Summarize(latencies, Seconds(start));
 }
 
-Result Served(const std::string& address, const std::vector<std::string>& images, int requests,
+Result Served(const std::string& address,
+              const std::vector<std::string>& images, int requests,
               int concurrency) {
   std::vector<double> latencies(requests);
   std::atomic<int> next{0};
@@ -117,20 +120,25 @@ int main(int argc, char** argv) {
   std::string dir = "../shared/data/demo";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg.rfind("--requests=", 0) == 0) (void)absl::SimpleAtoi(arg.substr(11), &requests);
+    if (arg.rfind("--requests=", 0) == 0)
+      (void)absl::SimpleAtoi(arg.substr(11), &requests);
     if (arg.rfind("--images_dir=", 0) == 0) dir = arg.substr(13);
   }
   std::vector<std::string> images;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    if (auto bytes = ReadFile(entry.path().string()); bytes.ok()) images.push_back(*bytes);
+    if (auto bytes = ReadFile(entry.path().string()); bytes.ok())
+      images.push_back(*bytes);
   }
-  if (auto sample = ReadFile("tests/golden/fixtures/sample_scene.png"); sample.ok()) images.push_back(*sample);
+  if (auto sample = ReadFile("tests/golden/fixtures/sample_scene.png");
+      sample.ok())
+    images.push_back(*sample);
   if (images.empty()) {
     std::fprintf(stderr, "no images (run from the repository root)\n");
     return 2;
   }
-  std::fprintf(stderr, "%zu images, %d requests per row\n", images.size(), requests);
+  std::fprintf(stderr, "%zu images, %d requests per row\n", images.size(),
+               requests);
   const Result engine1 = Engine(images, requests, 1);
   const Result engine2 = Engine(images, requests, 2);
   auto server = StartServer(8);
@@ -142,21 +150,31 @@ int main(int argc, char** argv) {
   server->Drain(absl::Seconds(10));
   server.reset();
   auto unbatched = StartServer(1);
-  const Result u1 = Served("127.0.0.1:" + std::to_string(unbatched->port()), images, requests, 1);
+  const Result u1 = Served("127.0.0.1:" + std::to_string(unbatched->port()),
+                           images, requests, 1);
   unbatched->Drain(absl::Seconds(10));
 
-  std::printf("| path | concurrency | images/s | p50 ms | p99 ms | vs engine |\n|---|---|---|---|---|---|\n");
-  std::printf("| engine direct | 1 thread | %.2f | %.0f | %.0f | 1.00 |\n", engine1.images_per_s, engine1.p50_ms,
-              engine1.p99_ms);
-  std::printf("| engine direct | 2 threads | %.2f | %.0f | %.0f | 1.00 |\n", engine2.images_per_s, engine2.p50_ms,
-              engine2.p99_ms);
-  std::printf("| server, batching off | 1 | %.2f | %.0f | %.0f | %.2f of 1-thread engine |\n", u1.images_per_s,
-              u1.p50_ms, u1.p99_ms, u1.images_per_s / engine1.images_per_s);
-  std::printf("| server | 1 | %.2f | %.0f | %.0f | %.2f of 1-thread engine |\n", s1.images_per_s, s1.p50_ms,
-              s1.p99_ms, s1.images_per_s / engine1.images_per_s);
-  std::printf("| server | 4 | %.2f | %.0f | %.0f | %.2f of 2-thread engine |\n", s4.images_per_s, s4.p50_ms,
-              s4.p99_ms, s4.images_per_s / engine2.images_per_s);
-  std::printf("| server | 16 | %.2f | %.0f | %.0f | %.2f of 2-thread engine |\n", s16.images_per_s, s16.p50_ms,
-              s16.p99_ms, s16.images_per_s / engine2.images_per_s);
+  std::printf(
+      "| path | concurrency | images/s | p50 ms | p99 ms | vs engine "
+      "|\n|---|---|---|---|---|---|\n");
+  std::printf("| engine direct | 1 thread | %.2f | %.0f | %.0f | 1.00 |\n",
+              engine1.images_per_s, engine1.p50_ms, engine1.p99_ms);
+  std::printf("| engine direct | 2 threads | %.2f | %.0f | %.0f | 1.00 |\n",
+              engine2.images_per_s, engine2.p50_ms, engine2.p99_ms);
+  std::printf(
+      "| server, batching off | 1 | %.2f | %.0f | %.0f | %.2f of 1-thread "
+      "engine |\n",
+      u1.images_per_s, u1.p50_ms, u1.p99_ms,
+      u1.images_per_s / engine1.images_per_s);
+  std::printf("| server | 1 | %.2f | %.0f | %.0f | %.2f of 1-thread engine |\n",
+              s1.images_per_s, s1.p50_ms, s1.p99_ms,
+              s1.images_per_s / engine1.images_per_s);
+  std::printf("| server | 4 | %.2f | %.0f | %.0f | %.2f of 2-thread engine |\n",
+              s4.images_per_s, s4.p50_ms, s4.p99_ms,
+              s4.images_per_s / engine2.images_per_s);
+  std::printf(
+      "| server | 16 | %.2f | %.0f | %.0f | %.2f of 2-thread engine |\n",
+      s16.images_per_s, s16.p50_ms, s16.p99_ms,
+      s16.images_per_s / engine2.images_per_s);
   return 0;
 }

@@ -47,6 +47,9 @@ ABSL_FLAG(std::string, tls_key, "", "Server private key (PEM).");
 ABSL_FLAG(std::string, tls_client_ca, "", "CA for client certificates (mTLS).");
 ABSL_FLAG(int32_t, drain_timeout_s, 30,
           "Longest wait for in-flight calls on SIGTERM.");
+ABSL_FLAG(int32_t, drain_grace_ms, 0,
+          "On SIGTERM, report NOT_SERVING but keep serving this long before "
+          "refusing calls.");
 
 namespace {
 
@@ -133,7 +136,8 @@ int main(int argc, char** argv) {
   sigwait(&signals, &signal);
   std::fprintf(stderr, "primaps-server: got %s\n",
                signal == SIGTERM ? "SIGTERM" : "SIGINT");
-  (*server)->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  (*server)->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)),
+                   absl::Milliseconds(absl::GetFlag(FLAGS_drain_grace_ms)));
   server->reset();
   std::fprintf(stderr, "primaps-server: exited cleanly\n");
   return 0;

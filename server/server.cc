@@ -236,7 +236,7 @@ int Server::port() const { return impl_->port; }
 
 int Server::metrics_port() const { return impl_->metrics->listening_port(); }
 
-void Server::Drain(absl::Duration timeout) {
+void Server::Drain(absl::Duration timeout, absl::Duration grace) {
   {
     absl::MutexLock lock(&impl_->drain_mu);
     if (impl_->drained) return;
@@ -244,6 +244,11 @@ void Server::Drain(absl::Duration timeout) {
   }
   Log("draining: no new calls, waiting for in-flight ones");
   impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  if (grace > absl::ZeroDuration()) {
+    Log(absl::StrCat("health is NOT_SERVING; still serving for ",
+                     absl::FormatDuration(grace)));
+    absl::SleepFor(grace);
+  }
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + timeout));
   impl_->server->Wait();
   Log(absl::StrCat("drained; ", impl_->service->active_calls(),

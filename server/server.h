@@ -31,9 +31,11 @@ class Server {
   // The bound metrics port, or 0 without metrics.
   int metrics_port() const;
 
-  // Health NOT_SERVING, stop accepting calls, wait up to `timeout` for
-  // in-flight calls to finish. Idempotent.
-  void Drain(absl::Duration timeout);
+  // Health NOT_SERVING; keep serving for `grace` so that load balancers and
+  // readiness probes see it and stop sending calls; then stop accepting
+  // calls and wait up to `timeout` for in-flight ones. Idempotent.
+  void Drain(absl::Duration timeout,
+             absl::Duration grace = absl::ZeroDuration());
   // Blocks until Drain has been called.
   void Wait();
 

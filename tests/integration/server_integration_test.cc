@@ -111,7 +111,7 @@ class ServerTest : public ::testing::Test {
     token_file_ = dir_.Write("token", std::string(kToken) + "\n");
     server_ = std::make_unique<ServerProcess>(std::vector<std::string>{
         "--admin_token_file=" + token_file_, "--checkpoint_dir=" + dir_.path(),
-        "--cpu_threads=2", "--max_queue_delay_ms=2"});
+        "--cpu_threads=2", "--max_queue_delay_ms=2", "--drain_grace_ms=1000"});
     ASSERT_TRUE(server_->started()) << server_->Log();
   }
 
@@ -384,7 +384,19 @@ TEST_F(ServerTest, SigtermDrainsInFlightCallsThenRefuses) {
   std::this_thread::sleep_for(
       std::chrono::milliseconds(300));  // calls are in flight
   const std::string address = server_->address();
-  EXPECT_EQ(server_->Stop(SIGTERM), 0) << server_->Log();
+  auto watcher = Client(*server_, kToken, /*retries=*/0);
+  EXPECT_EQ(*watcher->Health(), "SERVING");
+  std::thread stopper(
+      [&] { EXPECT_EQ(server_->Stop(SIGTERM), 0) << server_->Log(); });
+  // During the grace period health says NOT_SERVING and calls still work.
+  bool saw_not_serving = false;
+  for (int i = 0; i < 100 && !saw_not_serving; ++i) {
+    auto health = watcher->Health();
+    saw_not_serving = health.ok() && *health == "NOT_SERVING";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(saw_not_serving);
+  stopper.join();
   for (auto& t : callers) t.join();
   EXPECT_EQ(ok, 4);
   EXPECT_EQ(failed, 0);

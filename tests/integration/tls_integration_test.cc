@@ -16,20 +16,27 @@ using ::primaps::testing::TempDir;
 // certificate, all signed by the CA.
 bool MakeCertificates(const std::string& dir) {
   const std::string script =
-      "set -e; cd '" + dir + "'; "
-      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca "
+      "set -e; cd '" + dir +
+      "'; "
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem "
+      "-days 2 -subj /CN=test-ca "
       "2>/dev/null; "
       "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext; "
-      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null; "
-      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 "
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+      "-subj /CN=localhost 2>/dev/null; "
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
+      "-CAcreateserial -out server.pem -days 2 "
       "-extfile san.ext 2>/dev/null; "
-      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client 2>/dev/null; "
-      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 "
+      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
+      "-subj /CN=client 2>/dev/null; "
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key "
+      "-CAcreateserial -out client.pem -days 2 "
       "2>/dev/null";
   return std::system(("bash -c \"" + script + "\"").c_str()) == 0;
 }
 
-absl::StatusOr<std::string> Health(const std::string& address, const std::string& dir, bool tls,
+absl::StatusOr<std::string> Health(const std::string& address,
+                                   const std::string& dir, bool tls,
                                    bool client_cert) {
   ClientOptions options;
   options.target = address;
@@ -46,23 +53,31 @@ absl::StatusOr<std::string> Health(const std::string& address, const std::string
 }
 
 TEST(TlsTest, TlsAndMutualTls) {
-  if (std::system("command -v openssl > /dev/null") != 0) GTEST_SKIP() << "openssl not installed";
+  if (std::system("command -v openssl > /dev/null") != 0)
+    GTEST_SKIP() << "openssl not installed";
   TempDir dir;
   ASSERT_TRUE(MakeCertificates(dir.path()));
   {
-    ServerProcess server({"--tls_cert=" + dir.path() + "/server.pem", "--tls_key=" + dir.path() + "/server.key"});
+    ServerProcess server({"--tls_cert=" + dir.path() + "/server.pem",
+                          "--tls_key=" + dir.path() + "/server.key"});
     ASSERT_TRUE(server.started()) << server.Log();
-    const std::string address = "localhost:" + server.address().substr(server.address().rfind(':') + 1);
+    const std::string address =
+        "localhost:" + server.address().substr(server.address().rfind(':') + 1);
     EXPECT_EQ(*Health(address, dir.path(), /*tls=*/true, false), "SERVING");
-    EXPECT_FALSE(Health(address, dir.path(), /*tls=*/false, false).ok());  // plaintext refused
+    EXPECT_FALSE(Health(address, dir.path(), /*tls=*/false, false)
+                     .ok());  // plaintext refused
   }
   {
-    ServerProcess server({"--tls_cert=" + dir.path() + "/server.pem", "--tls_key=" + dir.path() + "/server.key",
+    ServerProcess server({"--tls_cert=" + dir.path() + "/server.pem",
+                          "--tls_key=" + dir.path() + "/server.key",
                           "--tls_client_ca=" + dir.path() + "/ca.pem"});
     ASSERT_TRUE(server.started()) << server.Log();
-    const std::string address = "localhost:" + server.address().substr(server.address().rfind(':') + 1);
-    EXPECT_EQ(*Health(address, dir.path(), true, /*client_cert=*/true), "SERVING");
-    EXPECT_FALSE(Health(address, dir.path(), true, /*client_cert=*/false).ok());  // no client cert
+    const std::string address =
+        "localhost:" + server.address().substr(server.address().rfind(':') + 1);
+    EXPECT_EQ(*Health(address, dir.path(), true, /*client_cert=*/true),
+              "SERVING");
+    EXPECT_FALSE(Health(address, dir.path(), true, /*client_cert=*/false)
+                     .ok());  // no client cert
   }
 }
 
@@ -70,7 +85,9 @@ TEST(TlsTest, HalfAConfigurationIsRefusedAtStartUp) {
   TempDir dir;
   ServerProcess server({"--tls_cert=" + dir.path() + "/missing.pem"});
   EXPECT_FALSE(server.started());
-  EXPECT_NE(server.Log().find("TLS needs both --tls_cert and --tls_key"), std::string::npos) << server.Log();
+  EXPECT_NE(server.Log().find("TLS needs both --tls_cert and --tls_key"),
+            std::string::npos)
+      << server.Log();
 }
 
 }  // namespace
