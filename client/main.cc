@@ -8,8 +8,18 @@
 //   primaps-client admin load|status|rollback --server=HOST:PORT
 //   --token_file=PATH
 //       [--path=REL_PATH | --file=LOCAL.safetensors]
+//   primaps-client label --server=HOST:PORT[,HOST:PORT...] --input=DIR|LIST.txt
+//   --output=DIR
+//       [--mode=propose|pseudo|segment] [--concurrency=N] [--shard=I/N]
+//       [--overlays]
+//       [--layout=mirror|reference] [--retries=N] [--deadline_ms=N]
+//       [--resume=false]
 //   primaps-client health --server=HOST:PORT
+#include <signal.h>
+
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -18,7 +28,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/label_job.h"
 #include "client/npy_writer.h"
 #include "client/primaps_client.h"
 #include "engine/file_util.h"
@@ -47,6 +60,23 @@ ABSL_FLAG(std::string, file, "",
           "admin load: local checkpoint file to send inline.");
 ABSL_FLAG(int32_t, deadline_ms, 60000, "Deadline per attempt.");
 ABSL_FLAG(int32_t, retries, 3, "Retries on UNAVAILABLE / RESOURCE_EXHAUSTED.");
+ABSL_FLAG(
+    std::string, input, "",
+    "label: a directory (recursive) or a file with one image path per line.");
+ABSL_FLAG(std::string, output, "", "label: output directory.");
+ABSL_FLAG(std::string, mode, "pseudo", "label: propose, pseudo or segment.");
+ABSL_FLAG(int32_t, concurrency, 8, "label: images in flight.");
+ABSL_FLAG(std::string, shard, "0/1",
+          "label: I/N, this job's shard; JOB_COMPLETION_INDEX (Kubernetes "
+          "Indexed Jobs) overrides I.");
+ABSL_FLAG(bool, overlays, false, "label: also write colour overlays.");
+ABSL_FLAG(std::string, layout, "mirror",
+          "label: mirror, or reference (imgs/, pseudos/, gts/).");
+ABSL_FLAG(
+    std::string, labels, "",
+    "label: ground-truth label directory for the reference layout's gts/.");
+ABSL_FLAG(bool, resume, true,
+          "label: skip images whose output is already complete.");
 ABSL_FLAG(std::string, tls_ca, "",
           "CA certificate to verify the server (turns TLS on).");
 ABSL_FLAG(std::string, tls_cert, "", "Client certificate (mTLS).");
@@ -192,6 +222,66 @@ void PrintModel(const v1::ModelInfo& m) {
       m.checkpoint_digest().empty() ? "-" : m.checkpoint_digest().c_str());
 }
 
+std::atomic<bool> g_stop{false};
+
+void RequestStop(int) { g_stop = true; }
+
+// Exit codes: 0 every image labelled or already done, 1 some failed,
+// 3 interrupted (rerun to continue).
+absl::StatusOr<int> RunLabelCommand() {
+  LabelJobOptions options;
+  for (absl::string_view server :
+       absl::StrSplit(absl::GetFlag(FLAGS_server), ',', absl::SkipEmpty())) {
+    options.servers.emplace_back(server);
+  }
+  options.input = absl::GetFlag(FLAGS_input);
+  options.output = absl::GetFlag(FLAGS_output);
+  if (options.input.empty() || options.output.empty()) {
+    return absl::InvalidArgumentError("label needs --input and --output");
+  }
+  options.mode = absl::GetFlag(FLAGS_mode);
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.retries = absl::GetFlag(FLAGS_retries);
+  options.deadline = absl::Milliseconds(absl::GetFlag(FLAGS_deadline_ms));
+  options.overlays = absl::GetFlag(FLAGS_overlays);
+  options.layout = absl::GetFlag(FLAGS_layout);
+  options.labels_dir = absl::GetFlag(FLAGS_labels);
+  options.resume = absl::GetFlag(FLAGS_resume);
+  const std::string shard = absl::GetFlag(FLAGS_shard);
+  const std::vector<std::string> parts = absl::StrSplit(shard, '/');
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &options.shard_count) ||
+      (!parts[0].empty() &&
+       !absl::SimpleAtoi(parts[0], &options.shard_index))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shard is \"", shard, "\", expected I/N"));
+  }
+  if (const char* index = std::getenv("JOB_COMPLETION_INDEX");
+      index != nullptr && *index != '\0') {
+    if (!absl::SimpleAtoi(index, &options.shard_index)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("JOB_COMPLETION_INDEX is \"", index, "\""));
+    }
+  }
+  options.stop = &g_stop;
+  ::signal(SIGINT, RequestStop);
+  ::signal(SIGTERM, RequestStop);
+  ASSIGN_OR_RETURN(const LabelJobSummary s, RunLabelJob(options));
+  std::printf(
+      "label: shard %d/%d: %lld images, %lld labelled, %lld already done, %lld "
+      "failed in %.1f s (%.1f img/s)%s\n",
+      options.shard_index, options.shard_count, static_cast<long long>(s.total),
+      static_cast<long long>(s.done), static_cast<long long>(s.skipped),
+      static_cast<long long>(s.failed), s.seconds,
+      s.done / std::max(s.seconds, 1e-9),
+      s.interrupted ? "; interrupted, rerun to continue" : "");
+  if (s.failed > 0) {
+    std::printf("label: failures are listed in %s/manifest-%d-of-%d.jsonl\n",
+                options.output.c_str(), options.shard_index,
+                options.shard_count);
+  }
+  return s.interrupted ? 3 : (s.failed > 0 ? 1 : 0);
+}
+
 absl::Status RunAdmin(const std::string& action) {
   ASSIGN_OR_RETURN(auto client, MakeClient());
   if (client->options().admin_token.empty())
@@ -257,6 +347,10 @@ int main(int argc, char** argv) {
         args.size() < 3
             ? absl::InvalidArgumentError("admin needs load, status or rollback")
             : primaps::RunAdmin(args[2]);
+  } else if (command == "label") {
+    auto code = primaps::RunLabelCommand();
+    if (code.ok()) return *code;
+    status = code.status();
   } else if (command == "health") {
     auto client = primaps::MakeClient();
     auto health = client.ok() ? (*client)->Health()

@@ -43,6 +43,12 @@ absl::StatusOr<std::unique_ptr<PrimapsClient>> PrimapsClient::Create(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  // Reconnect quickly after a server restart (gRPC's default backoff grows
+  // to minutes), and spread calls over every address a name resolves to.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetLoadBalancingPolicyName("round_robin");
   auto channel = grpc::CreateCustomChannel(options.target, credentials, args);
   return std::unique_ptr<PrimapsClient>(
       new PrimapsClient(options, std::move(channel)));
