@@ -217,6 +217,15 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
   if (ec)
     return absl::PermissionDeniedError(
         absl::StrCat("cannot create ", options.output, ": ", ec.message()));
+  // A killed run can leave WriteFileAtomically's temporary files behind
+  // (never at an output name); remove them.
+  for (auto it = fs::recursive_directory_iterator(options.output, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file(ec) &&
+        it->path().filename().string().find(".tmp.") != std::string::npos) {
+      fs::remove(it->path(), ec);
+    }
+  }
   Manifest manifest(absl::StrCat(options.output, "/manifest-",
                                  options.shard_index, "-of-",
                                  options.shard_count, ".jsonl"));

@@ -19,8 +19,15 @@ ServerProcess::ServerProcess(std::vector<std::string> flags) {
   const int fd = ::mkstemp(pattern);
   log_path_ = pattern;
   flags.insert(flags.begin(), PRIMAPS_SERVER_BIN);
-  flags.push_back("--listen=127.0.0.1:0");
-  flags.push_back("--metrics_listen=127.0.0.1:0");
+  auto has = [&flags](const std::string& prefix) {
+    for (const std::string& f : flags) {
+      if (f.rfind(prefix, 0) == 0) return true;
+    }
+    return false;
+  };
+  if (!has("--listen=")) flags.push_back("--listen=127.0.0.1:0");
+  if (!has("--metrics_listen="))
+    flags.push_back("--metrics_listen=127.0.0.1:0");
   pid_ = ::fork();
   if (pid_ == 0) {
     ::dup2(fd, 2);

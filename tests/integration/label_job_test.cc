@@ -1,0 +1,300 @@
+// primaps-client label against real servers: faults, resume, shards.
+#include "client/label_job.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "client/primaps_client.h"
+#include "engine/label_image.h"
+#include "tests/integration/server_process.h"
+#include "tests/unit/test_images.h"
+
+namespace primaps {
+namespace {
+
+namespace fs = std::filesystem;
+using ::primaps::testing::ServerProcess;
+using ::primaps::testing::TempDir;
+
+constexpr int kImages = 240;
+
+// kImages small scenes in nested folders, plus three corrupt files.
+void MakeDataset(const std::string& dir) {
+  std::mt19937 rng(11);
+  for (int i = 0; i < kImages; ++i) {
+    cv::Mat mat(48 + (i % 3) * 8, 64, CV_8UC3);
+    const int split = 10 + static_cast<int>(rng() % 40);
+    for (int y = 0; y < mat.rows; ++y) {
+      for (int x = 0; x < mat.cols; ++x) {
+        for (int c = 0; c < 3; ++c) {
+          mat.at<cv::Vec3b>(y, x)[c] = static_cast<uint8_t>(
+              (x < split ? 40 : 190) + c * 20 + rng() % 30);
+        }
+      }
+    }
+    const std::string sub =
+        dir + "/part" + std::to_string(i % 4) + (i % 8 == 0 ? "/deep" : "");
+    fs::create_directories(sub);
+    std::ofstream(sub + "/img" + std::to_string(i) + (i % 2 ? ".png" : ".jpg"),
+                  std::ios::binary)
+        << primaps::testing::Encode(mat, i % 2 ? ".png" : ".jpg");
+  }
+  std::ofstream(dir + "/part0/broken.png") << "not a png at all";
+  std::ofstream(dir + "/part1/empty.jpg") << "";
+  const std::string png =
+      primaps::testing::Encode(primaps::testing::MakePattern(64, 64), ".png");
+  std::ofstream(dir + "/part2/truncated.png", std::ios::binary)
+      << png.substr(0, png.size() / 2);
+}
+
+int FreePort() {
+  ServerProcess probe({});  // binds port 0 and tells us what it got
+  const std::string address = probe.address();
+  return std::stoi(address.substr(address.rfind(':') + 1));
+}
+
+std::vector<std::string> ServerFlags(int port) {
+  // Small images keep the tests fast; the job does not care.
+  return {"--listen=127.0.0.1:" + std::to_string(port), "--resize=64",
+          "--cpu_threads=2"};
+}
+
+// Runs primaps-client with `args`; returns the pid (not waited for).
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    FILE* f = std::fopen(log.c_str(), "w");
+    ::dup2(fileno(f), 1);
+    ::dup2(fileno(f), 2);
+    std::vector<std::string> argv = args;
+    argv.insert(argv.begin(), PRIMAPS_CLIENT_BIN);
+    std::vector<char*> raw;
+    for (auto& a : argv) raw.push_back(a.data());
+    raw.push_back(nullptr);
+    ::execv(raw[0], raw.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int Wait(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Manifest entries by status (partial last lines are skipped).
+std::map<std::string, std::set<std::string>> ManifestByStatus(
+    const std::string& path) {
+  std::map<std::string, std::set<std::string>> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto entry = nlohmann::json::parse(line, nullptr, false);
+    if (entry.is_discarded()) continue;
+    out[entry["status"].get<std::string>()].insert(
+        entry["path"].get<std::string>());
+  }
+  return out;
+}
+
+int CountLines(const std::string& path) {
+  std::ifstream in(path);
+  return static_cast<int>(
+      std::count(std::istreambuf_iterator<char>(in), {}, '\n'));
+}
+
+// Every file under `dir` with a .png name is a complete, decodable label map.
+int CheckAllPngsValid(const std::string& dir) {
+  int count = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.path().extension() != ".png") continue;
+    EXPECT_TRUE(IsCompletePng(entry.path().string())) << entry.path();
+    EXPECT_TRUE(DecodeLabelPng(Read(entry.path().string())).ok())
+        << entry.path();
+    ++count;
+  }
+  return count;
+}
+
+class LabelJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override { MakeDataset(data_.path()); }
+  TempDir data_, out_;
+};
+
+TEST_F(LabelJobTest, OutputsEqualOneShotCallsAndCorruptFilesAreRecorded) {
+  ServerProcess server(ServerFlags(FreePort()));
+  ASSERT_TRUE(server.started()) << server.Log();
+  const std::string log = out_.path() + "/../job.log";
+  const int code = Wait(
+      Spawn({"label", "--server=" + server.address(), "--input=" + data_.path(),
+             "--output=" + out_.path(), "--concurrency=6"},
+            log));
+  EXPECT_EQ(code, 1) << Read(log);  // three corrupt files
+  const auto manifest =
+      ManifestByStatus(out_.path() + "/manifest-0-of-1.jsonl");
+  EXPECT_EQ(manifest.at("ok").size(), static_cast<size_t>(kImages));
+  EXPECT_EQ(manifest.at("failed"),
+            (std::set<std::string>{"part0/broken.png", "part1/empty.jpg",
+                                   "part2/truncated.png"}));
+  EXPECT_EQ(CheckAllPngsValid(out_.path()), kImages);
+  // The same images one at a time through the unary call: identical.
+  ClientOptions options;
+  options.target = server.address();
+  auto client = *PrimapsClient::Create(options);
+  for (const std::string rel :
+       {"part1/img1.png", "part0/deep/img0.jpg", "part3/img3.png"}) {
+    v1::ImageRequest request;
+    request.mutable_image()->set_encoded(Read(data_.path() + "/" + rel));
+    auto one_shot = client->PseudoLabel(request);
+    ASSERT_TRUE(one_shot.ok());
+    auto written = DecodeLabelPng(Read(
+        out_.path() + "/" + fs::path(rel).replace_extension(".png").string()));
+    ASSERT_TRUE(written.ok());
+    EXPECT_EQ(std::string(written->labels.begin(), written->labels.end()),
+              one_shot->labels().labels())
+        << rel;
+  }
+}
+
+TEST_F(LabelJobTest, ServerKilledAndRestartedMidJob) {
+  const int port = FreePort();
+  auto server = std::make_unique<ServerProcess>(ServerFlags(port));
+  ASSERT_TRUE(server->started()) << server->Log();
+  const std::string manifest = out_.path() + "/manifest-0-of-1.jsonl";
+  const pid_t job =
+      Spawn({"label", "--server=127.0.0.1:" + std::to_string(port),
+             "--input=" + data_.path(), "--output=" + out_.path(),
+             "--concurrency=4", "--retries=8"},
+            out_.path() + "/../job.log");
+  while (CountLines(manifest) < kImages / 4)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  server->Stop(SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  server = std::make_unique<ServerProcess>(ServerFlags(port));
+  ASSERT_TRUE(server->started()) << server->Log();
+  EXPECT_EQ(Wait(job), 1);  // only the corrupt files failed
+  const auto entries = ManifestByStatus(manifest);
+  EXPECT_EQ(entries.at("ok").size(), static_cast<size_t>(kImages));
+  EXPECT_EQ(entries.at("failed").size(), 3u);
+  EXPECT_EQ(CheckAllPngsValid(out_.path()), kImages);
+}
+
+TEST_F(LabelJobTest, ClientKilledAndRerunResumesWithoutRecomputing) {
+  ServerProcess server(ServerFlags(FreePort()));
+  ASSERT_TRUE(server.started()) << server.Log();
+  const std::string manifest = out_.path() + "/manifest-0-of-1.jsonl";
+  const std::vector<std::string> args = {
+      "label", "--server=" + server.address(), "--input=" + data_.path(),
+      "--output=" + out_.path(), "--concurrency=4"};
+  const pid_t job = Spawn(args, out_.path() + "/../job1.log");
+  while (CountLines(manifest) < kImages / 3)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ::kill(job, SIGKILL);
+  Wait(job);
+  // Whatever is at an output name is complete; only temporary files may be
+  // partial, and they never have a .png name.
+  const int complete_before = CheckAllPngsValid(out_.path());
+  EXPECT_GT(complete_before, 0);
+  EXPECT_LT(complete_before, kImages);
+  const std::string log = out_.path() + "/../job2.log";
+  EXPECT_EQ(Wait(Spawn(args, log)), 1) << Read(log);
+  EXPECT_THAT(Read(log),
+              ::testing::HasSubstr(
+                  std::to_string(kImages - complete_before) + " labelled, " +
+                  std::to_string(complete_before) + " already done"));
+  EXPECT_EQ(CheckAllPngsValid(out_.path()), kImages);
+  for (const auto& entry : fs::recursive_directory_iterator(out_.path())) {
+    EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos)
+        << entry.path();
+  }
+}
+
+TEST_F(LabelJobTest, ShardsAreDisjointAndTogetherComplete) {
+  ServerProcess server(ServerFlags(FreePort()));
+  ASSERT_TRUE(server.started()) << server.Log();
+  std::set<std::string> all;
+  size_t total = 0;
+  for (int shard = 0; shard < 3; ++shard) {
+    std::vector<std::string> args = {
+        "label", "--server=" + server.address(), "--input=" + data_.path(),
+        "--output=" + out_.path(), "--concurrency=4"};
+    if (shard == 2) {
+      // Kubernetes Indexed Jobs pass the index in the environment.
+      ::setenv("JOB_COMPLETION_INDEX", "2", 1);
+      args.push_back("--shard=/3");
+    } else {
+      args.push_back("--shard=" + std::to_string(shard) + "/3");
+    }
+    Wait(Spawn(args, out_.path() + "/../shard.log"));
+    ::unsetenv("JOB_COMPLETION_INDEX");
+    const auto entries = ManifestByStatus(
+        out_.path() + "/manifest-" + std::to_string(shard) + "-of-3.jsonl");
+    for (const auto& [status, paths] : entries) {
+      for (const std::string& p : paths) {
+        EXPECT_TRUE(all.insert(p).second) << p << " is in two shards";
+        ++total;
+      }
+    }
+  }
+  EXPECT_EQ(total, static_cast<size_t>(kImages + 3));
+  EXPECT_EQ(CheckAllPngsValid(out_.path()), kImages);
+}
+
+TEST_F(LabelJobTest, ReferenceLayoutAndListFiles) {
+  ServerProcess server(ServerFlags(FreePort()));
+  ASSERT_TRUE(server.started()) << server.Log();
+  TempDir gts;
+  fs::create_directories(gts.path() + "/part1");
+  std::ofstream(gts.path() + "/part1/img1.png", std::ios::binary)
+      << *EncodeLabelPng(LabelMap{2, 1, {0, 1}});
+  const std::string list = data_.path() + "/list.txt";
+  std::ofstream(list) << "# two images\npart1/img1.png\n\npart3/img3.png\n";
+  LabelJobOptions options;
+  options.servers = {server.address()};
+  options.input = list;
+  options.output = out_.path();
+  options.layout = "reference";
+  options.labels_dir = gts.path();
+  auto summary = RunLabelJob(options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->total, 2);
+  EXPECT_EQ(summary->done, 2);
+  EXPECT_TRUE(IsCompletePng(out_.path() + "/pseudos/part1/img1.png"));
+  EXPECT_TRUE(IsCompletePng(out_.path() + "/pseudos/part3/img3.png"));
+  EXPECT_EQ(Read(out_.path() + "/imgs/part1/img1.png"),
+            Read(data_.path() + "/part1/img1.png"));
+  EXPECT_TRUE(fs::exists(out_.path() + "/gts/part1/img1.png"));
+  EXPECT_FALSE(fs::exists(out_.path() + "/gts/part3/img3.png"));
+}
+
+TEST(LabelJobUnitTest, ShardOfIsStableAndSpread) {
+  EXPECT_EQ(ShardOf("a/b.png", 1), 0);
+  EXPECT_EQ(ShardOf("a/b.png", 7), ShardOf("a/b.png", 7));
+  std::vector<int> counts(4, 0);
+  for (int i = 0; i < 400; ++i)
+    ++counts[ShardOf("dir/img" + std::to_string(i) + ".jpg", 4)];
+  for (int c : counts) EXPECT_GT(c, 60);
+}
+
+}  // namespace
+}  // namespace primaps
