@@ -25,7 +25,9 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+double Seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 std::unique_ptr<Server> StartServer(int cpu_threads) {
   v1::ServerConfig config = DefaultServerConfig();
@@ -36,9 +38,12 @@ std::unique_ptr<Server> StartServer(int cpu_threads) {
   return *Server::Create(config);
 }
 
-std::string Address(const Server& s) { return "127.0.0.1:" + std::to_string(s.port()); }
+std::string Address(const Server& s) {
+  return "127.0.0.1:" + std::to_string(s.port());
+}
 
-double RawCalls(const std::vector<std::string>& servers, const std::vector<std::string>& images, int concurrency) {
+double RawCalls(const std::vector<std::string>& servers,
+                const std::vector<std::string>& images, int concurrency) {
   std::atomic<size_t> next{0};
   std::vector<std::thread> threads;
   const auto start = Clock::now();
@@ -58,8 +63,8 @@ double RawCalls(const std::vector<std::string>& servers, const std::vector<std::
   return images.size() / Seconds(start);
 }
 
-double Job(const std::vector<std::string>& servers, const std::string& input, const std::string& output,
-           int concurrency) {
+double Job(const std::vector<std::string>& servers, const std::string& input,
+           const std::string& output, int concurrency) {
   fs::remove_all(output);
   LabelJobOptions options;
   options.servers = servers;
@@ -80,15 +85,18 @@ int main(int argc, char** argv) {
   int copies = 10, concurrency = 8;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg.rfind("--copies=", 0) == 0) (void)absl::SimpleAtoi(arg.substr(9), &copies);
-    if (arg.rfind("--concurrency=", 0) == 0) (void)absl::SimpleAtoi(arg.substr(14), &concurrency);
+    if (arg.rfind("--copies=", 0) == 0)
+      (void)absl::SimpleAtoi(arg.substr(9), &copies);
+    if (arg.rfind("--concurrency=", 0) == 0)
+      (void)absl::SimpleAtoi(arg.substr(14), &concurrency);
   }
   std::vector<std::string> sources;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator("../shared/data/demo", ec)) {
     if (auto b = ReadFile(e.path().string()); b.ok()) sources.push_back(*b);
   }
-  if (auto b = ReadFile("tests/golden/fixtures/sample_scene.png"); b.ok()) sources.push_back(*b);
+  if (auto b = ReadFile("tests/golden/fixtures/sample_scene.png"); b.ok())
+    sources.push_back(*b);
   const fs::path dir = fs::temp_directory_path() / "primaps_label_bench";
   fs::remove_all(dir);
   fs::create_directories(dir / "in");
@@ -96,11 +104,15 @@ int main(int argc, char** argv) {
   for (int c = 0; c < copies; ++c) {
     for (size_t s = 0; s < sources.size(); ++s) {
       images.push_back(sources[s]);
-      std::ofstream(dir / "in" / ("img" + std::to_string(c) + "_" + std::to_string(s) + ".png"), std::ios::binary)
+      std::ofstream(
+          dir / "in" /
+              ("img" + std::to_string(c) + "_" + std::to_string(s) + ".png"),
+          std::ios::binary)
           << sources[s];
     }
   }
-  std::fprintf(stderr, "%zu images, concurrency %d\n", images.size(), concurrency);
+  std::fprintf(stderr, "%zu images, concurrency %d\n", images.size(),
+               concurrency);
   double raw1, job1, raw2, job2;
   {
     auto server = StartServer(2);
@@ -119,8 +131,12 @@ int main(int argc, char** argv) {
     b->Drain(absl::Seconds(10));
   }
   fs::remove_all(dir);
-  std::printf("| servers | server's own throughput (img/s) | label job (img/s) | job / server |\n|---|---|---|---|\n");
-  std::printf("| 1 (2 CPU threads) | %.2f | %.2f | %.2f |\n", raw1, job1, job1 / raw1);
-  std::printf("| 2 (1 CPU thread each) | %.2f | %.2f | %.2f |\n", raw2, job2, job2 / raw2);
+  std::printf(
+      "| servers | server's own throughput (img/s) | label job (img/s) | job / "
+      "server |\n|---|---|---|---|\n");
+  std::printf("| 1 (2 CPU threads) | %.2f | %.2f | %.2f |\n", raw1, job1,
+              job1 / raw1);
+  std::printf("| 2 (1 CPU thread each) | %.2f | %.2f | %.2f |\n", raw2, job2,
+              job2 / raw2);
   return 0;
 }

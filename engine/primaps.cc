@@ -204,17 +204,22 @@ std::vector<float> UpsampledProbabilities(const std::vector<float>& grid,
   std::vector<float> up =
       ResizeBilinearWindow(log_probs.data(), channels, height, width, out_h,
                            out_w, 0, 0, out_h, out_w);
-  const size_t m = static_cast<size_t>(out_h) * out_w;
+  SoftmaxOverChannels(&up, channels);
+  return up;
+}
+
+void SoftmaxOverChannels(std::vector<float>* values, int channels) {
+  const size_t m = values->size() / channels;
+  float* v = values->data();
   for (size_t i = 0; i < m; ++i) {
-    float mx = up[i];
-    for (int c = 1; c < channels; ++c) mx = std::max(mx, up[c * m + i]);
+    float mx = v[i];
+    for (int c = 1; c < channels; ++c) mx = std::max(mx, v[c * m + i]);
     float total = 0;
     for (int c = 0; c < channels; ++c)
-      total += (up[c * m + i] = std::exp(up[c * m + i] - mx));
+      total += (v[c * m + i] = std::exp(v[c * m + i] - mx));
     const float inv = 1.f / total;
-    for (int c = 0; c < channels; ++c) up[c * m + i] *= inv;
+    for (int c = 0; c < channels; ++c) v[c * m + i] *= inv;
   }
-  return up;
 }
 
 absl::StatusOr<PriMaPsResult> ComputePriMaPs(const FeatureMap& features,

@@ -146,16 +146,7 @@ absl::StatusOr<PipelineResult> InferencePipeline::Finish(
       std::vector<float> scores = ResizeBilinearWindow(
           grid.data(), k, features.height, features.width, h, w, 0, 0, h, w);
       if (p.primaps.use_crf || p.request.with_probabilities) {
-        // Softmax over classes, per pixel.
-        const size_t n = static_cast<size_t>(h) * w;
-        for (size_t i = 0; i < n; ++i) {
-          float mx = scores[i];
-          for (int c = 1; c < k; ++c) mx = std::max(mx, scores[c * n + i]);
-          float total = 0;
-          for (int c = 0; c < k; ++c)
-            total += (scores[c * n + i] = std::exp(scores[c * n + i] - mx));
-          for (int c = 0; c < k; ++c) scores[c * n + i] /= total;
-        }
+        SoftmaxOverChannels(&scores, k);
       }
       if (p.primaps.use_crf) {
         ASSIGN_OR_RETURN(scores, DenseCrfInference(DenormalizeToRgb(*p.image),
