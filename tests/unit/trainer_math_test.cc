@@ -1,0 +1,196 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "trainer/augment.h"
+#include "trainer/em_schedule.h"
+#include "trainer/evaluation.h"
+#include "trainer/head_trainer.h"
+#include "trainer/synthetic_dataset.h"
+
+namespace primaps {
+namespace {
+
+double BruteForceBest(const std::vector<std::vector<double>>& w) {
+  const int rows = static_cast<int>(w.size()),
+            cols = static_cast<int>(w[0].size());
+  std::vector<int> perm(std::max(rows, cols));
+  std::iota(perm.begin(), perm.end(), 0);
+  double best = -1;
+  do {
+    double total = 0;
+    for (int i = 0; i < rows; ++i) {
+      if (perm[i] < cols) total += w[i][perm[i]];
+    }
+    best = std::max(best, total);
+  } while (std::next_permutation(perm.begin(), perm.end()));
+  return best;
+}
+
+TEST(HungarianTest, MatchesBruteForce) {
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 60; ++trial) {
+    const int rows = 1 + trial % 6, cols = 1 + (trial / 6) % 6;
+    std::vector<std::vector<double>> w(rows, std::vector<double>(cols));
+    for (auto& row : w) {
+      for (double& x : row) x = rng() % 100;
+    }
+    const std::vector<int> assignment = MaxWeightAssignment(w);
+    double total = 0;
+    std::vector<bool> used(cols, false);
+    for (int i = 0; i < rows; ++i) {
+      if (assignment[i] < 0) continue;
+      ASSERT_FALSE(used[assignment[i]]) << "column used twice";
+      used[assignment[i]] = true;
+      total += w[i][assignment[i]];
+    }
+    EXPECT_EQ(total, BruteForceBest(w)) << rows << "x" << cols;
+  }
+}
+
+TEST(ScoreTest, HandMadeConfusionMatrices) {
+  // Perfect but permuted clusters: 100% / 100%.
+  ConfusionMatrix perfect(3, 3);
+  perfect.Add(0, 2, 50);
+  perfect.Add(1, 0, 30);
+  perfect.Add(2, 1, 20);
+  SegmentationScores s = Score(perfect);
+  EXPECT_DOUBLE_EQ(s.accuracy, 100);
+  EXPECT_DOUBLE_EQ(s.miou, 100);
+  EXPECT_EQ(s.cluster_to_class, (std::vector<int>{2, 0, 1}));
+  // Two classes, two clusters: cluster 0 = {class0: 8, class1: 2},
+  // cluster 1 = {class0: 1, class1: 9}. Matching identity.
+  ConfusionMatrix m(2, 2);
+  m.Add(0, 0, 8);
+  m.Add(0, 1, 2);
+  m.Add(1, 0, 1);
+  m.Add(1, 1, 9);
+  s = Score(m);
+  EXPECT_DOUBLE_EQ(s.accuracy, 85);
+  // IoU0 = 8 / (10 + 9 - 8) = 8/11; IoU1 = 9 / (10 + 11 - 9) = 9/12.
+  EXPECT_NEAR(s.class_iou[0], 800.0 / 11, 1e-9);
+  EXPECT_NEAR(s.class_iou[1], 75, 1e-9);
+  EXPECT_NEAR(s.miou, (800.0 / 11 + 75) / 2, 1e-9);
+  // A class never predicted nor present has no IoU and does not count.
+  ConfusionMatrix absent(3, 3);
+  absent.Add(0, 0, 5);
+  absent.Add(1, 1, 5);
+  s = Score(absent);
+  EXPECT_TRUE(std::isnan(s.class_iou[2]));
+  EXPECT_DOUBLE_EQ(s.miou, 100);
+}
+
+TEST(ScoreTest, ConfusionFromLabelMapsIgnores255) {
+  ConfusionMatrix m(2, 2);
+  LabelMap prediction{3, 1, {0, 1, 1}};
+  LabelMap truth{3, 1, {0, 255, 1}};
+  ASSERT_TRUE(m.Add(prediction, truth).ok());
+  EXPECT_EQ(m.total(), 2);
+  EXPECT_FALSE(m.Add(LabelMap{3, 1, {5, 0, 0}}, truth).ok());
+}
+
+TEST(EmaScheduleTest, CopiesTwiceThenAverages) {
+  EXPECT_FALSE(IsEmaStep(9));
+  EXPECT_TRUE(IsEmaStep(10));
+  EXPECT_TRUE(IsEmaStep(20));
+  EXPECT_EQ(EmaDecay(1), 0.0);
+  EXPECT_EQ(EmaDecay(2), 0.0);
+  EXPECT_DOUBLE_EQ(EmaDecay(3), 2.0 / 3);
+  EXPECT_DOUBLE_EQ(EmaDecay(10), 0.9);
+  EXPECT_DOUBLE_EQ(EmaDecay(50), 0.98);
+  EXPECT_DOUBLE_EQ(EmaDecay(1000), 0.98);
+}
+
+TEST(FocalLossTest, WeightsClassesByOneMinusMeanConfidence) {
+  // Two pixels, two classes; logits (2, 0) and (0, 1); targets 0 and 1;
+  // a third pixel ignored.
+  const std::vector<float> logits = {2, 0, 0, 1, 5, -5};
+  const std::vector<int64_t> targets = {0, 1, 255};
+  const double p00 = std::exp(2) / (std::exp(2) + 1),
+               p11 = std::exp(1) / (std::exp(1) + 1);
+  // Mean confidence per class over the valid pixels.
+  const double c0 = (p00 + (1 - p11)) / 2, c1 = ((1 - p00) + p11) / 2;
+  const double w0 = std::pow(1 - c0, 2), w1 = std::pow(1 - c1, 2);
+  const double expected =
+      (w0 * -std::log(p00) + w1 * -std::log(p11)) / (w0 + w1);
+  EXPECT_NEAR(HeadTrainer::FocalLossForTest(logits, targets, 2, 2.0), expected,
+              1e-6);
+  // gamma = 0 is plain cross entropy.
+  EXPECT_NEAR(HeadTrainer::FocalLossForTest(logits, targets, 2, 0.0),
+              (-std::log(p00) - std::log(p11)) / 2, 1e-6);
+}
+
+TEST(HeadTrainerTest, PcaInitAndCheckpointRoundTrip) {
+  HeadTrainerOptions options;
+  options.classes = 2;
+  options.dim = 3;
+  options.backbone = "builtin";
+  auto trainer = *HeadTrainer::Create(options);
+  // Features spread mostly along (1, 1, 0).
+  FeatureMap f{3, 2, 4, {}};
+  for (int c = 0; c < 3; ++c) {
+    for (int i = 0; i < 8; ++i)
+      f.data.push_back(c < 2 ? static_cast<float>(i) : 0.1f * (i % 2));
+  }
+  ASSERT_TRUE(trainer->InitFromPca({f}).ok());
+  const SegmentationHead head = trainer->Head();
+  EXPECT_NEAR(std::abs(head.theta_r.v[0]), std::sqrt(0.5), 1e-4);
+  EXPECT_NEAR(std::abs(head.theta_r.v[1]), std::sqrt(0.5), 1e-4);
+  EXPECT_EQ(head.theta_m.v, head.theta_r.v);
+  // Train a little, save, restore into a fresh trainer: identical state and
+  // identical next step.
+  TrainingSample sample{f, LabelMap{8, 4, std::vector<uint8_t>(32, 0)}};
+  for (int i = 0; i < 16; ++i) sample.target.labels[i] = 1;
+  for (int i = 0; i < 12; ++i) ASSERT_TRUE(trainer->EmStep({sample}).ok());
+  EXPECT_EQ(trainer->step(), 12);
+  EXPECT_EQ(trainer->ema_updates(), 1);
+  const std::string bytes = trainer->SerializeCheckpoint({{"note", "x"}});
+  auto restored = *HeadTrainer::Create(options);
+  ASSERT_TRUE(restored->RestoreCheckpoint(bytes).ok());
+  EXPECT_EQ(restored->step(), 12);
+  EXPECT_EQ(restored->Head().theta_r.v, trainer->Head().theta_r.v);
+  ASSERT_TRUE(trainer->EmStep({sample}).ok());
+  ASSERT_TRUE(restored->EmStep({sample}).ok());
+  EXPECT_EQ(restored->Head().theta_r.v, trainer->Head().theta_r.v);
+  // The server can read it as a head.
+  EXPECT_TRUE(ParseHeadCheckpoint(bytes, "builtin", 3).ok());
+}
+
+TEST(AugmentTest, FlipMirrorsAndSizesStay) {
+  RgbImage image{8, 2, std::vector<uint8_t>(48)};
+  for (size_t i = 0; i < image.pixels.size(); ++i)
+    image.pixels[i] = static_cast<uint8_t>(i * 5);
+  std::mt19937 rng(1);
+  int flips = 0;
+  for (int i = 0; i < 40; ++i) {
+    StudentView view = StudentAugment(image, &rng);
+    EXPECT_EQ(view.image.width, 8);
+    EXPECT_EQ(view.image.height, 2);
+    flips += view.flipped;
+  }
+  EXPECT_GT(flips, 5);
+  EXPECT_LT(flips, 35);
+  EXPECT_EQ(FlipHorizontal(LabelMap{3, 2, {1, 2, 3, 4, 5, 6}}).labels,
+            (std::vector<uint8_t>{3, 2, 1, 6, 5, 4}));
+}
+
+TEST(SyntheticDatasetTest, DeterministicWithEveryClass) {
+  SyntheticDatasetOptions options;
+  options.classes = 4;
+  options.cells = 8;
+  RgbImage a, b;
+  LabelMap la, lb;
+  SyntheticImage(options, 3, &a, &la);
+  SyntheticImage(options, 3, &b, &lb);
+  EXPECT_EQ(a.pixels, b.pixels);
+  EXPECT_EQ(la.labels, lb.labels);
+  std::vector<int> seen(4, 0);
+  for (uint8_t l : la.labels) ++seen[l];
+  for (int c = 0; c < 4; ++c) EXPECT_GT(seen[c], 0) << c;
+}
+
+}  // namespace
+}  // namespace primaps

@@ -1,0 +1,313 @@
+#include "trainer/head_trainer.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/safetensors.h"
+#include "engine/status_macros.h"
+#include "trainer/em_schedule.h"
+
+namespace primaps {
+namespace {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor FromRecord(const TensorRecord& r) {
+  return torch::from_blob(const_cast<char*>(r.data.data()), r.shape,
+                          torch::kFloat)
+      .clone();
+}
+
+TensorRecord ToRecord(const torch::Tensor& t) {
+  const torch::Tensor c = t.detach().to(torch::kFloat).contiguous();
+  TensorRecord r;
+  r.shape = c.sizes().vec();
+  r.data.assign(reinterpret_cast<const char*>(c.data_ptr<float>()),
+                c.numel() * 4);
+  return r;
+}
+
+std::vector<float> ToVector(const torch::Tensor& t) {
+  const torch::Tensor c = t.detach().to(torch::kFloat).contiguous();
+  return std::vector<float>(c.data_ptr<float>(),
+                            c.data_ptr<float>() + c.numel());
+}
+
+torch::Tensor Features(const FeatureMap& f) {
+  return torch::from_blob(const_cast<float*>(f.data.data()),
+                          {f.dim, f.height, f.width}, torch::kFloat);
+}
+
+// Weight-normalized 1x1 convolution weights: g * v / |v|.
+torch::Tensor Weights(const torch::Tensor& v, const torch::Tensor& g) {
+  return g.unsqueeze(1) * v / v.norm(2, 1, /*keepdim=*/true);
+}
+
+// The focal loss of DESIGN.md: cross entropy (ignore 255) with class
+// weights (1 - mean softmax confidence of the class over the batch)^gamma,
+// the confidences taken over valid pixels and not differentiated.
+torch::Tensor FocalLoss(const torch::Tensor& logits,
+                        const torch::Tensor& targets, double gamma) {
+  const torch::Tensor valid = targets != 255;
+  torch::Tensor confidence;
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor probs = logits.softmax(1);
+    const torch::Tensor v = valid.unsqueeze(1).to(torch::kFloat);
+    confidence = (probs * v).sum(0) / v.sum().clamp_min(1);
+  }
+  const torch::Tensor weights = (1 - confidence).pow(gamma);
+  return F::cross_entropy(
+      logits, targets,
+      F::CrossEntropyFuncOptions().weight(weights).ignore_index(255));
+}
+
+}  // namespace
+
+struct HeadTrainer::Impl {
+  HeadTrainerOptions options;
+  torch::Tensor v_r, g_r, v_m, g_m;  // theta_R (trained) and theta_M (EMA)
+  // Adam moments per parameter and the shared step count.
+  torch::Tensor m_v, s_v, m_g, s_g;
+  int64_t adam_step = 0;
+  int64_t step = 0;
+  int64_t ema_updates = 0;
+
+  void AdamUpdate() {
+    torch::NoGradGuard no_grad;
+    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    ++adam_step;
+    const double c1 = 1 - std::pow(b1, adam_step),
+                 c2 = 1 - std::pow(b2, adam_step);
+    for (auto [p, m, s] :
+         {std::tuple{&v_r, &m_v, &s_v}, std::tuple{&g_r, &m_g, &s_g}}) {
+      if (!p->grad().defined()) continue;
+      const torch::Tensor grad = p->grad();
+      m->mul_(b1).add_(grad, 1 - b1);
+      s->mul_(b2).addcmul_(grad, grad, 1 - b2);
+      p->sub_(options.learning_rate * (*m / c1) / ((*s / c2).sqrt() + eps));
+      p->mutable_grad().zero_();
+    }
+  }
+
+  void EmaUpdate() {
+    torch::NoGradGuard no_grad;
+    ++ema_updates;
+    const double d = EmaDecay(ema_updates, options.ema_max_decay);
+    v_m = d * v_m + (1 - d) * v_r.detach();
+    g_m = d * g_m + (1 - d) * g_r.detach();
+  }
+
+  void ResetAdam() {
+    m_v = torch::zeros_like(v_r);
+    s_v = torch::zeros_like(v_r);
+    m_g = torch::zeros_like(g_r);
+    s_g = torch::zeros_like(g_r);
+    adam_step = 0;
+  }
+};
+
+HeadTrainer::HeadTrainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HeadTrainer::~HeadTrainer() = default;
+
+absl::StatusOr<std::unique_ptr<HeadTrainer>> HeadTrainer::Create(
+    const HeadTrainerOptions& options) {
+  if (options.classes < 1 || options.classes > 254 || options.dim < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("classes is ", options.classes, " and dim ", options.dim,
+                     "; need 1..254 classes and dim >= 1"));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  // Until PCA initialization: a fixed, deterministic orthogonal-ish start.
+  impl->v_r =
+      torch::eye(options.classes, options.dim).add_(0.01).requires_grad_(true);
+  impl->g_r = torch::ones({options.classes}).requires_grad_(true);
+  impl->v_m = impl->v_r.detach().clone();
+  impl->g_m = impl->g_r.detach().clone();
+  impl->ResetAdam();
+  return std::unique_ptr<HeadTrainer>(new HeadTrainer(std::move(impl)));
+}
+
+absl::Status HeadTrainer::InitFromPca(const std::vector<FeatureMap>& features) {
+  const int k = impl_->options.classes, d = impl_->options.dim;
+  if (k > d)
+    return absl::InvalidArgumentError(
+        absl::StrCat(k, " classes need at most ", d, " feature dims"));
+  std::vector<torch::Tensor> rows;
+  for (const FeatureMap& f : features) {
+    if (f.dim != d)
+      return absl::InvalidArgumentError(
+          absl::StrCat("features have dim ", f.dim, ", expected ", d));
+    rows.push_back(Features(f).reshape({d, -1}).t());
+  }
+  if (rows.empty())
+    return absl::InvalidArgumentError("PCA initialization needs features");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = torch::cat(rows, 0).to(torch::kDouble);
+  const torch::Tensor centered = x - x.mean(0, true);
+  const torch::Tensor vectors =
+      std::get<1>(torch::linalg::eigh(centered.t().mm(centered), "L"));
+  // Largest eigenvalues last: take the last K columns, largest first.
+  const torch::Tensor top =
+      vectors.slice(1, d - k, d).flip({1}).t().to(torch::kFloat).contiguous();
+  impl_->v_r = top.clone().requires_grad_(true);
+  impl_->g_r = torch::ones({k}).requires_grad_(true);
+  impl_->v_m = top.clone();
+  impl_->g_m = torch::ones({k});
+  impl_->ResetAdam();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> HeadTrainer::BaselineStep(
+    const std::vector<FeatureMap>& features) {
+  const int d = impl_->options.dim;
+  std::vector<torch::Tensor> rows;
+  for (const FeatureMap& f : features)
+    rows.push_back(Features(f).reshape({d, -1}).t());
+  if (rows.empty())
+    return absl::InvalidArgumentError("baseline step needs features");
+  const torch::Tensor x =
+      F::normalize(torch::cat(rows, 0), F::NormalizeFuncOptions().dim(1));
+  const torch::Tensor prototypes =
+      F::normalize(impl_->v_r, F::NormalizeFuncOptions().dim(1));
+  const torch::Tensor loss = -std::get<0>(x.mm(prototypes.t()).max(1)).mean();
+  loss.backward();
+  impl_->AdamUpdate();
+  {
+    torch::NoGradGuard no_grad;
+    impl_->v_m = impl_->v_r.detach().clone();
+    impl_->g_m = impl_->g_r.detach().clone();
+  }
+  return loss.item<double>();
+}
+
+absl::StatusOr<double> HeadTrainer::EmStep(
+    const std::vector<TrainingSample>& batch) {
+  if (batch.empty()) return absl::InvalidArgumentError("empty batch");
+  const int k = impl_->options.classes;
+  const torch::Tensor w = Weights(impl_->v_r, impl_->g_r);
+  std::vector<torch::Tensor> logits, targets;
+  for (const TrainingSample& s : batch) {
+    if (s.features.dim != impl_->options.dim)
+      return absl::InvalidArgumentError("feature dim mismatch");
+    // Head on the grid, then bilinear upsampling to the label resolution
+    // (the same as upsampling the features first: both are linear).
+    const torch::Tensor f = Features(s.features).reshape({s.features.dim, -1});
+    const torch::Tensor scores =
+        w.mm(f).reshape({1, k, s.features.height, s.features.width});
+    const torch::Tensor up = F::interpolate(
+        scores, F::InterpolateFuncOptions()
+                    .size(std::vector<int64_t>{s.target.height, s.target.width})
+                    .mode(torch::kBilinear)
+                    .align_corners(false));
+    logits.push_back(up.reshape({k, -1}).t());
+    targets.push_back(
+        torch::from_blob(const_cast<uint8_t*>(s.target.labels.data()),
+                         {static_cast<int64_t>(s.target.labels.size())},
+                         torch::kUInt8)
+            .to(torch::kLong));
+  }
+  const torch::Tensor all_targets = torch::cat(targets);
+  if ((all_targets != 255).sum().item<int64_t>() == 0) {
+    ++impl_->step;  // nothing to learn from; keep the schedule moving
+  } else {
+    const torch::Tensor loss =
+        FocalLoss(torch::cat(logits), all_targets, impl_->options.focal_gamma);
+    loss.backward();
+    impl_->AdamUpdate();
+    ++impl_->step;
+    if (IsEmaStep(impl_->step, impl_->options.ema_every)) impl_->EmaUpdate();
+    return loss.item<double>();
+  }
+  if (IsEmaStep(impl_->step, impl_->options.ema_every)) impl_->EmaUpdate();
+  return 0.0;
+}
+
+SegmentationHead HeadTrainer::Head() const {
+  SegmentationHead head;
+  head.classes = impl_->options.classes;
+  head.dim = impl_->options.dim;
+  head.backbone = impl_->options.backbone;
+  head.step = impl_->step;
+  head.theta_r = {ToVector(impl_->v_r), ToVector(impl_->g_r)};
+  head.theta_m = {ToVector(impl_->v_m), ToVector(impl_->g_m)};
+  return head;
+}
+
+int64_t HeadTrainer::step() const { return impl_->step; }
+int64_t HeadTrainer::ema_updates() const { return impl_->ema_updates; }
+
+std::string HeadTrainer::SerializeCheckpoint(
+    const std::map<std::string, std::string>& metadata) const {
+  SafetensorsFile file = *ParseSafetensors(SerializeHeadCheckpoint(Head()));
+  for (const auto& [key, value] : metadata) file.metadata[key] = value;
+  file.tensors["adam.m_v"] = ToRecord(impl_->m_v);
+  file.tensors["adam.s_v"] = ToRecord(impl_->s_v);
+  file.tensors["adam.m_g"] = ToRecord(impl_->m_g);
+  file.tensors["adam.s_g"] = ToRecord(impl_->s_g);
+  file.metadata["adam_step"] = absl::StrCat(impl_->adam_step);
+  file.metadata["ema_updates"] = absl::StrCat(impl_->ema_updates);
+  return SerializeSafetensors(file);
+}
+
+absl::Status HeadTrainer::RestoreCheckpoint(absl::string_view bytes) {
+  ASSIGN_OR_RETURN(
+      const SegmentationHead head,
+      ParseHeadCheckpoint(bytes, impl_->options.backbone, impl_->options.dim));
+  if (head.classes != impl_->options.classes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint has ", head.classes,
+                     " classes, training asks for ", impl_->options.classes));
+  }
+  ASSIGN_OR_RETURN(const SafetensorsFile file, ParseSafetensors(bytes));
+  for (const char* name : {"adam.m_v", "adam.s_v", "adam.m_g", "adam.s_g"}) {
+    if (!file.tensors.count(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint has no optimizer state (", name, ")"));
+    }
+  }
+  const int64_t k = head.classes, d = head.dim;
+  auto vec = [](const std::vector<float>& v, std::vector<int64_t> shape) {
+    return torch::from_blob(const_cast<float*>(v.data()), shape, torch::kFloat)
+        .clone();
+  };
+  impl_->v_r = vec(head.theta_r.v, {k, d}).requires_grad_(true);
+  impl_->g_r = vec(head.theta_r.g, {k}).requires_grad_(true);
+  impl_->v_m = vec(head.theta_m.v, {k, d});
+  impl_->g_m = vec(head.theta_m.g, {k});
+  impl_->m_v = FromRecord(file.tensors.at("adam.m_v"));
+  impl_->s_v = FromRecord(file.tensors.at("adam.s_v"));
+  impl_->m_g = FromRecord(file.tensors.at("adam.m_g"));
+  impl_->s_g = FromRecord(file.tensors.at("adam.s_g"));
+  impl_->step = head.step;
+  if (!absl::SimpleAtoi(file.metadata.count("adam_step")
+                            ? file.metadata.at("adam_step")
+                            : "0",
+                        &impl_->adam_step) ||
+      !absl::SimpleAtoi(file.metadata.count("ema_updates")
+                            ? file.metadata.at("ema_updates")
+                            : "0",
+                        &impl_->ema_updates)) {
+    return absl::InvalidArgumentError(
+        "checkpoint metadata adam_step / ema_updates is not a number");
+  }
+  return absl::OkStatus();
+}
+
+double HeadTrainer::FocalLossForTest(const std::vector<float>& logits,
+                                     const std::vector<int64_t>& targets,
+                                     int classes, double gamma) {
+  const torch::Tensor l = torch::from_blob(
+      const_cast<float*>(logits.data()),
+      {static_cast<int64_t>(targets.size()), classes}, torch::kFloat);
+  const torch::Tensor t =
+      torch::from_blob(const_cast<int64_t*>(targets.data()),
+                       {static_cast<int64_t>(targets.size())}, torch::kLong);
+  return FocalLoss(l, t, gamma).item<double>();
+}
+
+}  // namespace primaps
