@@ -22,7 +22,8 @@ StudentView StudentAugment(const RgbImage& image, std::mt19937* rng) {
     const cv::Scalar mean = cv::mean(f);
     const float gray_mean =
         static_cast<float>((mean[0] + mean[1] + mean[2]) / 3);
-    f = (f - gray_mean) * (0.9f + 0.2f * u(*rng)) + gray_mean;  // contrast
+    const cv::Scalar gray = cv::Scalar::all(gray_mean);
+    f = (f - gray) * (0.9f + 0.2f * u(*rng)) + gray;  // contrast
     cv::Mat hsv;
     f = cv::max(cv::min(f, 1.f), 0.f);
     cv::cvtColor(f, hsv, cv::COLOR_RGB2HSV);  // H in [0, 360)

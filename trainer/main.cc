@@ -1,0 +1,131 @@
+// primaps-trainer: PriMaPs-EM through running servers.
+//
+//   primaps-trainer --server=HOST:PORT[,...] --train=DIR --classes=K --out=DIR
+//   [--val=DIR]
+//       [--steps=N] [--batch=32] [--push_every=N] [--resume]
+//       [--admin_token_file=PATH]
+//   primaps-trainer make-dataset --out=DIR --classes=K [--images=N] [--width=W]
+//   [--height=H] [--seed=S]
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_split.h"
+#include "engine/file_util.h"
+#include "trainer/synthetic_dataset.h"
+#include "trainer/trainer.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "Servers HOST:PORT[,HOST:PORT...].");
+ABSL_FLAG(std::string, train, "", "Training set: DIR/images.");
+ABSL_FLAG(std::string, val, "", "Validation set: DIR/images and DIR/labels.");
+ABSL_FLAG(std::string, out, "",
+          "Output directory (checkpoints, cache, metrics.jsonl).");
+ABSL_FLAG(int32_t, classes, 27, "Number of classes K.");
+ABSL_FLAG(int32_t, steps, 1000, "PriMaPs-EM steps.");
+ABSL_FLAG(int32_t, batch, 32, "Images per step.");
+ABSL_FLAG(int32_t, resize, 320, "Crop size (short side, center crop).");
+ABSL_FLAG(double, lr, 5e-3, "Adam learning rate.");
+ABSL_FLAG(double, gamma, 2.0, "Focal loss gamma.");
+ABSL_FLAG(int32_t, pca_images, 0,
+          "Images for the PCA initialization (0 = one batch).");
+ABSL_FLAG(int32_t, baseline_steps, 0,
+          "Cosine k-means baseline steps after the PCA init.");
+ABSL_FLAG(int32_t, checkpoint_every, 100, "Write a checkpoint every N steps.");
+ABSL_FLAG(int32_t, push_every, 0,
+          "Push the head into the servers every N steps (0 = never).");
+ABSL_FLAG(int32_t, eval_every, 0,
+          "Evaluate on --val every N steps (0 = after init and at the end).");
+ABSL_FLAG(bool, eval_crf, true, "Also evaluate with the dense CRF.");
+ABSL_FLAG(bool, resume, false, "Continue from the newest checkpoint in --out.");
+ABSL_FLAG(std::string, admin_token_file, "", "Admin token for --push_every.");
+ABSL_FLAG(int32_t, seed, 1, "Seed for the batch order and the augmentations.");
+ABSL_FLAG(int32_t, fetch_concurrency, 4, "Concurrent feature requests.");
+ABSL_FLAG(int32_t, images, 32, "make-dataset: number of images.");
+ABSL_FLAG(int32_t, width, 160, "make-dataset: image width.");
+ABSL_FLAG(int32_t, height, 120, "make-dataset: image height.");
+
+namespace {
+std::atomic<bool> g_stop{false};
+void RequestStop(int) { g_stop = true; }
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "PriMaPs-EM training through primaps-server (see the header of "
+      "trainer/main.cc).");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() >= 2 && std::string(args[1]) == "make-dataset") {
+    primaps::SyntheticDatasetOptions options;
+    options.classes = absl::GetFlag(FLAGS_classes);
+    options.images = absl::GetFlag(FLAGS_images);
+    options.width = absl::GetFlag(FLAGS_width);
+    options.height = absl::GetFlag(FLAGS_height);
+    options.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
+    const absl::Status status =
+        primaps::WriteSyntheticDataset(absl::GetFlag(FLAGS_out), options);
+    if (!status.ok()) {
+      std::fprintf(stderr, "primaps-trainer make-dataset: %s\n",
+                   std::string(status.message()).c_str());
+      return 1;
+    }
+    std::printf("wrote %d images with %d classes to %s\n", options.images,
+                options.classes, absl::GetFlag(FLAGS_out).c_str());
+    return 0;
+  }
+  primaps::TrainerOptions o;
+  for (absl::string_view s :
+       absl::StrSplit(absl::GetFlag(FLAGS_server), ',', absl::SkipEmpty())) {
+    o.servers.emplace_back(s);
+  }
+  o.train_dir = absl::GetFlag(FLAGS_train);
+  o.val_dir = absl::GetFlag(FLAGS_val);
+  o.out_dir = absl::GetFlag(FLAGS_out);
+  if (o.train_dir.empty() || o.out_dir.empty()) {
+    std::fprintf(stderr, "primaps-trainer: --train and --out are required\n");
+    return 2;
+  }
+  o.classes = absl::GetFlag(FLAGS_classes);
+  o.steps = absl::GetFlag(FLAGS_steps);
+  o.batch = absl::GetFlag(FLAGS_batch);
+  o.resize = absl::GetFlag(FLAGS_resize);
+  o.learning_rate = absl::GetFlag(FLAGS_lr);
+  o.focal_gamma = absl::GetFlag(FLAGS_gamma);
+  o.pca_images = absl::GetFlag(FLAGS_pca_images);
+  o.baseline_steps = absl::GetFlag(FLAGS_baseline_steps);
+  o.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  o.push_every = absl::GetFlag(FLAGS_push_every);
+  o.eval_every = absl::GetFlag(FLAGS_eval_every);
+  o.eval_crf = absl::GetFlag(FLAGS_eval_crf);
+  o.resume = absl::GetFlag(FLAGS_resume);
+  o.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
+  o.fetch_concurrency = absl::GetFlag(FLAGS_fetch_concurrency);
+  if (!absl::GetFlag(FLAGS_admin_token_file).empty()) {
+    auto token =
+        primaps::ReadFile(absl::GetFlag(FLAGS_admin_token_file), 1 << 16);
+    if (!token.ok()) {
+      std::fprintf(stderr, "primaps-trainer: %s\n",
+                   std::string(token.status().message()).c_str());
+      return 2;
+    }
+    o.admin_token = *token;
+    while (!o.admin_token.empty() &&
+           (o.admin_token.back() == '\n' || o.admin_token.back() == ' ')) {
+      o.admin_token.pop_back();
+    }
+  }
+  o.stop = &g_stop;
+  ::signal(SIGTERM, RequestStop);
+  ::signal(SIGINT, RequestStop);
+  const absl::Status status = primaps::RunTrainer(o);
+  if (!status.ok()) {
+    std::fprintf(stderr, "primaps-trainer: %s\n", status.ToString().c_str());
+    return status.code() == absl::StatusCode::kCancelled ? 3 : 1;
+  }
+  return 0;
+}

@@ -1,0 +1,537 @@
+#include "trainer/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "client/primaps_client.h"
+#include "engine/dense_crf.h"
+#include "engine/file_util.h"
+#include "engine/image_decode.h"
+#include "engine/label_image.h"
+#include "engine/preprocess.h"
+#include "engine/primaps.h"
+#include "engine/safetensors.h"
+#include "engine/segmentation_head.h"
+#include "engine/status_macros.h"
+#include "engine/thread_pool.h"
+#include "trainer/augment.h"
+#include "trainer/evaluation.h"
+#include "trainer/head_trainer.h"
+
+namespace primaps {
+namespace fs = std::filesystem;
+namespace {
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "primaps-trainer: %s\n", line.c_str());
+}
+
+std::vector<std::string> ListImages(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir + "/images", ec)) {
+    if (e.is_regular_file()) names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// The square crop the features describe: short side `resize`, center crop,
+// as 8-bit RGB (the server gets exactly these pixels).
+absl::StatusOr<RgbImage> Crop(const std::string& path, int resize) {
+  ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
+  ASSIGN_OR_RETURN(const RgbImage rgb, DecodeImage(bytes));
+  PreprocessOptions options;
+  options.resize = resize;
+  ASSIGN_OR_RETURN(const NormalizedImage image, Preprocess(rgb, options));
+  return DenormalizeToRgb(image);
+}
+
+// Labels through the same geometry as Crop, with nearest-neighbour resizing.
+LabelMap CropLabels(const LabelMap& labels, int resize) {
+  const int h = labels.height, w = labels.width;
+  const int short_side = std::min(h, w), long_side = std::max(h, w);
+  const int new_long =
+      static_cast<int>(static_cast<int64_t>(resize) * long_side / short_side);
+  const int nh = h <= w ? resize : new_long, nw = h <= w ? new_long : resize;
+  const int top = static_cast<int>(std::nearbyint((nh - resize) / 2.0));
+  const int left = static_cast<int>(std::nearbyint((nw - resize) / 2.0));
+  LabelMap out{resize, resize,
+               std::vector<uint8_t>(static_cast<size_t>(resize) * resize)};
+  for (int y = 0; y < resize; ++y) {
+    const int sy = std::min(h - 1, static_cast<int>((y + top + 0.5) * h / nh));
+    for (int x = 0; x < resize; ++x) {
+      const int sx =
+          std::min(w - 1, static_cast<int>((x + left + 0.5) * w / nw));
+      out.labels[static_cast<size_t>(y) * resize + x] =
+          labels.labels[static_cast<size_t>(sy) * w + sx];
+    }
+  }
+  return out;
+}
+
+struct View {
+  RgbImage crop;        // original view
+  FeatureMap features;  // of the original view
+  LabelMap masks;       // PriMaPs mask map (0 = background)
+};
+
+// Talks to the servers: features (and masks) for raw crops, spreading
+// requests round-robin.
+class FeatureSource {
+ public:
+  FeatureSource(const std::vector<std::string>& servers, int resize)
+      : resize_(resize) {
+    for (const std::string& s : servers) {
+      ClientOptions options;
+      options.target = s;
+      options.retries = 8;
+      clients_.push_back(*PrimapsClient::Create(options));
+    }
+  }
+
+  absl::StatusOr<v1::FeatureResponse> Features(const RgbImage& crop,
+                                               bool masks) {
+    v1::FeatureRequest request;
+    v1::RawImage* raw = request.mutable_image()->mutable_raw();
+    raw->set_width(crop.width);
+    raw->set_height(crop.height);
+    raw->set_channels(3);
+    raw->set_pixels(crop.pixels.data(), crop.pixels.size());
+    request.mutable_preprocess()->set_resize(resize_);
+    request.set_masks(masks);
+    PrimapsClient* client = clients_[next_++ % clients_.size()].get();
+    return client->ExtractFeatures(request);
+  }
+
+  std::vector<std::unique_ptr<PrimapsClient>>& clients() { return clients_; }
+
+ private:
+  const int resize_;
+  std::atomic<size_t> next_{0};
+  std::vector<std::unique_ptr<PrimapsClient>> clients_;
+};
+
+FeatureMap ToFeatureMap(const v1::FeatureResponse& r) {
+  FeatureMap f{static_cast<int>(r.dim()),
+               static_cast<int>(r.height()),
+               static_cast<int>(r.width()),
+               {}};
+  f.data.resize(r.data().size() / 4);
+  std::memcpy(f.data.data(), r.data().data(), f.data.size() * 4);
+  return f;
+}
+
+// The original view of image `name` in `dir`: from the cache, or from the
+// server (then cached; features and masks of a frozen backbone never
+// change).
+absl::StatusOr<View> LoadView(FeatureSource* source, const std::string& dir,
+                              const std::string& name,
+                              const std::string& cache_dir, int resize) {
+  View view;
+  ASSIGN_OR_RETURN(view.crop, Crop(dir + "/images/" + name, resize));
+  const std::string cache =
+      cache_dir + "/" + fs::path(name).stem().string() + ".safetensors";
+  if (auto bytes = ReadFile(cache); bytes.ok()) {
+    auto file = ParseSafetensors(*bytes);
+    if (file.ok() && file->tensors.count("features") &&
+        file->tensors.count("masks")) {
+      const TensorRecord& f = file->tensors.at("features");
+      const TensorRecord& m = file->tensors.at("masks");
+      view.features =
+          FeatureMap{static_cast<int>(f.shape[0]), static_cast<int>(f.shape[1]),
+                     static_cast<int>(f.shape[2]), Float32Values(f)};
+      view.masks =
+          LabelMap{static_cast<int>(m.shape[1]), static_cast<int>(m.shape[0]),
+                   std::vector<uint8_t>(m.data.begin(), m.data.end())};
+      return view;
+    }
+  }
+  ASSIGN_OR_RETURN(const v1::FeatureResponse r,
+                   source->Features(view.crop, /*masks=*/true));
+  view.features = ToFeatureMap(r);
+  view.masks = LabelMap{static_cast<int>(r.masks().width()),
+                        static_cast<int>(r.masks().height()),
+                        std::vector<uint8_t>(r.masks().labels().begin(),
+                                             r.masks().labels().end())};
+  SafetensorsFile file;
+  file.tensors["features"] = MakeFloat32(
+      {view.features.dim, view.features.height, view.features.width},
+      view.features.data);
+  TensorRecord masks;
+  masks.dtype = DType::kU8;
+  masks.shape = {view.masks.height, view.masks.width};
+  masks.data.assign(view.masks.labels.begin(), view.masks.labels.end());
+  file.tensors["masks"] = masks;
+  RETURN_IF_ERROR(WriteFileAtomically(cache, SerializeSafetensors(file)));
+  return view;
+}
+
+struct BatchItem {
+  View original;
+  StudentView student;
+  FeatureMap student_features;
+};
+
+// Fetches a batch concurrently (original views from cache or server,
+// student views always from the server).
+absl::StatusOr<std::vector<BatchItem>> FetchBatch(
+    FeatureSource* source, ThreadPool* pool, const TrainerOptions& o,
+    const std::vector<std::string>& names, uint32_t seed) {
+  std::vector<absl::StatusOr<BatchItem>> items(
+      names.size(), absl::UnknownError("not fetched"));
+  absl::BlockingCounter done(static_cast<int>(names.size()));
+  for (size_t i = 0; i < names.size(); ++i) {
+    pool->Schedule([&, i] {
+      items[i] = [&]() -> absl::StatusOr<BatchItem> {
+        BatchItem item;
+        ASSIGN_OR_RETURN(item.original,
+                         LoadView(source, o.train_dir, names[i],
+                                  o.out_dir + "/cache/train", o.resize));
+        std::mt19937 rng(seed * 7919u + static_cast<uint32_t>(i));
+        item.student = StudentAugment(item.original.crop, &rng);
+        ASSIGN_OR_RETURN(const v1::FeatureResponse r,
+                         source->Features(item.student.image, false));
+        item.student_features = ToFeatureMap(r);
+        return item;
+      }();
+      done.DecrementCount();
+    });
+  }
+  done.Wait();
+  std::vector<BatchItem> out;
+  for (auto& item : items) {
+    if (!item.ok()) return item.status();
+    out.push_back(*std::move(item));
+  }
+  return out;
+}
+
+// E-step: each mask takes theta_M's majority class; flipped like the
+// student view.
+LabelMap PseudoTarget(const SegmentationHead& head, const BatchItem& item) {
+  const LabelMap prior =
+      HeadClassMap(head, HeadKind::kClusterProbe, item.original.features,
+                   item.original.masks.height, item.original.masks.width);
+  LabelMap target = *PseudoLabels(item.original.masks, &prior);
+  return item.student.flipped ? FlipHorizontal(target) : target;
+}
+
+struct ValImage {
+  View view;
+  LabelMap truth;
+};
+
+nlohmann::json ScoresJson(const SegmentationScores& s) {
+  nlohmann::json j = {{"miou", s.miou}, {"accuracy", s.accuracy}};
+  std::vector<nlohmann::json> per_class;
+  for (double iou : s.class_iou)
+    per_class.push_back(std::isnan(iou) ? nlohmann::json(nullptr)
+                                        : nlohmann::json(iou));
+  j["class_iou"] = per_class;
+  return j;
+}
+
+// Evaluates theta_M and theta_R, with and without the CRF; appends a line to
+// metrics.jsonl and writes the confusion matrix of theta_M as a PNG.
+absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
+                                        const SegmentationHead& head,
+                                        const std::vector<ValImage>& val,
+                                        const std::string& phase,
+                                        int64_t step) {
+  const int k = head.classes;
+  std::vector<ConfusionMatrix> confusion(4, ConfusionMatrix(k, o.classes));
+  for (const ValImage& v : val) {
+    const int h = v.truth.height, w = v.truth.width;
+    int variant = 0;
+    for (HeadKind kind : {HeadKind::kClusterProbe, HeadKind::kSegmentation}) {
+      RETURN_IF_ERROR(confusion[variant++].Add(
+          HeadClassMap(head, kind, v.view.features, h, w), v.truth));
+      if (!o.eval_crf) {
+        ++variant;
+        continue;
+      }
+      const std::vector<float> grid = HeadScores(head, kind, v.view.features);
+      std::vector<float> probs =
+          ResizeBilinearWindow(grid.data(), k, v.view.features.height,
+                               v.view.features.width, h, w, 0, 0, h, w);
+      SoftmaxOverChannels(&probs, k);
+      ASSIGN_OR_RETURN(const std::vector<float> q,
+                       DenseCrfInference(v.view.crop, probs, k));
+      RETURN_IF_ERROR(
+          confusion[variant++].Add(ArgmaxLabels(q, k, w, h), v.truth));
+    }
+  }
+  nlohmann::json line = {{"step", step}, {"phase", phase}};
+  const char* names[4] = {"theta_m", "theta_m_crf", "theta_r", "theta_r_crf"};
+  for (int i = 0; i < 4; ++i) {
+    if (!o.eval_crf && i % 2 == 1) continue;
+    line[names[i]] = ScoresJson(Score(confusion[i]));
+  }
+  const SegmentationScores m = Score(confusion[0]);
+  ASSIGN_OR_RETURN(
+      const std::string png,
+      EncodeRgbPng(ConfusionImage(confusion[0], m.cluster_to_class)));
+  std::error_code ec;
+  fs::create_directories(o.out_dir + "/confusion", ec);
+  RETURN_IF_ERROR(WriteFileAtomically(
+      absl::StrCat(o.out_dir, "/confusion/", phase, "_step", step, ".png"),
+      png));
+  std::FILE* f = std::fopen((o.out_dir + "/metrics.jsonl").c_str(), "a");
+  if (f == nullptr)
+    return absl::PermissionDeniedError("cannot append to metrics.jsonl");
+  std::fprintf(f, "%s\n", line.dump().c_str());
+  std::fclose(f);
+  Log(absl::StrFormat(
+      "eval %s step %d: theta_M mIoU %.2f acc %.2f, theta_R mIoU %.2f acc %.2f",
+      phase, step, line["theta_m"]["miou"].get<double>(),
+      line["theta_m"]["accuracy"].get<double>(),
+      line["theta_r"]["miou"].get<double>(),
+      line["theta_r"]["accuracy"].get<double>()));
+  return line;
+}
+
+std::string CheckpointPath(const TrainerOptions& o, int64_t step) {
+  return absl::StrFormat("%s/checkpoints/step_%08d.safetensors", o.out_dir,
+                         step);
+}
+
+absl::Status SaveCheckpoint(const TrainerOptions& o,
+                            const HeadTrainer& trainer) {
+  std::error_code ec;
+  fs::create_directories(o.out_dir + "/checkpoints", ec);
+  const std::map<std::string, std::string> metadata = {
+      {"config", nlohmann::json({{"classes", o.classes},
+                                 {"batch", o.batch},
+                                 {"resize", o.resize},
+                                 {"learning_rate", o.learning_rate},
+                                 {"focal_gamma", o.focal_gamma},
+                                 {"seed", o.seed}})
+                     .dump()}};
+  RETURN_IF_ERROR(WriteFileAtomically(CheckpointPath(o, trainer.step()),
+                                      trainer.SerializeCheckpoint(metadata)));
+  // Keep the newest few.
+  std::vector<std::string> all;
+  for (const auto& e : fs::directory_iterator(o.out_dir + "/checkpoints", ec)) {
+    if (e.path().extension() == ".safetensors")
+      all.push_back(e.path().string());
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + o.keep_checkpoints < all.size(); ++i)
+    fs::remove(all[i], ec);
+  return absl::OkStatus();
+}
+
+std::string NewestCheckpoint(const TrainerOptions& o) {
+  std::vector<std::string> all;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(o.out_dir + "/checkpoints", ec)) {
+    if (e.path().extension() == ".safetensors")
+      all.push_back(e.path().string());
+  }
+  std::sort(all.begin(), all.end());
+  return all.empty() ? "" : all.back();
+}
+
+void Push(const TrainerOptions& o, FeatureSource* source,
+          const HeadTrainer& trainer) {
+  v1::LoadCheckpointRequest request;
+  request.set_data(SerializeHeadCheckpoint(trainer.Head()));
+  for (size_t i = 0; i < o.servers.size(); ++i) {
+    ClientOptions options;
+    options.target = o.servers[i];
+    options.admin_token = o.admin_token;
+    auto client = *PrimapsClient::Create(options);
+    auto response = client->LoadCheckpoint(request);
+    if (response.ok()) {
+      Log(absl::StrCat("pushed step ", trainer.step(), " to ", o.servers[i],
+                       ": head version ", response->model().head_version()));
+    } else {
+      Log(absl::StrCat("push to ", o.servers[i],
+                       " failed: ", response.status().ToString()));
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status RunTrainer(const TrainerOptions& o) {
+  if (o.servers.empty())
+    return absl::InvalidArgumentError("no servers (--server)");
+  if (o.classes < 1 || o.batch < 1 || o.steps < 0) {
+    return absl::InvalidArgumentError(
+        "--classes and --batch must be >= 1, --steps >= 0");
+  }
+  const std::vector<std::string> train = ListImages(o.train_dir);
+  if (train.empty())
+    return absl::NotFoundError(
+        absl::StrCat("no images in ", o.train_dir, "/images"));
+  std::error_code ec;
+  fs::create_directories(o.out_dir + "/cache/train", ec);
+  fs::create_directories(o.out_dir + "/cache/val", ec);
+  FeatureSource source(o.servers, o.resize);
+  ThreadPool pool(std::max(1, o.fetch_concurrency));
+
+  // Validation set: original views and cropped ground truth.
+  std::vector<ValImage> val;
+  if (!o.val_dir.empty()) {
+    for (const std::string& name : ListImages(o.val_dir)) {
+      ValImage v;
+      ASSIGN_OR_RETURN(v.view, LoadView(&source, o.val_dir, name,
+                                        o.out_dir + "/cache/val", o.resize));
+      ASSIGN_OR_RETURN(
+          const std::string label_png,
+          ReadFile(o.val_dir + "/labels/" +
+                   fs::path(name).replace_extension(".png").string()));
+      ASSIGN_OR_RETURN(const LabelMap truth, DecodeLabelPng(label_png));
+      v.truth = CropLabels(truth, o.resize);
+      val.push_back(std::move(v));
+    }
+    Log(absl::StrCat(val.size(), " validation images"));
+  }
+
+  // Feature dim from the first image.
+  ASSIGN_OR_RETURN(const View first,
+                   LoadView(&source, o.train_dir, train[0],
+                            o.out_dir + "/cache/train", o.resize));
+  HeadTrainerOptions head_options;
+  head_options.classes = o.classes;
+  head_options.dim = first.features.dim;
+  head_options.learning_rate = o.learning_rate;
+  head_options.focal_gamma = o.focal_gamma;
+  ASSIGN_OR_RETURN(const v1::FeatureResponse probe,
+                   source.Features(first.crop, false));
+  head_options.backbone = probe.model().backbone();
+  ASSIGN_OR_RETURN(std::unique_ptr<HeadTrainer> trainer,
+                   HeadTrainer::Create(head_options));
+
+  const std::string newest = o.resume ? NewestCheckpoint(o) : "";
+  if (!newest.empty()) {
+    ASSIGN_OR_RETURN(const std::string bytes, ReadFile(newest));
+    RETURN_IF_ERROR(trainer->RestoreCheckpoint(bytes));
+    Log(absl::StrCat("resumed from ", newest, " at step ", trainer->step()));
+  } else {
+    // PCA initialization on the first images' features.
+    std::vector<FeatureMap> features;
+    const int n = std::min<int>(static_cast<int>(train.size()),
+                                o.pca_images > 0 ? o.pca_images : o.batch);
+    for (int i = 0; i < n; ++i) {
+      ASSIGN_OR_RETURN(View v, LoadView(&source, o.train_dir, train[i],
+                                        o.out_dir + "/cache/train", o.resize));
+      features.push_back(std::move(v.features));
+    }
+    RETURN_IF_ERROR(trainer->InitFromPca(features));
+    Log(absl::StrCat("PCA initialization on ", n, " images"));
+    if (!val.empty())
+      RETURN_IF_ERROR(
+          Evaluate(o, trainer->Head(), val, "pca_init", 0).status());
+    if (o.baseline_steps > 0) {
+      for (int s = 0; s < o.baseline_steps; ++s) {
+        std::vector<FeatureMap> batch;
+        for (int b = 0; b < o.batch; ++b) {
+          ASSIGN_OR_RETURN(View v,
+                           LoadView(&source, o.train_dir,
+                                    train[(s * o.batch + b) % train.size()],
+                                    o.out_dir + "/cache/train", o.resize));
+          batch.push_back(std::move(v.features));
+        }
+        RETURN_IF_ERROR(trainer->BaselineStep(batch).status());
+      }
+      Log(absl::StrCat(o.baseline_steps, " baseline steps"));
+      if (!val.empty())
+        RETURN_IF_ERROR(
+            Evaluate(o, trainer->Head(), val, "baseline", 0).status());
+    }
+  }
+
+  // The batch order: a permutation per epoch, fixed by the seed, so a
+  // resumed run sees the same batches.
+  auto batch_names = [&](int64_t step) {
+    std::vector<std::string> names;
+    const int64_t per_epoch = static_cast<int64_t>(train.size());
+    for (int b = 0; b < o.batch; ++b) {
+      const int64_t global = step * o.batch + b;
+      const int64_t epoch = global / per_epoch;
+      std::vector<size_t> order(train.size());
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(),
+                   std::mt19937(o.seed + static_cast<uint32_t>(epoch)));
+      names.push_back(train[order[global % per_epoch]]);
+    }
+    return names;
+  };
+  const absl::Time start = absl::Now();
+  absl::Time last_log = start;
+  const int64_t first_step = trainer->step();
+  // Requests for the next batch go out while the current step runs.
+  std::future<absl::StatusOr<std::vector<BatchItem>>> next;
+  auto prefetch = [&](int64_t step) {
+    return std::async(std::launch::async, [&, step] {
+      return FetchBatch(&source, &pool, o, batch_names(step),
+                        o.seed + static_cast<uint32_t>(step));
+    });
+  };
+  if (trainer->step() < o.steps) next = prefetch(trainer->step());
+  double loss = 0;
+  while (trainer->step() < o.steps) {
+    if (o.stop != nullptr && o.stop->load()) {
+      Log("stopping: writing a checkpoint");
+      if (next.valid()) next.wait();
+      RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
+      return absl::CancelledError(absl::StrCat(
+          "stopped at step ", trainer->step(), "; rerun with --resume"));
+    }
+    ASSIGN_OR_RETURN(std::vector<BatchItem> batch, next.get());
+    if (trainer->step() + 1 < o.steps) next = prefetch(trainer->step() + 1);
+    const SegmentationHead head = trainer->Head();
+    std::vector<TrainingSample> samples;
+    for (BatchItem& item : batch)
+      samples.push_back(
+          {std::move(item.student_features), PseudoTarget(head, item)});
+    ASSIGN_OR_RETURN(loss, trainer->EmStep(samples));
+    const int64_t step = trainer->step();
+    if (absl::Now() - last_log >= o.log_every || step == o.steps) {
+      last_log = absl::Now();
+      const double rate =
+          (step - first_step) /
+          std::max(1e-9, absl::ToDoubleSeconds(absl::Now() - start));
+      Log(absl::StrFormat("step %d/%d loss %.4f %.2f steps/s ETA %.0fs", step,
+                          o.steps, loss, rate,
+                          (o.steps - step) / std::max(rate, 1e-9)));
+    }
+    if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0)
+      RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
+    if (o.push_every > 0 && step % o.push_every == 0)
+      Push(o, &source, *trainer);
+    if (o.eval_every > 0 && step % o.eval_every == 0 && !val.empty() &&
+        step != o.steps) {
+      RETURN_IF_ERROR(Evaluate(o, trainer->Head(), val, "em", step).status());
+    }
+  }
+  RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
+  if (!val.empty())
+    RETURN_IF_ERROR(
+        Evaluate(o, trainer->Head(), val, "em", trainer->step()).status());
+  // The last step may already have been pushed.
+  if (o.push_every > 0 && trainer->step() % o.push_every != 0) {
+    Push(o, &source, *trainer);
+  }
+  Log(absl::StrCat("done at step ", trainer->step(), "; checkpoint ",
+                   CheckpointPath(o, trainer->step())));
+  return absl::OkStatus();
+}
+
+}  // namespace primaps

@@ -1,0 +1,54 @@
+// primaps-trainer's loop: PriMaPs-EM with features streamed from servers.
+#ifndef PRIMAPS_TRAINER_TRAINER_H_
+#define PRIMAPS_TRAINER_TRAINER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace primaps {
+
+struct TrainerOptions {
+  std::vector<std::string> servers;
+  // Dataset directories: images/ and (for val) labels/ with the same stems.
+  std::string train_dir;
+  std::string val_dir;
+  std::string out_dir;
+  int classes = 27;
+  int steps = 1000;
+  int batch = 32;
+  // Short side and center crop of the training images (square crops).
+  int resize = 320;
+  double learning_rate = 5e-3;
+  double focal_gamma = 2.0;
+  // Images whose features initialize the prototypes by PCA (0 = one batch).
+  int pca_images = 0;
+  // Optional baseline steps (cosine k-means) after the PCA init.
+  int baseline_steps = 0;
+  int checkpoint_every = 100;
+  int keep_checkpoints = 3;
+  // Push the head into every server every N steps (0 = never).
+  int push_every = 0;
+  std::string admin_token;
+  // Evaluate on val_dir every N steps (0 = after init, baseline and at the
+  // end only).
+  int eval_every = 0;
+  bool eval_crf = true;
+  bool resume = false;
+  uint32_t seed = 1;
+  // Concurrent feature requests while fetching a batch.
+  int fetch_concurrency = 4;
+  absl::Duration log_every = absl::Seconds(10);
+  // Set to stop: the trainer writes a checkpoint and returns.
+  std::atomic<bool>* stop = nullptr;
+};
+
+absl::Status RunTrainer(const TrainerOptions& options);
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_TRAINER_TRAINER_H_
