@@ -227,6 +227,8 @@ absl::StatusOr<double> HeadTrainer::EmStep(
   return 0.0;
 }
 
+void HeadTrainer::ResetOptimizer() { impl_->ResetAdam(); }
+
 SegmentationHead HeadTrainer::Head() const {
   SegmentationHead head;
   head.classes = impl_->options.classes;

@@ -48,6 +48,10 @@ class HeadTrainer {
   // the best cosine score); theta_M copies theta_R. Returns the loss.
   absl::StatusOr<double> BaselineStep(const std::vector<FeatureMap>& features);
 
+  // Fresh Adam moments: each phase (baseline, PriMaPs-EM) starts its own
+  // optimizer, as the reference does.
+  void ResetOptimizer();
+
   // One M-step on theta_R with the focal loss and Adam, then the EMA
   // update of theta_M when the schedule says so. Returns the loss.
   absl::StatusOr<double> EmStep(const std::vector<TrainingSample>& batch);

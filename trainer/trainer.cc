@@ -450,6 +450,7 @@ absl::Status RunTrainer(const TrainerOptions& o) {
         }
         RETURN_IF_ERROR(trainer->BaselineStep(batch).status());
       }
+      trainer->ResetOptimizer();
       Log(absl::StrCat(o.baseline_steps, " baseline steps"));
       if (!val.empty())
         RETURN_IF_ERROR(

@@ -1,0 +1,194 @@
+// primaps-trainer end to end: a generated dataset, the built-in backbone in
+// a real server, PriMaPs-EM, pushes into the server, kill -9 and resume.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "client/primaps_client.h"
+#include "engine/file_util.h"
+#include "engine/segmentation_head.h"
+#include "tests/integration/server_process.h"
+#include "trainer/synthetic_dataset.h"
+
+namespace primaps {
+namespace {
+
+namespace fs = std::filesystem;
+using ::primaps::testing::ServerProcess;
+using ::primaps::testing::TempDir;
+using ::testing::HasSubstr;
+
+// Measured on this dataset (deterministic: the same figures run to run):
+// theta_M mIoU 46.69 after the PCA init, 47.45 after 10 baseline steps,
+// 66.05 after 200 PriMaPs-EM steps (theta_R 87.58); without the baseline,
+// 83.92 after 120 steps and 90.19 after 200. The test asserts EM gains at
+// least 15 points over the better of its initializations.
+constexpr double kRequiredEmGain = 15.0;
+
+pid_t Spawn(std::vector<std::string> args, const std::string& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    FILE* f = std::fopen(log.c_str(), "w");
+    ::dup2(fileno(f), 1);
+    ::dup2(fileno(f), 2);
+    args.insert(args.begin(), PRIMAPS_TRAINER_BIN);
+    std::vector<char*> raw;
+    for (auto& a : args) raw.push_back(a.data());
+    raw.push_back(nullptr);
+    ::execv(raw[0], raw.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int Wait(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SyntheticDatasetOptions options;
+    options.classes = 3;
+    options.width = options.height = 96;
+    options.images = 24;
+    options.seed = 1;
+    ASSERT_TRUE(WriteSyntheticDataset(data_.path() + "/train", options).ok());
+    options.images = 8;
+    options.seed = 2;
+    ASSERT_TRUE(WriteSyntheticDataset(data_.path() + "/val", options).ok());
+    token_ = data_.Write("token", "trainer-token\n");
+    server_ = std::make_unique<ServerProcess>(std::vector<std::string>{
+        "--resize=96", "--admin_token_file=" + token_, "--cpu_threads=2"});
+    ASSERT_TRUE(server_->started()) << server_->Log();
+  }
+
+  std::vector<std::string> Args(int steps) const {
+    return {"--server=" + server_->address(),
+            "--train=" + data_.path() + "/train",
+            "--val=" + data_.path() + "/val",
+            "--classes=3",
+            "--out=" + out_.path(),
+            "--steps=" + std::to_string(steps),
+            "--batch=8",
+            "--resize=96",
+            "--admin_token_file=" + token_};
+  }
+
+  v1::PseudoLabelResponse PseudoLabel() {
+    ClientOptions options;
+    options.target = server_->address();
+    auto client = *PrimapsClient::Create(options);
+    v1::ImageRequest request;
+    request.mutable_image()->set_encoded(
+        *ReadFile(data_.path() + "/val/images/00000.png"));
+    return *client->PseudoLabel(request);
+  }
+
+  TempDir data_, out_;
+  std::string token_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(TrainerTest, EmImprovesOnItsInitAndPushesIntoTheServer) {
+  const v1::PseudoLabelResponse before = PseudoLabel();
+  EXPECT_EQ(before.model().head_version(), 0u);
+  std::vector<std::string> args = Args(200);
+  args.push_back("--baseline_steps=10");
+  args.push_back("--push_every=50");
+  const std::string log = out_.path() + "/../trainer.log";
+  ASSERT_EQ(Wait(Spawn(args, log)), 0) << Read(log);
+  std::map<std::string, nlohmann::json> by_phase;
+  std::istringstream metrics(Read(out_.path() + "/metrics.jsonl"));
+  std::string line;
+  while (std::getline(metrics, line)) {
+    const auto entry = nlohmann::json::parse(line);
+    by_phase[entry["phase"]] = entry;
+  }
+  ASSERT_TRUE(by_phase.count("pca_init") && by_phase.count("baseline") &&
+              by_phase.count("em"))
+      << Read(log);
+  const double init = by_phase["pca_init"]["theta_m"]["miou"],
+               baseline = by_phase["baseline"]["theta_m"]["miou"],
+               em = by_phase["em"]["theta_m"]["miou"];
+  std::printf("theta_M mIoU: PCA init %.2f, baseline %.2f, PriMaPs-EM %.2f\n",
+              init, baseline, em);
+  RecordProperty("miou_pca_init", std::to_string(init));
+  RecordProperty("miou_em", std::to_string(em));
+  EXPECT_GE(em, std::max(init, baseline) + kRequiredEmGain);
+  EXPECT_TRUE(by_phase["em"].contains("theta_r_crf"));
+  EXPECT_TRUE(fs::exists(out_.path() + "/confusion/em_step200.png"));
+  // Four pushes (steps 50, 100, 150, 200): the server's version went 1..4.
+  for (int version = 1; version <= 4; ++version) {
+    EXPECT_THAT(Read(log), HasSubstr("head version " + std::to_string(version)))
+        << Read(log);
+  }
+  const v1::PseudoLabelResponse after = PseudoLabel();
+  EXPECT_EQ(after.model().head_version(), 4u);
+  EXPECT_EQ(after.model().classes(), 3u);
+  EXPECT_NE(after.labels().labels(),
+            before.labels().labels());  // class ids now, not mask ids
+  for (char c : after.labels().labels())
+    ASSERT_TRUE(static_cast<uint8_t>(c) < 3 || static_cast<uint8_t>(c) == 255);
+}
+
+TEST_F(TrainerTest, KillDuringTrainingThenResume) {
+  std::vector<std::string> args = Args(400);
+  args.push_back("--checkpoint_every=10");
+  args.push_back("--eval_crf=false");
+  const pid_t trainer = Spawn(args, out_.path() + "/../first.log");
+  const std::string dir = out_.path() + "/checkpoints";
+  auto count_checkpoints = [&] {
+    int n = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+      n += e.path().extension() == ".safetensors";
+    return n;
+  };
+  while (count_checkpoints() < 2)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::kill(trainer, SIGKILL);
+  Wait(trainer);
+  // Every checkpoint file is whole (atomic writes) and loadable as a head.
+  int64_t newest = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".safetensors") {
+      ADD_FAILURE() << "stray file " << e.path();
+      continue;
+    }
+    auto head = ParseHeadCheckpoint(*ReadFile(e.path().string()), "builtin", 0);
+    ASSERT_TRUE(head.ok()) << e.path() << ": " << head.status();
+    newest = std::max(newest, head->step);
+  }
+  ASSERT_GT(newest, 0);
+  args = Args(newest + 30);
+  args.push_back("--resume");
+  args.push_back("--eval_crf=false");
+  const std::string log = out_.path() + "/../second.log";
+  ASSERT_EQ(Wait(Spawn(args, log)), 0) << Read(log);
+  EXPECT_THAT(Read(log), HasSubstr("at step " + std::to_string(newest)));
+  EXPECT_THAT(Read(log),
+              HasSubstr("done at step " + std::to_string(newest + 30)));
+  EXPECT_THAT(Read(log), ::testing::Not(HasSubstr("PCA initialization")));
+}
+
+}  // namespace
+}  // namespace primaps
