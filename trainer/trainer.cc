@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -478,31 +479,48 @@ absl::Status RunTrainer(const TrainerOptions& o) {
   absl::Time last_log = start;
   const int64_t first_step = trainer->step();
   // Requests for the next batch go out while the current step runs.
-  std::future<absl::StatusOr<std::vector<BatchItem>>> next;
-  auto prefetch = [&](int64_t step) {
-    return std::async(std::launch::async, [&, step] {
-      return FetchBatch(&source, &pool, o, batch_names(step),
-                        o.seed + static_cast<uint32_t>(step));
-    });
+  // Requests for the next two batches are out while the current step runs,
+  // so the servers always have work queued.
+  constexpr size_t kBatchesAhead = 2;
+  std::deque<std::future<absl::StatusOr<std::vector<BatchItem>>>> ahead;
+  int64_t requested = trainer->step();
+  auto fill = [&] {
+    while (ahead.size() < kBatchesAhead && requested < o.steps) {
+      const int64_t step = requested++;
+      ahead.push_back(std::async(std::launch::async, [&, step] {
+        return FetchBatch(&source, &pool, o, batch_names(step),
+                          o.seed + static_cast<uint32_t>(step));
+      }));
+    }
   };
-  if (trainer->step() < o.steps) next = prefetch(trainer->step());
+  fill();
   double loss = 0;
+  // Where a step's time goes: waiting for the servers' features, the E-step
+  // (theta_M class maps and mask votes), the M-step (focal loss, Adam).
+  absl::Duration wait_time, e_step_time, m_step_time;
   while (trainer->step() < o.steps) {
     if (o.stop != nullptr && o.stop->load()) {
       Log("stopping: writing a checkpoint");
-      if (next.valid()) next.wait();
+      for (auto& f : ahead) f.wait();
       RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
       return absl::CancelledError(absl::StrCat(
           "stopped at step ", trainer->step(), "; rerun with --resume"));
     }
-    ASSIGN_OR_RETURN(std::vector<BatchItem> batch, next.get());
-    if (trainer->step() + 1 < o.steps) next = prefetch(trainer->step() + 1);
+    absl::Time t = absl::Now();
+    ASSIGN_OR_RETURN(std::vector<BatchItem> batch, ahead.front().get());
+    ahead.pop_front();
+    fill();
+    wait_time += absl::Now() - t;
+    t = absl::Now();
     const SegmentationHead head = trainer->Head();
     std::vector<TrainingSample> samples;
     for (BatchItem& item : batch)
       samples.push_back(
           {std::move(item.student_features), PseudoTarget(head, item)});
+    e_step_time += absl::Now() - t;
+    t = absl::Now();
     ASSIGN_OR_RETURN(loss, trainer->EmStep(samples));
+    m_step_time += absl::Now() - t;
     const int64_t step = trainer->step();
     if (absl::Now() - last_log >= o.log_every || step == o.steps) {
       last_log = absl::Now();
@@ -521,6 +539,15 @@ absl::Status RunTrainer(const TrainerOptions& o) {
         step != o.steps) {
       RETURN_IF_ERROR(Evaluate(o, trainer->Head(), val, "em", step).status());
     }
+  }
+  if (trainer->step() > first_step) {
+    const double n = static_cast<double>(trainer->step() - first_step);
+    Log(
+        absl::StrFormat("per step: %.1f ms waiting for features, %.1f ms "
+                        "E-step, %.1f ms M-step",
+                        absl::ToDoubleMilliseconds(wait_time) / n,
+                        absl::ToDoubleMilliseconds(e_step_time) / n,
+                        absl::ToDoubleMilliseconds(m_step_time) / n));
   }
   RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
   if (!val.empty())
