@@ -51,13 +51,17 @@ torch::Tensor Weights(const torch::Tensor& v, const torch::Tensor& g) {
 // the confidences taken over valid pixels and not differentiated.
 torch::Tensor FocalLoss(const torch::Tensor& logits,
                         const torch::Tensor& targets, double gamma) {
-  const torch::Tensor valid = targets != 255;
+  // logits: [N, K] or [B, K, H, W]; class dimension 1.
+  const torch::Tensor valid = (targets != 255).unsqueeze(1).to(torch::kFloat);
+  std::vector<int64_t> other_dims;
+  for (int64_t d = 0; d < logits.dim(); ++d) {
+    if (d != 1) other_dims.push_back(d);
+  }
   torch::Tensor confidence;
   {
     torch::NoGradGuard no_grad;
-    const torch::Tensor probs = logits.softmax(1);
-    const torch::Tensor v = valid.unsqueeze(1).to(torch::kFloat);
-    confidence = (probs * v).sum(0) / v.sum().clamp_min(1);
+    confidence =
+        (logits.softmax(1) * valid).sum(other_dims) / valid.sum().clamp_min(1);
   }
   const torch::Tensor weights = (1 - confidence).pow(gamma);
   return F::cross_entropy(
@@ -189,42 +193,54 @@ absl::StatusOr<double> HeadTrainer::EmStep(
     const std::vector<TrainingSample>& batch) {
   if (batch.empty()) return absl::InvalidArgumentError("empty batch");
   const int k = impl_->options.classes;
-  const torch::Tensor w = Weights(impl_->v_r, impl_->g_r);
-  std::vector<torch::Tensor> logits, targets;
+  const TrainingSample& first = batch[0];
   for (const TrainingSample& s : batch) {
-    if (s.features.dim != impl_->options.dim)
+    if (s.features.dim != impl_->options.dim) {
       return absl::InvalidArgumentError("feature dim mismatch");
-    // Head on the grid, then bilinear upsampling to the label resolution
-    // (the same as upsampling the features first: both are linear).
-    const torch::Tensor f = Features(s.features).reshape({s.features.dim, -1});
-    const torch::Tensor scores =
-        w.mm(f).reshape({1, k, s.features.height, s.features.width});
-    const torch::Tensor up = F::interpolate(
-        scores, F::InterpolateFuncOptions()
-                    .size(std::vector<int64_t>{s.target.height, s.target.width})
-                    .mode(torch::kBilinear)
-                    .align_corners(false));
-    logits.push_back(up.reshape({k, -1}).t());
-    targets.push_back(
-        torch::from_blob(const_cast<uint8_t*>(s.target.labels.data()),
-                         {static_cast<int64_t>(s.target.labels.size())},
-                         torch::kUInt8)
-            .to(torch::kLong));
+    }
+    // Training crops all have one size; the batched pass below relies on it.
+    if (s.features.height != first.features.height ||
+        s.features.width != first.features.width ||
+        s.target.height != first.target.height ||
+        s.target.width != first.target.width) {
+      return absl::InvalidArgumentError(
+          "an M-step batch needs samples of one size");
+    }
   }
-  const torch::Tensor all_targets = torch::cat(targets);
+  const int64_t b = static_cast<int64_t>(batch.size()), d = first.features.dim;
+  const int64_t h = first.features.height, w = first.features.width;
+  std::vector<torch::Tensor> features, targets;
+  for (const TrainingSample& s : batch) {
+    features.push_back(Features(s.features).reshape({d, h * w}));
+    targets.push_back(torch::from_blob(
+        const_cast<uint8_t*>(s.target.labels.data()),
+        {first.target.height, first.target.width}, torch::kUInt8));
+  }
+  const torch::Tensor all_targets = torch::stack(targets).to(torch::kLong);
   if ((all_targets != 255).sum().item<int64_t>() == 0) {
     ++impl_->step;  // nothing to learn from; keep the schedule moving
-  } else {
-    const torch::Tensor loss =
-        FocalLoss(torch::cat(logits), all_targets, impl_->options.focal_gamma);
-    loss.backward();
-    impl_->AdamUpdate();
-    ++impl_->step;
     if (IsEmaStep(impl_->step, impl_->options.ema_every)) impl_->EmaUpdate();
-    return loss.item<double>();
+    return 0.0;
   }
+  // One pass for the batch: the head on the grid, then bilinear upsampling
+  // to the label resolution (the same as upsampling the features first:
+  // both are linear).
+  const torch::Tensor scores = Weights(impl_->v_r, impl_->g_r)
+                                   .matmul(torch::stack(features))
+                                   .reshape({b, k, h, w});
+  const torch::Tensor logits = F::interpolate(
+      scores,
+      F::InterpolateFuncOptions()
+          .size(std::vector<int64_t>{first.target.height, first.target.width})
+          .mode(torch::kBilinear)
+          .align_corners(false));
+  const torch::Tensor loss =
+      FocalLoss(logits, all_targets, impl_->options.focal_gamma);
+  loss.backward();
+  impl_->AdamUpdate();
+  ++impl_->step;
   if (IsEmaStep(impl_->step, impl_->options.ema_every)) impl_->EmaUpdate();
-  return 0.0;
+  return loss.item<double>();
 }
 
 void HeadTrainer::ResetOptimizer() { impl_->ResetAdam(); }

@@ -115,14 +115,50 @@ class FeatureSource {
     request.mutable_preprocess()->set_resize(resize_);
     request.set_masks(masks);
     PrimapsClient* client = clients_[next_++ % clients_.size()].get();
-    return client->ExtractFeatures(request);
+    Begin();
+    auto response = client->ExtractFeatures(request);
+    End();
+    return response;
+  }
+
+  // Starts the busy accounting afresh (at the start of the EM steps).
+  void ResetBusy() {
+    absl::MutexLock lock(&mu_);
+    first_ = absl::InfinitePast();
+    busy_ = absl::ZeroDuration();
+    if (in_flight_ > 0) busy_since_ = absl::Now();
+  }
+
+  // Fraction of the time since the first request during which at least one
+  // request was outstanding: how busy the trainer keeps the servers.
+  double BusyFraction() {
+    absl::MutexLock lock(&mu_);
+    absl::Duration busy = busy_;
+    if (in_flight_ > 0) busy += absl::Now() - busy_since_;
+    const absl::Duration total = absl::Now() - first_;
+    return total > absl::ZeroDuration() ? absl::FDivDuration(busy, total) : 0;
   }
 
   std::vector<std::unique_ptr<PrimapsClient>>& clients() { return clients_; }
 
  private:
+  void Begin() {
+    absl::MutexLock lock(&mu_);
+    if (first_ == absl::InfinitePast()) first_ = absl::Now();
+    if (in_flight_++ == 0) busy_since_ = absl::Now();
+  }
+  void End() {
+    absl::MutexLock lock(&mu_);
+    if (--in_flight_ == 0) busy_ += absl::Now() - busy_since_;
+  }
+
   const int resize_;
   std::atomic<size_t> next_{0};
+  absl::Mutex mu_;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time first_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time busy_since_ ABSL_GUARDED_BY(mu_);
+  absl::Duration busy_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<PrimapsClient>> clients_;
 };
 
@@ -495,6 +531,7 @@ absl::Status RunTrainer(const TrainerOptions& o) {
   };
   fill();
   double loss = 0;
+  source.ResetBusy();
   // Where a step's time goes: waiting for the servers' features, the E-step
   // (theta_M class maps and mask votes), the M-step (focal loss, Adam).
   absl::Duration wait_time, e_step_time, m_step_time;
@@ -544,10 +581,12 @@ absl::Status RunTrainer(const TrainerOptions& o) {
     const double n = static_cast<double>(trainer->step() - first_step);
     Log(
         absl::StrFormat("per step: %.1f ms waiting for features, %.1f ms "
-                        "E-step, %.1f ms M-step",
+                        "E-step, %.1f ms M-step; feature requests outstanding "
+                        "%.0f%% of the time",
                         absl::ToDoubleMilliseconds(wait_time) / n,
                         absl::ToDoubleMilliseconds(e_step_time) / n,
-                        absl::ToDoubleMilliseconds(m_step_time) / n));
+                        absl::ToDoubleMilliseconds(m_step_time) / n,
+                        100 * source.BusyFraction()));
   }
   RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
   if (!val.empty())
