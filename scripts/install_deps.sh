@@ -14,12 +14,20 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # Golden fixtures and the Python example client.
   python3 python3-torch python3-numpy python3-grpcio python3-protobuf
-  # promtool, to check the metrics exposition.
-  prometheus
+  # promtool (metrics and config checks) and the Prometheus server for the
+  # deployment test; docker-compose and kubectl to validate deploy/.
+  prometheus docker-compose
 )
+# kubectl (for `kubectl kustomize`): Debian's kubernetes-client, unless a
+# kubectl is already installed (they conflict).
+command -v kubectl > /dev/null || packages+=(kubernetes-client)
 
+# PRIMAPS_SKIP_PACKAGES: space-separated packages to leave out (the CUDA
+# image brings its own LibTorch).
+skip=" ${PRIMAPS_SKIP_PACKAGES:-} "
 missing=()
 for p in "${packages[@]}"; do
+  [[ "$skip" == *" $p "* ]] && continue
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
     missing+=("$p")
   fi
