@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/image_header.h"
 #include "engine/status_macros.h"
 
@@ -14,11 +15,13 @@ namespace {
 
 absl::Status CheckPixelLimit(const char* what, int64_t width, int64_t height,
                              const DecodeOptions& options) {
-  // Each side is at most 2^32, so the product cannot overflow int64.
-  if (width * height > options.max_pixels) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " says ", width, "x", height, " (", width * height,
-                     " pixels), limit is ", options.max_pixels, " pixels"));
+  // Compare by division: width * height itself can overflow int64 (each
+  // side may be up to 2^32 - 1).
+  if (width > 0 && height > 0 && width > options.max_pixels / height) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s says %dx%d (%.0f pixels), limit is %d pixels", what, width, height,
+        static_cast<double>(width) * static_cast<double>(height),
+        options.max_pixels));
   }
   return absl::OkStatus();
 }

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # Toolchain.
   build-essential cmake ninja-build pkg-config git clang-format ccache openssl
+  # libFuzzer and the sanitizer runtimes.
+  clang libclang-rt-14-dev
   # Engine.
   libtorch-dev libopenblas0-openmp libopencv-dev libabsl-dev nlohmann-json3-dev zlib1g-dev
   # Serving.

@@ -119,6 +119,17 @@ TEST(DecodeImageTest, DecompressionBombRefusedBeforeDecoding) {
   EXPECT_NE(image.status().message().find("limit"), std::string::npos);
 }
 
+TEST(DecodeImageTest, HugeSidesDoNotOverflow) {
+  // Found by fuzz/image_fuzzer.cc: IHDR with both sides 0xFFFFFFFF.
+  std::string png = Encode(MakePattern(8, 8), ".png");
+  for (int i = 16; i < 24; ++i) png[i] = '\xff';
+  auto image = DecodeImage(png);
+  ASSERT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(image.status().message().find("4294967295x4294967295"),
+            std::string::npos)
+      << image.status();
+}
+
 TEST(DecodeImageTest, PixelLimitIsAnOption) {
   DecodeOptions options;
   options.max_pixels = 100;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets in fuzz/ with clang (ASan + UBSan) and runs
+# each for SECONDS (default 20) on a seed corpus made from the committed
+# fixtures. Crashes land in out/fuzz/<name>/ and fail the run.
+#   scripts/run_fuzzers.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-20}"
+out=out/fuzz
+mkdir -p "$out"
+
+core=(engine/image_header.cc engine/image_decode.cc engine/safetensors.cc engine/segmentation_head.cc
+      engine/dense_crf.cc engine/permutohedral_lattice.cc engine/preprocess.cc engine/tensor_record.cc
+      engine/zip_reader.cc engine/pickle_reader.cc engine/pth_reader.cc engine/backbone_weights.cc
+      engine/file_util.cc engine/vit_config.cc)
+libs=$(pkg-config --libs opencv4)
+cflags=$(pkg-config --cflags opencv4)
+absl=(-labsl_statusor -labsl_status -labsl_strings -labsl_str_format_internal -labsl_cord -labsl_cordz_info
+      -labsl_cord_internal -labsl_cordz_functions -labsl_cordz_handle -labsl_raw_logging_internal
+      -labsl_throw_delegate -labsl_int128 -labsl_strings_internal -labsl_base -labsl_spinlock_wait
+      -labsl_synchronization -labsl_stacktrace -labsl_symbolize -labsl_time -labsl_time_zone
+      -labsl_malloc_internal -labsl_debugging_internal -labsl_demangle_internal -labsl_exponential_biased
+      -labsl_graphcycles_internal -labsl_hashtablez_sampler -labsl_civil_time -labsl_strerror)
+
+seed() {  # seed <name> <files...>
+  mkdir -p "$out/$1/corpus"
+  shift_name=$1; shift
+  for f in "$@"; do [ -f "$f" ] && cp "$f" "$out/$shift_name/corpus/" || true; done
+}
+seed image tests/golden/fixtures/sample_scene.png ../shared/data/demo/coco_example.jpg
+seed safetensors tests/golden/fixtures/preprocess.safetensors
+seed pth tests/golden/fixtures/evil_global.pth tests/golden/fixtures/dino_tiny_fp16.pth
+
+status=0
+for name in image safetensors pth; do
+  bin="$out/$name/${name}_fuzzer"
+  clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+      -I. $cflags "fuzz/${name}_fuzzer.cc" "${core[@]}" $libs "${absl[@]}" -lz -lcrypto -o "$bin"
+  echo "== $name: ${seconds}s"
+  if ! (cd "$out/$name" && ASAN_OPTIONS=detect_leaks=1 "./${name}_fuzzer" -max_total_time="$seconds" \
+          -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 corpus 2> fuzz.log); then
+    echo "$name: FAILED (see $out/$name/fuzz.log and crash-* files)"; tail -30 "$out/$name/fuzz.log"; status=1
+  fi
+  grep -E "stat::number_of_executed_units|cov:" "$out/$name/fuzz.log" | tail -2 || true
+done
+[ $status -eq 0 ] && echo "3 passed, 0 failed"
+exit $status
