@@ -14,6 +14,9 @@
 //       [--overlays]
 //       [--layout=mirror|reference] [--retries=N] [--deadline_ms=N]
 //       [--resume=false]
+//   primaps-client bench --server=HOST:PORT --image=PATH
+//   [--rpc=propose|pseudo|segment|features]
+//       [--concurrency=N] [--duration_s=S] [--deadline_ms=N]
 //   primaps-client health --server=HOST:PORT
 #include <signal.h>
 
@@ -32,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/label_job.h"
+#include "client/load_generator.h"
 #include "client/npy_writer.h"
 #include "client/primaps_client.h"
 #include "engine/file_util.h"
@@ -77,6 +81,9 @@ ABSL_FLAG(
     "label: ground-truth label directory for the reference layout's gts/.");
 ABSL_FLAG(bool, resume, true,
           "label: skip images whose output is already complete.");
+ABSL_FLAG(std::string, rpc, "propose",
+          "bench: propose, pseudo, segment or features.");
+ABSL_FLAG(int32_t, duration_s, 10, "bench: seconds of load.");
 ABSL_FLAG(std::string, tls_ca, "",
           "CA certificate to verify the server (turns TLS on).");
 ABSL_FLAG(std::string, tls_cert, "", "Client certificate (mTLS).");
@@ -347,6 +354,23 @@ int main(int argc, char** argv) {
         args.size() < 3
             ? absl::InvalidArgumentError("admin needs load, status or rollback")
             : primaps::RunAdmin(args[2]);
+  } else if (command == "bench") {
+    primaps::LoadOptions load;
+    load.server = absl::GetFlag(FLAGS_server);
+    load.rpc = absl::GetFlag(FLAGS_rpc);
+    load.concurrency = absl::GetFlag(FLAGS_concurrency);
+    load.duration = absl::Seconds(absl::GetFlag(FLAGS_duration_s));
+    load.deadline = absl::Milliseconds(absl::GetFlag(FLAGS_deadline_ms));
+    load.resize = absl::GetFlag(FLAGS_resize);
+    auto image = primaps::ReadFile(absl::GetFlag(FLAGS_image));
+    auto report = image.ok()
+                      ? (load.image = *image, primaps::RunLoad(load))
+                      : absl::StatusOr<primaps::LoadReport>(image.status());
+    if (report.ok()) {
+      std::printf("%s", primaps::FormatLoadReport(load, *report).c_str());
+      return 0;
+    }
+    status = report.status();
   } else if (command == "label") {
     auto code = primaps::RunLabelCommand();
     if (code.ok()) return *code;

@@ -164,9 +164,21 @@ absl::StatusOr<PipelineResult> InferencePipeline::Finish(
 void InferencePipeline::Run(
     PipelineRequest request,
     std::function<void(absl::StatusOr<PipelineResult>)> done) {
+  // Admission control: refuse at once rather than queue without bound.
+  if (in_flight_.fetch_add(1) >= options_.max_in_flight) {
+    const int now = --in_flight_;
+    done(absl::ResourceExhaustedError(
+        absl::StrCat("server overloaded: ", now, " requests in flight (limit ",
+                     options_.max_in_flight, "); retry with backoff")));
+    return;
+  }
   auto shared_done =
       std::make_shared<std::function<void(absl::StatusOr<PipelineResult>)>>(
-          std::move(done));
+          [this,
+           done = std::move(done)](absl::StatusOr<PipelineResult> result) {
+            --in_flight_;
+            done(std::move(result));
+          });
   cpu_pool_->Schedule([this, request = std::move(request),
                        shared_done]() mutable {
     absl::StatusOr<std::shared_ptr<Prepared>> prepared = Prepare(request);

@@ -6,6 +6,7 @@
 #ifndef PRIMAPS_SERVER_INFERENCE_PIPELINE_H_
 #define PRIMAPS_SERVER_INFERENCE_PIPELINE_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -61,6 +62,10 @@ struct PipelineOptions {
   CropMode default_crop = CropMode::kCenter;
   PriMaPsOptions primaps;  // threshold and CRF defaults
   int max_resize = 2048;
+  // Requests in the pipeline at once (queued for decoding, waiting for the
+  // backbone or in PriMaPs); more are refused at once with
+  // RESOURCE_EXHAUSTED, so overload costs no memory and no waiting.
+  int max_in_flight = 64;
 };
 
 class InferencePipeline {
@@ -95,6 +100,7 @@ class InferencePipeline {
   ModelRegistry* const registry_;
   DynamicBatcher* const batcher_;
   ThreadPool* const cpu_pool_;
+  std::atomic<int> in_flight_{0};
 };
 
 }  // namespace primaps

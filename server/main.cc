@@ -33,7 +33,8 @@ ABSL_FLAG(int32_t, cpu_threads, 0,
 ABSL_FLAG(int32_t, max_batch, 8, "Largest backbone batch.");
 ABSL_FLAG(int32_t, max_queue_delay_ms, 5, "Longest wait for a batch to fill.");
 ABSL_FLAG(int32_t, max_queue, 64,
-          "Most images waiting; more are refused (RESOURCE_EXHAUSTED).");
+          "Most requests in the server at once (queued or being processed); "
+          "more are refused at once with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int32_t, resize, 320, "Default short side after resizing.");
 ABSL_FLAG(std::string, crop, "center", "Default crop: center or full.");
 ABSL_FLAG(float, threshold, 0.4f, "Default PriMaPs threshold.");

@@ -194,6 +194,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   PipelineOptions pipeline_options;
   pipeline_options.decode.max_pixels = c.max_image_pixels();
   pipeline_options.default_resize = c.resize();
+  pipeline_options.max_in_flight = c.max_queue();
   pipeline_options.default_crop =
       c.crop() == "full" ? CropMode::kFull : CropMode::kCenter;
   pipeline_options.primaps.threshold = c.threshold();

@@ -412,3 +412,39 @@ TEST_F(ServerTest, SigtermDrainsInFlightCallsThenRefuses) {
 
 }  // namespace
 }  // namespace primaps
+
+namespace primaps {
+namespace {
+
+TEST(OverloadTest, RefusesBeyondMaxQueueAndRecovers) {
+  ServerProcess server({"--max_queue=2", "--cpu_threads=1", "--max_batch=1"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  const std::string image = Scene(40, 640, 480);
+  std::atomic<int> ok{0}, exhausted{0}, other{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 10; ++i) {
+    callers.emplace_back([&] {
+      auto client = Client(server, kToken, /*retries=*/0);
+      auto r = client->ProposeMasks(Request(image, 320, true));
+      if (r.ok()) {
+        ++ok;
+      } else if (r.status().code() == absl::StatusCode::kResourceExhausted) {
+        ++exhausted;
+        EXPECT_THAT(std::string(r.status().message()), HasSubstr("limit 2"));
+      } else {
+        ++other;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_GE(ok, 2);
+  EXPECT_GE(exhausted, 1);
+  EXPECT_EQ(other, 0);
+  // Afterwards the server serves normally.
+  auto client = Client(server);
+  EXPECT_EQ(*client->Health(), "SERVING");
+  EXPECT_TRUE(client->ProposeMasks(Request(Scene(41), 64, false)).ok());
+}
+
+}  // namespace
+}  // namespace primaps
