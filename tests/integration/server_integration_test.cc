@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -444,6 +445,61 @@ TEST(OverloadTest, RefusesBeyondMaxQueueAndRecovers) {
   auto client = Client(server);
   EXPECT_EQ(*client->Health(), "SERVING");
   EXPECT_TRUE(client->ProposeMasks(Request(Scene(41), 64, false)).ok());
+}
+
+}  // namespace
+}  // namespace primaps
+
+namespace primaps {
+namespace {
+
+int64_t ResidentBytes(pid_t pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  int64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * ::sysconf(_SC_PAGESIZE);
+}
+
+// Model swaps that leak memory are the most reported bug of serving
+// systems: 1,000 swaps from 8 threads must leave resident memory within
+// 50 MB of where it was after a warm-up.
+TEST(SwapChurnTest, ThousandSwapsDoNotGrowMemory) {
+  TempDir dir;
+  const std::string token = dir.Write("token", std::string(kToken));
+  ServerProcess server({"--admin_token_file=" + token});
+  ASSERT_TRUE(server.started()) << server.Log();
+  // A realistic head: 27 classes of the built-in features.
+  std::vector<std::string> heads;
+  for (int i = 0; i < 8; ++i) heads.push_back(HeadBytes(27, 1.f + i));
+  auto swap_from_threads = [&](int swaps_per_thread) {
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        auto client = Client(server);
+        v1::LoadCheckpointRequest load;
+        load.set_data(heads[t]);
+        for (int i = 0; i < swaps_per_thread; ++i)
+          failures += !client->LoadCheckpoint(load).ok();
+      });
+    }
+    for (auto& t : threads) t.join();
+    return failures.load();
+  };
+  ASSERT_EQ(swap_from_threads(25), 0);  // warm-up: 200 swaps
+  auto client = Client(server);
+  ASSERT_TRUE(client->PseudoLabel(Request(Scene(50), 96, false)).ok());
+  const int64_t before = ResidentBytes(server.pid());
+  ASSERT_EQ(swap_from_threads(125), 0);  // 1,000 swaps
+  ASSERT_TRUE(client->PseudoLabel(Request(Scene(50), 96, false)).ok());
+  const int64_t after = ResidentBytes(server.pid());
+  std::printf(
+      "resident memory: %.1f MB after warm-up, %.1f MB after 1000 swaps\n",
+      before / 1e6, after / 1e6);
+  RecordProperty("rss_before_mb", std::to_string(before / 1e6));
+  RecordProperty("rss_after_mb", std::to_string(after / 1e6));
+  EXPECT_LT(after - before, 50 << 20);
+  EXPECT_EQ(client->GetModelStatus()->model().head_version(), 1200u);
 }
 
 }  // namespace
