@@ -178,6 +178,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   live.model_version = [registry] { return registry->Current()->version; };
   live.swaps = [registry] { return registry->swaps(); };
   live.refused_swaps = [registry] { return registry->refused_swaps(); };
+  live.active_calls = [raw] {
+    return raw->service ? raw->service->active_calls() : 0;
+  };
   ASSIGN_OR_RETURN(impl->metrics,
                    ServerMetrics::Create(c.metrics_listen(), live));
   impl->cpu_pool = std::make_unique<ThreadPool>(c.cpu_threads());

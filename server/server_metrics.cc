@@ -69,6 +69,9 @@ class LiveCollector : public prometheus::Collectable {
     out.push_back(Counter(
         "primaps_checkpoint_refused_total", "Head checkpoints refused.",
         live_.refused_swaps ? static_cast<double>(live_.refused_swaps()) : 0));
+    out.push_back(Gauge(
+        "primaps_active_calls", "Calls whose state the server still holds.",
+        live_.active_calls ? static_cast<double>(live_.active_calls()) : 0));
     out.push_back(Gauge("primaps_process_resident_memory_bytes",
                         "Resident memory of the server.", ResidentBytes()));
     return out;

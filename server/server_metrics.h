@@ -19,6 +19,9 @@ class ServerMetrics {
     std::function<uint64_t()> model_version;
     std::function<uint64_t()> swaps;
     std::function<uint64_t()> refused_swaps;
+    // Calls whose state the server still holds; returns to 0 when idle
+    // (a leak shows as a value that never does).
+    std::function<int64_t()> active_calls;
   };
 
   // Serves /metrics on `listen` ("host:port"); empty = metrics are kept

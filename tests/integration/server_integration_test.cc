@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -500,6 +501,58 @@ TEST(SwapChurnTest, ThousandSwapsDoNotGrowMemory) {
   RecordProperty("rss_after_mb", std::to_string(after / 1e6));
   EXPECT_LT(after - before, 50 << 20);
   EXPECT_EQ(client->GetModelStatus()->model().head_version(), 1200u);
+}
+
+}  // namespace
+}  // namespace primaps
+
+namespace primaps {
+namespace {
+
+double ActiveCalls(int metrics_port) {
+  const std::string metrics = HttpGet(metrics_port, "/metrics");
+  const size_t at = metrics.find("\nprimaps_active_calls ");
+  return at == std::string::npos ? -1 : std::stod(metrics.substr(at + 22));
+}
+
+// A client killed mid-request and calls that run out of deadline: the
+// server frees their state (active calls back to 0) and stays live.
+TEST_F(ServerTest, AbandonedCallsReleaseTheirState) {
+  const std::string big = Scene(60, 1600, 1200);
+  const std::string image_path = dir_.Write("big.png", big);
+  for (int i = 0; i < 3; ++i) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execl(PRIMAPS_CLIENT_BIN, PRIMAPS_CLIENT_BIN, "propose",
+              ("--server=" + server_->address()).c_str(),
+              ("--image=" + image_path).c_str(), "--out=/dev/null",
+              "--resize=800", nullptr);
+      ::_exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+  ClientOptions options;
+  options.target = server_->address();
+  options.retries = 0;
+  options.deadline = absl::Milliseconds(100);
+  auto hurried = *PrimapsClient::Create(options);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(hurried->ProposeMasks(Request(big, 800, true)).status().code(),
+              absl::StatusCode::kDeadlineExceeded);
+  }
+  // All per-call state is released once the abandoned work reaches a stage
+  // boundary.
+  double active = -1;
+  for (int i = 0; i < 200 && active != 0; ++i) {
+    active = ActiveCalls(server_->metrics_port());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(active, 0);
+  auto client = Client(*server_);
+  EXPECT_EQ(*client->Health(), "SERVING");
+  EXPECT_TRUE(client->ProposeMasks(Request(Scene(61), 64, false)).ok());
 }
 
 }  // namespace
