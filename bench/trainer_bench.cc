@@ -14,8 +14,8 @@
 
 #include "absl/strings/numbers.h"
 #include "client/primaps_client.h"
-#include "engine/image_decode.h"
 #include "engine/file_util.h"
+#include "engine/image_decode.h"
 #include "engine/preprocess.h"
 #include "server/server.h"
 #include "trainer/synthetic_dataset.h"
@@ -25,7 +25,9 @@ namespace primaps {
 namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-double Seconds(Clock::time_point s) { return std::chrono::duration<double>(Clock::now() - s).count(); }
+double Seconds(Clock::time_point s) {
+  return std::chrono::duration<double>(Clock::now() - s).count();
+}
 }  // namespace
 }  // namespace primaps
 
@@ -34,9 +36,12 @@ int main(int argc, char** argv) {
   int steps = 20, batch = 8, resize = 160;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a.rfind("--steps=", 0) == 0) (void)absl::SimpleAtoi(a.substr(8), &steps);
-    if (a.rfind("--batch=", 0) == 0) (void)absl::SimpleAtoi(a.substr(8), &batch);
-    if (a.rfind("--resize=", 0) == 0) (void)absl::SimpleAtoi(a.substr(9), &resize);
+    if (a.rfind("--steps=", 0) == 0)
+      (void)absl::SimpleAtoi(a.substr(8), &steps);
+    if (a.rfind("--batch=", 0) == 0)
+      (void)absl::SimpleAtoi(a.substr(8), &batch);
+    if (a.rfind("--resize=", 0) == 0)
+      (void)absl::SimpleAtoi(a.substr(9), &resize);
   }
   const fs::path dir = fs::temp_directory_path() / "primaps_trainer_bench";
   fs::remove_all(dir);
@@ -76,7 +81,8 @@ int main(int argc, char** argv) {
         r.mutable_image()->mutable_raw()->set_width(c.width);
         r.mutable_image()->mutable_raw()->set_height(c.height);
         r.mutable_image()->mutable_raw()->set_channels(3);
-        r.mutable_image()->mutable_raw()->set_pixels(c.pixels.data(), c.pixels.size());
+        r.mutable_image()->mutable_raw()->set_pixels(c.pixels.data(),
+                                                     c.pixels.size());
         r.mutable_preprocess()->set_resize(resize);
         if (!client->ExtractFeatures(r).ok()) std::abort();
       }
@@ -105,9 +111,11 @@ int main(int argc, char** argv) {
   const double trainer_rate = steps * batch / Seconds(t0);
   server->Drain(absl::Seconds(10));
   fs::remove_all(dir);
-  std::printf("| crop | batch | server's own features/s | trainer consumes features/s | server kept busy |\n");
+  std::printf(
+      "| crop | batch | server's own features/s | trainer consumes features/s "
+      "| server kept busy |\n");
   std::printf("|---|---|---|---|---|\n");
-  std::printf("| %dx%d | %d | %.1f | %.1f | %.0f%% |\n", resize, resize, batch, server_rate, trainer_rate,
-              100 * trainer_rate / server_rate);
+  std::printf("| %dx%d | %d | %.1f | %.1f | %.0f%% |\n", resize, resize, batch,
+              server_rate, trainer_rate, 100 * trainer_rate / server_rate);
   return 0;
 }

@@ -24,8 +24,11 @@ namespace primaps {
 namespace {
 
 namespace fs = std::filesystem;
+using ::primaps::testing::ReadText;
 using ::primaps::testing::ServerProcess;
+using ::primaps::testing::SpawnProcess;
 using ::primaps::testing::TempDir;
+using ::primaps::testing::WaitProcess;
 
 constexpr int kImages = 240;
 
@@ -71,36 +74,6 @@ std::vector<std::string> ServerFlags(int port) {
 }
 
 // Runs primaps-client with `args`; returns the pid (not waited for).
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    FILE* f = std::fopen(log.c_str(), "w");
-    ::dup2(fileno(f), 1);
-    ::dup2(fileno(f), 2);
-    std::vector<std::string> argv = args;
-    argv.insert(argv.begin(), PRIMAPS_CLIENT_BIN);
-    std::vector<char*> raw;
-    for (auto& a : argv) raw.push_back(a.data());
-    raw.push_back(nullptr);
-    ::execv(raw[0], raw.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int Wait(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Manifest entries by status (partial last lines are skipped).
 std::map<std::string, std::set<std::string>> ManifestByStatus(
     const std::string& path) {
@@ -128,7 +101,7 @@ int CheckAllPngsValid(const std::string& dir) {
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {
     if (entry.path().extension() != ".png") continue;
     EXPECT_TRUE(IsCompletePng(entry.path().string())) << entry.path();
-    EXPECT_TRUE(DecodeLabelPng(Read(entry.path().string())).ok())
+    EXPECT_TRUE(DecodeLabelPng(ReadText(entry.path().string())).ok())
         << entry.path();
     ++count;
   }
@@ -145,11 +118,12 @@ TEST_F(LabelJobTest, OutputsEqualOneShotCallsAndCorruptFilesAreRecorded) {
   ServerProcess server(ServerFlags(FreePort()));
   ASSERT_TRUE(server.started()) << server.Log();
   const std::string log = out_.path() + "/../job.log";
-  const int code = Wait(
-      Spawn({"label", "--server=" + server.address(), "--input=" + data_.path(),
-             "--output=" + out_.path(), "--concurrency=6"},
-            log));
-  EXPECT_EQ(code, 1) << Read(log);  // three corrupt files
+  const int code = WaitProcess(SpawnProcess(
+      PRIMAPS_CLIENT_BIN,
+      {"label", "--server=" + server.address(), "--input=" + data_.path(),
+       "--output=" + out_.path(), "--concurrency=6"},
+      log));
+  EXPECT_EQ(code, 1) << ReadText(log);  // three corrupt files
   const auto manifest =
       ManifestByStatus(out_.path() + "/manifest-0-of-1.jsonl");
   EXPECT_EQ(manifest.at("ok").size(), static_cast<size_t>(kImages));
@@ -164,10 +138,10 @@ TEST_F(LabelJobTest, OutputsEqualOneShotCallsAndCorruptFilesAreRecorded) {
   for (const std::string rel :
        {"part1/img1.png", "part0/deep/img0.jpg", "part3/img3.png"}) {
     v1::ImageRequest request;
-    request.mutable_image()->set_encoded(Read(data_.path() + "/" + rel));
+    request.mutable_image()->set_encoded(ReadText(data_.path() + "/" + rel));
     auto one_shot = client->PseudoLabel(request);
     ASSERT_TRUE(one_shot.ok());
-    auto written = DecodeLabelPng(Read(
+    auto written = DecodeLabelPng(ReadText(
         out_.path() + "/" + fs::path(rel).replace_extension(".png").string()));
     ASSERT_TRUE(written.ok());
     EXPECT_EQ(std::string(written->labels.begin(), written->labels.end()),
@@ -182,17 +156,18 @@ TEST_F(LabelJobTest, ServerKilledAndRestartedMidJob) {
   ASSERT_TRUE(server->started()) << server->Log();
   const std::string manifest = out_.path() + "/manifest-0-of-1.jsonl";
   const pid_t job =
-      Spawn({"label", "--server=127.0.0.1:" + std::to_string(port),
-             "--input=" + data_.path(), "--output=" + out_.path(),
-             "--concurrency=4", "--retries=8"},
-            out_.path() + "/../job.log");
+      SpawnProcess(PRIMAPS_CLIENT_BIN,
+                   {"label", "--server=127.0.0.1:" + std::to_string(port),
+                    "--input=" + data_.path(), "--output=" + out_.path(),
+                    "--concurrency=4", "--retries=8"},
+                   out_.path() + "/../job.log");
   while (CountLines(manifest) < kImages / 4)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   server->Stop(SIGKILL);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   server = std::make_unique<ServerProcess>(ServerFlags(port));
   ASSERT_TRUE(server->started()) << server->Log();
-  EXPECT_EQ(Wait(job), 1);  // only the corrupt files failed
+  EXPECT_EQ(WaitProcess(job), 1);  // only the corrupt files failed
   const auto entries = ManifestByStatus(manifest);
   EXPECT_EQ(entries.at("ok").size(), static_cast<size_t>(kImages));
   EXPECT_EQ(entries.at("failed").size(), 3u);
@@ -206,19 +181,21 @@ TEST_F(LabelJobTest, ClientKilledAndRerunResumesWithoutRecomputing) {
   const std::vector<std::string> args = {
       "label", "--server=" + server.address(), "--input=" + data_.path(),
       "--output=" + out_.path(), "--concurrency=4"};
-  const pid_t job = Spawn(args, out_.path() + "/../job1.log");
+  const pid_t job =
+      SpawnProcess(PRIMAPS_CLIENT_BIN, args, out_.path() + "/../job1.log");
   while (CountLines(manifest) < kImages / 3)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ::kill(job, SIGKILL);
-  Wait(job);
+  WaitProcess(job);
   // Whatever is at an output name is complete; only temporary files may be
   // partial, and they never have a .png name.
   const int complete_before = CheckAllPngsValid(out_.path());
   EXPECT_GT(complete_before, 0);
   EXPECT_LT(complete_before, kImages);
   const std::string log = out_.path() + "/../job2.log";
-  EXPECT_EQ(Wait(Spawn(args, log)), 1) << Read(log);
-  EXPECT_THAT(Read(log),
+  EXPECT_EQ(WaitProcess(SpawnProcess(PRIMAPS_CLIENT_BIN, args, log)), 1)
+      << ReadText(log);
+  EXPECT_THAT(ReadText(log),
               ::testing::HasSubstr(
                   std::to_string(kImages - complete_before) + " labelled, " +
                   std::to_string(complete_before) + " already done"));
@@ -245,7 +222,8 @@ TEST_F(LabelJobTest, ShardsAreDisjointAndTogetherComplete) {
     } else {
       args.push_back("--shard=" + std::to_string(shard) + "/3");
     }
-    Wait(Spawn(args, out_.path() + "/../shard.log"));
+    WaitProcess(
+        SpawnProcess(PRIMAPS_CLIENT_BIN, args, out_.path() + "/../shard.log"));
     ::unsetenv("JOB_COMPLETION_INDEX");
     const auto entries = ManifestByStatus(
         out_.path() + "/manifest-" + std::to_string(shard) + "-of-3.jsonl");
@@ -281,8 +259,8 @@ TEST_F(LabelJobTest, ReferenceLayoutAndListFiles) {
   EXPECT_EQ(summary->done, 2);
   EXPECT_TRUE(IsCompletePng(out_.path() + "/pseudos/part1/img1.png"));
   EXPECT_TRUE(IsCompletePng(out_.path() + "/pseudos/part3/img3.png"));
-  EXPECT_EQ(Read(out_.path() + "/imgs/part1/img1.png"),
-            Read(data_.path() + "/part1/img1.png"));
+  EXPECT_EQ(ReadText(out_.path() + "/imgs/part1/img1.png"),
+            ReadText(data_.path() + "/part1/img1.png"));
   EXPECT_TRUE(fs::exists(out_.path() + "/gts/part1/img1.png"));
   EXPECT_FALSE(fs::exists(out_.path() + "/gts/part3/img3.png"));
 }

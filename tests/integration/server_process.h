@@ -37,6 +37,17 @@ class ServerProcess {
   std::string log_path_;
 };
 
+// Starts `binary` with `args`, its stdout and stderr going to `log`;
+// returns the pid (not waited for).
+pid_t SpawnProcess(const std::string& binary, std::vector<std::string> args,
+                   const std::string& log);
+
+// Waits for `pid`; its exit code, or -1 when a signal ended it.
+int WaitProcess(pid_t pid);
+
+// The whole text of a file ("" when missing).
+std::string ReadText(const std::string& path);
+
 // A temporary directory, removed with its contents.
 class TempDir {
  public:

@@ -23,8 +23,11 @@ namespace primaps {
 namespace {
 
 namespace fs = std::filesystem;
+using ::primaps::testing::ReadText;
 using ::primaps::testing::ServerProcess;
+using ::primaps::testing::SpawnProcess;
 using ::primaps::testing::TempDir;
+using ::primaps::testing::WaitProcess;
 using ::testing::HasSubstr;
 
 // Measured on this dataset (deterministic: the same figures run to run):
@@ -33,35 +36,6 @@ using ::testing::HasSubstr;
 // 83.92 after 120 steps and 90.19 after 200. The test asserts EM gains at
 // least 15 points over the better of its initializations.
 constexpr double kRequiredEmGain = 15.0;
-
-pid_t Spawn(std::vector<std::string> args, const std::string& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    FILE* f = std::fopen(log.c_str(), "w");
-    ::dup2(fileno(f), 1);
-    ::dup2(fileno(f), 2);
-    args.insert(args.begin(), PRIMAPS_TRAINER_BIN);
-    std::vector<char*> raw;
-    for (auto& a : args) raw.push_back(a.data());
-    raw.push_back(nullptr);
-    ::execv(raw[0], raw.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-int Wait(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 class TrainerTest : public ::testing::Test {
  protected:
@@ -115,9 +89,10 @@ TEST_F(TrainerTest, EmImprovesOnItsInitAndPushesIntoTheServer) {
   args.push_back("--baseline_steps=10");
   args.push_back("--push_every=50");
   const std::string log = out_.path() + "/../trainer.log";
-  ASSERT_EQ(Wait(Spawn(args, log)), 0) << Read(log);
+  ASSERT_EQ(WaitProcess(SpawnProcess(PRIMAPS_TRAINER_BIN, args, log)), 0)
+      << ReadText(log);
   std::map<std::string, nlohmann::json> by_phase;
-  std::istringstream metrics(Read(out_.path() + "/metrics.jsonl"));
+  std::istringstream metrics(ReadText(out_.path() + "/metrics.jsonl"));
   std::string line;
   while (std::getline(metrics, line)) {
     const auto entry = nlohmann::json::parse(line);
@@ -125,7 +100,7 @@ TEST_F(TrainerTest, EmImprovesOnItsInitAndPushesIntoTheServer) {
   }
   ASSERT_TRUE(by_phase.count("pca_init") && by_phase.count("baseline") &&
               by_phase.count("em"))
-      << Read(log);
+      << ReadText(log);
   const double init = by_phase["pca_init"]["theta_m"]["miou"],
                baseline = by_phase["baseline"]["theta_m"]["miou"],
                em = by_phase["em"]["theta_m"]["miou"];
@@ -138,8 +113,9 @@ TEST_F(TrainerTest, EmImprovesOnItsInitAndPushesIntoTheServer) {
   EXPECT_TRUE(fs::exists(out_.path() + "/confusion/em_step200.png"));
   // Four pushes (steps 50, 100, 150, 200): the server's version went 1..4.
   for (int version = 1; version <= 4; ++version) {
-    EXPECT_THAT(Read(log), HasSubstr("head version " + std::to_string(version)))
-        << Read(log);
+    EXPECT_THAT(ReadText(log),
+                HasSubstr("head version " + std::to_string(version)))
+        << ReadText(log);
   }
   const v1::PseudoLabelResponse after = PseudoLabel();
   EXPECT_EQ(after.model().head_version(), 4u);
@@ -154,7 +130,8 @@ TEST_F(TrainerTest, KillDuringTrainingThenResume) {
   std::vector<std::string> args = Args(400);
   args.push_back("--checkpoint_every=10");
   args.push_back("--eval_crf=false");
-  const pid_t trainer = Spawn(args, out_.path() + "/../first.log");
+  const pid_t trainer =
+      SpawnProcess(PRIMAPS_TRAINER_BIN, args, out_.path() + "/../first.log");
   const std::string dir = out_.path() + "/checkpoints";
   auto count_checkpoints = [&] {
     int n = 0;
@@ -166,7 +143,7 @@ TEST_F(TrainerTest, KillDuringTrainingThenResume) {
   while (count_checkpoints() < 2)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ::kill(trainer, SIGKILL);
-  Wait(trainer);
+  WaitProcess(trainer);
   // Every checkpoint file is whole (atomic writes) and loadable as a head.
   int64_t newest = 0;
   for (const auto& e : fs::directory_iterator(dir)) {
@@ -183,11 +160,12 @@ TEST_F(TrainerTest, KillDuringTrainingThenResume) {
   args.push_back("--resume");
   args.push_back("--eval_crf=false");
   const std::string log = out_.path() + "/../second.log";
-  ASSERT_EQ(Wait(Spawn(args, log)), 0) << Read(log);
-  EXPECT_THAT(Read(log), HasSubstr("at step " + std::to_string(newest)));
-  EXPECT_THAT(Read(log),
+  ASSERT_EQ(WaitProcess(SpawnProcess(PRIMAPS_TRAINER_BIN, args, log)), 0)
+      << ReadText(log);
+  EXPECT_THAT(ReadText(log), HasSubstr("at step " + std::to_string(newest)));
+  EXPECT_THAT(ReadText(log),
               HasSubstr("done at step " + std::to_string(newest + 30)));
-  EXPECT_THAT(Read(log), ::testing::Not(HasSubstr("PCA initialization")));
+  EXPECT_THAT(ReadText(log), ::testing::Not(HasSubstr("PCA initialization")));
 }
 
 }  // namespace
