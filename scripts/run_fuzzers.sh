@@ -12,7 +12,7 @@ mkdir -p "$out"
 core=(engine/image_header.cc engine/image_decode.cc engine/safetensors.cc engine/segmentation_head.cc
       engine/dense_crf.cc engine/permutohedral_lattice.cc engine/preprocess.cc engine/tensor_record.cc
       engine/zip_reader.cc engine/pickle_reader.cc engine/pth_reader.cc engine/backbone_weights.cc
-      engine/file_util.cc engine/vit_config.cc)
+      engine/file_util.cc engine/vit_config.cc engine/label_image.cc)
 libs=$(pkg-config --libs opencv4)
 cflags=$(pkg-config --cflags opencv4)
 absl=(-labsl_statusor -labsl_status -labsl_strings -labsl_str_format_internal -labsl_cord -labsl_cordz_info
@@ -28,14 +28,27 @@ seed() {  # seed <name> <files...>
   for f in "$@"; do [ -f "$f" ] && cp "$f" "$out/$shift_name/corpus/" || true; done
 }
 seed image tests/golden/fixtures/sample_scene.png ../shared/data/demo/coco_example.jpg
+# Request seeds: serialized ImageRequests (raw and encoded) written by protoc
+# from text.
+mkdir -p "$out/request/corpus" "$out/gen"
+protoc --cpp_out="$out/gen" -Iproto proto/primaps/v1/types.proto proto/primaps/v1/service.proto
+printf 'request_id: "a" image { raw { width: 2 height: 2 channels: 3 pixels: "abcdefghijkl" } } preprocess { resize: 64 threshold: 0.5 }' |
+  protoc --encode=primaps.v1.ImageRequest -Iproto proto/primaps/v1/service.proto > "$out/request/corpus/raw"
+printf 'image { encoded: "\\211PNG\\r\\n\\032\\n" } preprocess { crop: CROP_MODE_FULL crf: false }' |
+  protoc --encode=primaps.v1.ImageRequest -Iproto proto/primaps/v1/service.proto > "$out/request/corpus/encoded"
 seed safetensors tests/golden/fixtures/preprocess.safetensors
 seed pth tests/golden/fixtures/evil_global.pth tests/golden/fixtures/dino_tiny_fp16.pth
 
 status=0
-for name in image safetensors pth; do
+for name in image safetensors pth request; do
   bin="$out/$name/${name}_fuzzer"
+  extra=()
+  if [ "$name" = request ]; then
+    extra=(-I"$out/gen" "$out/gen/primaps/v1/types.pb.cc" "$out/gen/primaps/v1/service.pb.cc"
+           server/proto_convert.cc -lprotobuf -lgrpc++ -lgrpc -lgpr)
+  fi
   clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-      -I. $cflags "fuzz/${name}_fuzzer.cc" "${core[@]}" $libs "${absl[@]}" -lz -lcrypto -o "$bin"
+      -I. $cflags "fuzz/${name}_fuzzer.cc" "${extra[@]}" "${core[@]}" $libs "${absl[@]}" -lz -lcrypto -o "$bin"
   echo "== $name: ${seconds}s"
   if ! (cd "$out/$name" && ASAN_OPTIONS=detect_leaks=1 "./${name}_fuzzer" -max_total_time="$seconds" \
           -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 corpus 2> fuzz.log); then
@@ -43,5 +56,5 @@ for name in image safetensors pth; do
   fi
   grep -E "stat::number_of_executed_units|cov:" "$out/$name/fuzz.log" | tail -2 || true
 done
-[ $status -eq 0 ] && echo "3 passed, 0 failed"
+[ $status -eq 0 ] && echo "4 passed, 0 failed"
 exit $status
