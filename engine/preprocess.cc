@@ -89,6 +89,13 @@ absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
   const int new_h = h <= w ? options.resize : new_long;
   const int new_w = h <= w ? new_long : options.resize;
 
+  if (options.crop == CropMode::kFull &&
+      static_cast<int64_t>(new_h) * new_w > options.max_output_pixels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a full crop of this ", w, "x", h, " image at resize ", options.resize,
+        " would be ", new_w, "x", new_h, " pixels, limit is ",
+        options.max_output_pixels, " (extreme aspect ratio; use crop=center)"));
+  }
   int rows = new_h, cols = new_w, top = 0, left = 0;
   if (options.crop == CropMode::kCenter) {
     rows = cols = options.resize;

@@ -5,6 +5,7 @@
 #ifndef PRIMAPS_ENGINE_PREPROCESS_H_
 #define PRIMAPS_ENGINE_PREPROCESS_H_
 
+#include <cstdint>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -24,6 +25,9 @@ struct PreprocessOptions {
   CropMode crop = CropMode::kCenter;
   // kFull pads each side up to a multiple of this.
   int patch_size = 8;
+  // kFull keeps the whole image, so an extreme aspect ratio (1x2000 at
+  // resize 320 is 320x640000) would be huge: refuse outputs above this.
+  int64_t max_output_pixels = int64_t{4096} * 4096;
 };
 
 inline constexpr float kImageNetMean[3] = {0.485f, 0.456f, 0.406f};

@@ -75,6 +75,24 @@ TEST(PreprocessTest, ResizeOfSameSizeIsIdentity) {
   EXPECT_EQ(out, src);
 }
 
+TEST(PreprocessTest, ExtremeAspectRatios) {
+  // 1x2000: a center crop only computes its window; a full crop would be
+  // 320 x 640000 and is refused.
+  const RgbImage thin = Constant(2000, 1, 10, 20, 30);
+  auto center = Preprocess(thin, {320, CropMode::kCenter, 8});
+  ASSERT_TRUE(center.ok()) << center.status();
+  EXPECT_EQ(center->width, 320);
+  auto full = Preprocess(thin, {320, CropMode::kFull, 8});
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(full.status().message().find("640000x320"), std::string::npos)
+      << full.status();
+  // 1x1 works in both modes.
+  EXPECT_TRUE(
+      Preprocess(Constant(1, 1, 1, 2, 3), {16, CropMode::kFull, 8}).ok());
+  EXPECT_TRUE(
+      Preprocess(Constant(1, 1, 1, 2, 3), {16, CropMode::kCenter, 8}).ok());
+}
+
 TEST(PreprocessTest, BadOptionsAndImagesAreRefused) {
   EXPECT_EQ(Preprocess(Constant(8, 8, 0, 0, 0), {0, CropMode::kCenter, 8})
                 .status()
