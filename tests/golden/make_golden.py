@@ -17,6 +17,7 @@ import math
 import os
 import struct
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -415,11 +416,155 @@ def make_primaps_fixture():
     save_safetensors(os.path.join(OUT, "primaps_golden.safetensors"), out)
 
 
+
+# ---------------------------------------------------------------- dense CRF
+def lattice_filter(features, values):
+    """The permutohedral lattice filter of the dense CRF reference
+    (Kraehenbuehl's densecrf, as DESIGN.md section 2 states it), point by
+    point in float32. features: N x d, values: N x C. Returns N x C."""
+    f32 = np.float32
+    n, d = features.shape
+    d1 = d + 1
+    inv_std = np.sqrt(f32(2) / f32(3)) * f32(d1)
+    scale = [inv_std / np.sqrt(f32((i + 1) * (i + 2))) for i in range(d)]
+    canonical = [[r if i <= d - r else r - d1 for i in range(d1)] for r in range(d1)]
+    down = f32(1) / f32(d1)
+    keys = {}
+    offsets = np.zeros((n, d1), dtype=np.int64)
+    weights = np.zeros((n, d1), dtype=np.float32)
+    for p in range(n):
+        elevated = [f32(0)] * d1
+        total = f32(0)
+        for j in range(d, 0, -1):
+            cf = features[p, j - 1] * scale[j - 1]
+            elevated[j] = total - f32(j) * cf
+            total = total + cf
+        elevated[0] = total
+        rem0 = []
+        for i in range(d1):
+            v = elevated[i] * down
+            up, dn = int(np.ceil(v)) * d1, int(np.floor(v)) * d1
+            rem0.append(up if f32(up) - elevated[i] < elevated[i] - f32(dn) else dn)
+        sum_rem = sum(rem0) // d1  # an exact multiple of d1
+        rank = [0] * d1
+        for i in range(d):
+            di = elevated[i] - f32(rem0[i])
+            for j in range(i + 1, d1):
+                if di < elevated[j] - f32(rem0[j]):
+                    rank[i] += 1
+                else:
+                    rank[j] += 1
+        for i in range(d1):
+            if sum_rem > 0 and rank[i] >= d1 - sum_rem:
+                rem0[i] -= d1
+                rank[i] += sum_rem - d1
+            elif sum_rem < 0 and rank[i] < -sum_rem:
+                rem0[i] += d1
+                rank[i] += d1 + sum_rem
+            else:
+                rank[i] += sum_rem
+        bary = [f32(0)] * (d + 2)
+        for i in range(d1):
+            v = (elevated[i] - f32(rem0[i])) * down
+            bary[d - rank[i]] += v
+            bary[d + 1 - rank[i]] -= v
+        bary[0] += f32(1) + bary[d + 1]
+        for r in range(d1):
+            key = tuple(rem0[i] + canonical[r][rank[i]] for i in range(d))
+            offsets[p, r] = keys.setdefault(key, len(keys))
+            weights[p, r] = bary[r]
+    m, c = len(keys), values.shape[1]
+    lattice = np.zeros((m, c), dtype=np.float32)
+    for p in range(n):
+        for r in range(d1):
+            lattice[offsets[p, r]] += weights[p, r] * values[p]
+    key_list = list(keys)
+    zero = np.zeros(c, dtype=np.float32)
+    for j in range(d1):
+        blurred = np.empty_like(lattice)
+        for v, key in enumerate(key_list):
+            n1 = [k - 1 for k in key]
+            n2 = [k + 1 for k in key]
+            if j < d:
+                n1[j], n2[j] = key[j] + d, key[j] - d
+            a = keys.get(tuple(n1))
+            b = keys.get(tuple(n2))
+            blurred[v] = lattice[v] + f32(0.5) * (
+                (lattice[a] if a is not None else zero) + (lattice[b] if b is not None else zero))
+        lattice = blurred
+    alpha = f32(1) / (f32(1) + f32(2.0 ** -d))
+    out = np.zeros((n, c), dtype=np.float32)
+    for p in range(n):
+        acc = (weights[p, 0] * alpha) * lattice[offsets[p, 0]]
+        for r in range(1, d1):
+            acc = acc + (weights[p, r] * alpha) * lattice[offsets[p, r]]
+        out[p] = acc
+    return out
+
+
+def crf_features(image, sxy, srgb=None):
+    h, w, _ = image.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    cols = [xs / np.float32(sxy), ys / np.float32(sxy)]
+    if srgb is not None:
+        cols += [image[:, :, c].astype(np.float32) / np.float32(srgb) for c in range(3)]
+    return np.stack(cols, axis=-1).reshape(h * w, -1)
+
+
+def dense_crf(image, probs, sxy_g=1, w_g=3, sxy_b=67, srgb=3, w_b=4, iterations=10):
+    """Mean field as DESIGN.md section 2: Q = softmax(-U + sum_k w_k n_k
+    L_k(n_k Q)). probs: L x H x W. Returns Q in the same layout."""
+    labels, h, w = probs.shape
+    unary = -np.log(np.clip(probs.reshape(labels, -1).T, 1e-5, 1)).astype(np.float32)
+    kernels = []
+    for feats, weight in ((crf_features(image, sxy_g), w_g),
+                          (crf_features(image, sxy_b, srgb), w_b)):
+        ones = np.ones((feats.shape[0], 1), dtype=np.float32)
+        norm = 1 / np.sqrt(lattice_filter(feats, ones) + np.float32(1e-20))
+        kernels.append((feats, norm, np.float32(weight)))
+
+    def softmax(x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    q = softmax(-unary)
+    for _ in range(iterations):
+        energy = -unary
+        for feats, norm, weight in kernels:
+            energy = energy + weight * norm * lattice_filter(feats, norm * q)
+        q = softmax(energy)
+    return q.T.reshape(labels, h, w)
+
+
+def make_crf_fixture():
+    """A 24x20 scene of three colour regions with noise, filtered by the
+    position and bilateral lattices, and the CRF on 4 labels."""
+    rng = np.random.default_rng(5)
+    h, w = 20, 24
+    ys, xs = np.mgrid[0:h, 0:w]
+    region = (xs > 9).astype(int) + ((ys - 12) ** 2 + (xs - 6) ** 2 < 30)
+    palette = np.array([[200, 40, 30], [30, 160, 60], [40, 60, 210]])
+    image = np.clip(palette[region] + rng.integers(-25, 26, (h, w, 3)), 0, 255).astype(np.uint8)
+    values = rng.random((h * w, 3), dtype=np.float32)
+    logits = rng.normal(size=(4, h, w)).astype(np.float32)
+    logits[region + 1, ys, xs] += 1.5  # labels loosely follow the regions
+    probs = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True)
+    out = {"image": image, "values": values, "probs": probs.astype(np.float32)}
+    out["position.out"] = lattice_filter(crf_features(image, 1), values)
+    out["bilateral.out"] = lattice_filter(crf_features(image, 67, 3), values)
+    out["bilateral_fine.out"] = lattice_filter(crf_features(image, 3, 10), values)
+    out["crf.q"] = dense_crf(image, out["probs"])
+    out["crf_fine.q"] = dense_crf(image, out["probs"], sxy_b=3, srgb=10)
+    save_safetensors(os.path.join(OUT, "crf_golden.safetensors"),
+                     {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()})
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     os.makedirs(OUT, exist_ok=True)
     make_preprocess_fixture()
     make_model_fixtures()
     make_primaps_fixture()
+    make_crf_fixture()
     for f in sorted(os.listdir(OUT)):
         print(f"{os.path.getsize(os.path.join(OUT, f)):>9}  {f}")
