@@ -1,6 +1,7 @@
 #include "engine/permutohedral_lattice.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -14,82 +15,158 @@ namespace {
 
 constexpr int kMaxDim = 8;
 
-// Keys are a handful of shorts: an inline loop beats a memcmp call.
-inline bool SameKey(const int16_t* a, const int16_t* b, int dim) {
+// Compares the first `dim` coordinates one by one: the key was just stored
+// as shorts, and loading it as words would stall on store forwarding.
+template <typename Key>
+inline bool SameKey(const Key& a, const Key& b, int dim) {
   for (int i = 0; i < dim; ++i) {
     if (a[i] != b[i]) return false;
   }
   return true;
 }
 
-// Open-addressing hash table from lattice keys (dim shorts, the last
-// coordinate being implied) to vertex indices, in insertion order.
+// Open-addressing hash table from lattice keys to vertex indices (in
+// insertion order). A key is the first `dim` coordinates of a lattice point
+// (the last is implied), stored as K shorts padded with zeros, inline in its
+// slot so that a probe costs one cache miss. Construction is dominated by
+// these misses, so callers look keys up in blocks: Prefetch all, then Find.
+template <int K>
 class KeyTable {
  public:
-  KeyTable(int dim, size_t expected) : dim_(dim) {
-    size_t capacity = 64;
+  using Key = std::array<int16_t, K>;
+
+  // The key as two words (std::array's == calls memcmp).
+  static void Words(const Key& key, uint64_t* low, uint64_t* high) {
+    *high = 0;
+    std::memcpy(low, key.data(), 8);
+    std::memcpy(high, key.data() + 4, sizeof(Key) - 8);
+  }
+
+  static bool Same(const Key& a, const Key& b) {
+    uint64_t a0, a1, b0, b1;
+    Words(a, &a0, &a1);
+    Words(b, &b0, &b1);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+
+  explicit KeyTable(size_t expected) {
+    size_t capacity = 1024;
     while (capacity < 2 * expected) capacity <<= 1;
-    slots_.assign(capacity, -1);
-    keys_.reserve(expected * dim);
+    Resize(capacity);
   }
 
-  int size() const { return static_cast<int>(keys_.size() / dim_); }
-  const int16_t* key(int index) const {
-    return &keys_[static_cast<size_t>(index) * dim_];
+  int size() const { return static_cast<int>(keys_.size()); }
+  const Key& key(int index) const { return keys_[index]; }
+
+  void Prefetch(const Key& key) const {
+    __builtin_prefetch(&slots_[Hash(key) >> shift_]);
   }
 
-  // Returns the index of `key`, inserting it when `insert` is set; -1 when
-  // absent and not inserted.
-  int Find(const int16_t* key, bool insert) {
-    if (insert && 2 * static_cast<size_t>(size()) >= slots_.size()) Grow();
-    size_t mask = slots_.size() - 1;
-    size_t h = Hash(key) & mask;
-    while (true) {
-      const int32_t index = slots_[h];
-      if (index < 0) {
-        if (!insert) return -1;
-        slots_[h] = size();
-        keys_.insert(keys_.end(), key, key + dim_);
-        return slots_[h];
+  // The index of `key`, or -1 when absent.
+  int Find(const Key& key) const {
+    for (size_t h = Hash(key) >> shift_;; h = (h + 1) & mask_) {
+      const Slot& slot = slots_[h];
+      if (slot.index < 0 || Same(slot.key, key)) return slot.index;
+    }
+  }
+
+  // The index of `key`, inserted when absent.
+  int FindOrInsert(const Key& key) {
+    if (2 * keys_.size() >= slots_.size()) Resize(2 * slots_.size());
+    for (size_t h = Hash(key) >> shift_;; h = (h + 1) & mask_) {
+      Slot& slot = slots_[h];
+      if (slot.index < 0) {
+        slot.key = key;
+        slot.index = size();
+        keys_.push_back(key);
+        return slot.index;
       }
-      if (SameKey(this->key(index), key, dim_)) return index;
-      h = (h + 1) & mask;
+      if (Same(slot.key, key)) return slot.index;
     }
   }
 
  private:
-  size_t Hash(const int16_t* key) const {
-    size_t h = 0;
-    for (int i = 0; i < dim_; ++i)
-      h = (h + static_cast<uint16_t>(key[i])) * 2531011u;
-    return h ^ (h >> 17);
+  struct Slot {
+    Key key;
+    int32_t index = -1;  // -1: empty
+  };
+
+  // Fibonacci hashing: mix the key's words, keep the top bits.
+  static uint64_t Hash(const Key& key) {
+    uint64_t low, high;
+    Words(key, &low, &high);
+    uint64_t h = low * 0x9E3779B97F4A7C15ull;
+    h = (h ^ high) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 31;
+    return h * 0xC2B2AE3D27D4EB4Full;
   }
 
-  void Grow() {
-    const int count = size();
-    slots_.assign(slots_.size() * 2, -1);
-    const size_t mask = slots_.size() - 1;
-    for (int index = 0; index < count; ++index) {
-      size_t h = Hash(key(index)) & mask;
-      while (slots_[h] >= 0) h = (h + 1) & mask;
-      slots_[h] = index;
+  void Resize(size_t capacity) {
+    slots_.assign(capacity, Slot{});
+    mask_ = capacity - 1;
+    shift_ = 64;
+    for (size_t c = capacity; c > 1; c >>= 1) --shift_;
+    for (int index = 0; index < size(); ++index) {
+      size_t h = Hash(keys_[index]) >> shift_;
+      while (slots_[h].index >= 0) h = (h + 1) & mask_;
+      slots_[h].key = keys_[index];
+      slots_[h].index = index;
     }
   }
 
-  int dim_;
-  std::vector<int32_t> slots_;
-  std::vector<int16_t> keys_;
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  int shift_ = 64;
+  std::vector<Key> keys_;  // by index, for walking the vertices
 };
+
+// Lattice keys are looked up this many at a time, prefetched together.
+constexpr int kLookupBlock = 32;
 
 }  // namespace
 
 PermutohedralLattice::PermutohedralLattice(const float* features,
                                            int num_points, int dim)
     : num_points_(num_points), dim_(dim) {
-  const int d = dim, d1 = dim + 1;
+  switch (dim) {
+    case 1:
+      Build<1>(features);
+      break;
+    case 2:
+      Build<2>(features);
+      break;
+    case 3:
+      Build<3>(features);
+      break;
+    case 4:
+      Build<4>(features);
+      break;
+    case 5:
+      Build<5>(features);
+      break;
+    case 6:
+      Build<6>(features);
+      break;
+    case 7:
+      Build<7>(features);
+      break;
+    default:
+      Build<8>(features);
+  }
+}
+
+// The dimension is a template parameter so that the per-point loops over
+// coordinates unroll and their small arrays live in registers.
+template <int D>
+void PermutohedralLattice::Build(const float* features) {
+  constexpr int K = D <= 6 ? 6 : 8;  // key width: 16-byte slots up to 6
+  const int num_points = num_points_;
+  constexpr int d = D, d1 = D + 1;
+  using Table = KeyTable<K>;
+  using Key = typename Table::Key;
   offsets_.resize(static_cast<size_t>(num_points) * d1);
   weights_.resize(static_cast<size_t>(num_points) * d1);
-  KeyTable table(d, static_cast<size_t>(num_points) * d1 / 2 + 16);
+  Table table(static_cast<size_t>(num_points));
 
   float scale[kMaxDim];
   const float inv_std = std::sqrt(2.f / 3.f) * static_cast<float>(d1);
@@ -107,9 +184,19 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
   const float down_factor = 1.f / static_cast<float>(d1);
   float elevated[kMaxDim + 1], barycentric[kMaxDim + 2];
   int rem0[kMaxDim + 1], rank[kMaxDim + 1];
-  int16_t key[kMaxDim];
-  int16_t last_key[kMaxDim + 1][kMaxDim];
-  int32_t last_index[kMaxDim + 1] = {0};
+  // Keys of a block of simplex vertices; the ones equal to the previous
+  // point's key for the same vertex reuse its index (neighbouring points
+  // usually share simplices), the others are prefetched, then looked up.
+  Key pending[kLookupBlock] = {};
+  size_t pending_at[kLookupBlock];
+  int num_pending = 0;
+  Key last_key[kMaxDim + 1] = {};
+  auto flush = [&] {
+    for (int i = 0; i < num_pending; ++i) table.Prefetch(pending[i]);
+    for (int i = 0; i < num_pending; ++i)
+      offsets_[pending_at[i]] = table.FindOrInsert(pending[i]) + 1;
+    num_pending = 0;
+  };
   for (int p = 0; p < num_points; ++p) {
     const float* f = features + static_cast<size_t>(p) * d;
     // Elevate onto the hyperplane x . 1 = 0 of R^(d+1).
@@ -135,36 +222,28 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
       sum_rem += rem0[i];
     }
     sum_rem /= d1;
-    for (int i = 0; i <= d; ++i) rank[i] = 0;
+    // Branch-free from here to the keys: the comparisons are coin flips
+    // for the branch predictor, and mispredictions dominated construction.
+    float residual[kMaxDim + 1];
+    for (int i = 0; i <= d; ++i) {
+      residual[i] = elevated[i] - rem0[i];
+      rank[i] = 0;
+    }
     for (int i = 0; i < d; ++i) {
-      const float di = elevated[i] - rem0[i];
       for (int j = i + 1; j <= d; ++j) {
-        if (di < elevated[j] - rem0[j]) {
-          ++rank[i];
-        } else {
-          ++rank[j];
-        }
+        const int less = residual[i] < residual[j] ? 1 : 0;
+        rank[i] += less;
+        rank[j] += 1 - less;
       }
     }
-    // Fix the point so its coordinates sum to zero.
-    if (sum_rem > 0) {
-      for (int i = 0; i <= d; ++i) {
-        if (rank[i] >= d1 - sum_rem) {
-          rem0[i] -= d1;
-          rank[i] += sum_rem - d1;
-        } else {
-          rank[i] += sum_rem;
-        }
-      }
-    } else if (sum_rem < 0) {
-      for (int i = 0; i <= d; ++i) {
-        if (rank[i] < -sum_rem) {
-          rem0[i] += d1;
-          rank[i] += d1 + sum_rem;
-        } else {
-          rank[i] += sum_rem;
-        }
-      }
+    // Fix the point so its coordinates sum to zero: with sum_rem > 0 the
+    // sum_rem highest-ranked coordinates move down by d+1, with sum_rem < 0
+    // the -sum_rem lowest move up; every rank shifts by sum_rem modulo d+1.
+    for (int i = 0; i <= d; ++i) {
+      const int down = (sum_rem > 0 && rank[i] >= d1 - sum_rem) ? 1 : 0;
+      const int up = (sum_rem < 0 && rank[i] < -sum_rem) ? 1 : 0;
+      rem0[i] += (up - down) * d1;
+      rank[i] += sum_rem + (up - down) * d1;
     }
     // Barycentric coordinates of the point in its simplex.
     for (int i = 0; i <= d + 1; ++i) barycentric[i] = 0;
@@ -175,38 +254,61 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
     }
     barycentric[0] += 1.f + barycentric[d + 1];
     for (int r = 0; r <= d; ++r) {
+      const size_t at = static_cast<size_t>(p) * d1 + r;
+      weights_[at] = barycentric[r];
+      // Keys are written and read a short at a time (a word-sized read of
+      // just-written shorts stalls on store forwarding); the padding past
+      // `dim` stays zero from initialization.
+      Key& key = pending[num_pending];
       for (int i = 0; i < d; ++i) {
         key[i] = static_cast<int16_t>(rem0[i] + canonical[r][rank[i]]);
       }
-      // Neighbouring points usually share simplices: reuse the previous
-      // point's lookup when the key is the same.
-      if (p == 0 || !SameKey(key, last_key[r], d)) {
-        std::copy(key, key + d, last_key[r]);
-        last_index[r] = table.Find(key, true) + 1;
+      if (p > 0 && SameKey(key, last_key[r], d)) {
+        // Same vertex as the previous point's, whose index may still be
+        // pending: copied once the block is flushed (below).
+        offsets_[at] = -1;
+        continue;
       }
-      offsets_[static_cast<size_t>(p) * d1 + r] = last_index[r];
-      weights_[static_cast<size_t>(p) * d1 + r] = barycentric[r];
+      for (int i = 0; i < d; ++i) last_key[r][i] = key[i];
+      pending_at[num_pending++] = at;
+      if (num_pending == kLookupBlock) flush();
     }
   }
+  flush();
+  // Resolve the reused vertices in point order: each copies the previous
+  // point's (already final) index.
+  for (size_t at = 0; at < offsets_.size(); ++at) {
+    if (offsets_[at] < 0) offsets_[at] = offsets_[at - d1];
+  }
 
+  // Neighbours along each axis j: n1 = key + (-1, ..., -1, +d at j, -1, ...)
+  // (for the last axis, all -1) and n2 = key - that step. Only n1 is looked
+  // up: when u = n1(v), v = n2(u).
   num_vertices_ = table.size();
-  neighbors_.resize(static_cast<size_t>(d1) * num_vertices_ * 2);
-  int16_t n1[kMaxDim], n2[kMaxDim];
-  for (int j = 0; j <= d; ++j) {
-    for (int v = 0; v < num_vertices_; ++v) {
-      const int16_t* k = table.key(v);
-      for (int i = 0; i < d; ++i) {
-        n1[i] = static_cast<int16_t>(k[i] - 1);
-        n2[i] = static_cast<int16_t>(k[i] + 1);
-      }
-      if (j < d) {
-        n1[j] = static_cast<int16_t>(k[j] + d);
-        n2[j] = static_cast<int16_t>(k[j] - d);
-      }
-      int32_t* out =
-          &neighbors_[(static_cast<size_t>(j) * num_vertices_ + v) * 2];
-      out[0] = table.Find(n1, false) + 1;
-      out[1] = table.Find(n2, false) + 1;
+  const int num_vertices = num_vertices_;
+  neighbors_.assign(static_cast<size_t>(d1) * num_vertices * 2, 0);
+  const size_t lookups = static_cast<size_t>(num_vertices) * d1;
+  int pending_vertex[kLookupBlock], pending_axis[kLookupBlock];
+  for (size_t start = 0; start < lookups; start += kLookupBlock) {
+    const int count =
+        static_cast<int>(std::min<size_t>(kLookupBlock, lookups - start));
+    for (int b = 0; b < count; ++b) {
+      const int v = static_cast<int>((start + b) / d1);
+      const int j = static_cast<int>((start + b) % d1);
+      Key n1 = table.key(v);
+      for (int i = 0; i < d; ++i) n1[i] = static_cast<int16_t>(n1[i] - 1);
+      if (j < d) n1[j] = static_cast<int16_t>(n1[j] + d1);
+      pending[b] = n1;
+      pending_vertex[b] = v;
+      pending_axis[b] = j;
+      table.Prefetch(n1);
+    }
+    for (int b = 0; b < count; ++b) {
+      const int u = table.Find(pending[b]);
+      if (u < 0) continue;
+      const size_t axis = static_cast<size_t>(pending_axis[b]) * num_vertices;
+      neighbors_[(axis + pending_vertex[b]) * 2] = u + 1;
+      neighbors_[(axis + u) * 2 + 1] = pending_vertex[b] + 1;
     }
   }
 }

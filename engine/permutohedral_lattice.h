@@ -49,6 +49,10 @@ class PermutohedralLattice {
                     std::vector<float>* workspace) const;
 
  private:
+  // Builds the structure for D == dim_.
+  template <int D>
+  void Build(const float* features);
+
   // Filter for rows of C floats (C == 0: any width, given by `channels`).
   template <int C>
   void FilterRows(const float* in, int channels, float* out,
