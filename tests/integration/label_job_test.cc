@@ -25,6 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::primaps::testing::ReadText;
+using ::primaps::testing::RequestsServed;
 using ::primaps::testing::ServerProcess;
 using ::primaps::testing::SpawnProcess;
 using ::primaps::testing::TempDir;
@@ -168,6 +169,36 @@ TEST_F(LabelJobTest, ServerKilledAndRestartedMidJob) {
   server = std::make_unique<ServerProcess>(ServerFlags(port));
   ASSERT_TRUE(server->started()) << server->Log();
   EXPECT_EQ(WaitProcess(job), 1);  // only the corrupt files failed
+  const auto entries = ManifestByStatus(manifest);
+  EXPECT_EQ(entries.at("ok").size(), static_cast<size_t>(kImages));
+  EXPECT_EQ(entries.at("failed").size(), 3u);
+  EXPECT_EQ(CheckAllPngsValid(out_.path()), kImages);
+}
+
+TEST_F(LabelJobTest, OneOfTwoServersKilledMidJobFailsOver) {
+  // Both servers take work; one dies for good a quarter of the way in and
+  // the job finishes on the other (its calls on the dead one are retried).
+  ServerProcess survivor(ServerFlags(FreePort()));
+  auto victim = std::make_unique<ServerProcess>(ServerFlags(FreePort()));
+  ASSERT_TRUE(survivor.started()) << survivor.Log();
+  ASSERT_TRUE(victim->started()) << victim->Log();
+  const std::string manifest = out_.path() + "/manifest-0-of-1.jsonl";
+  const std::string log = out_.path() + "/../failover.log";
+  const pid_t job = SpawnProcess(
+      PRIMAPS_CLIENT_BIN,
+      {"label", "--server=" + victim->address() + "," + survivor.address(),
+       "--input=" + data_.path(), "--output=" + out_.path(), "--concurrency=4",
+       "--retries=8"},
+      log);
+  while (CountLines(manifest) < kImages / 4)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const double victim_served = RequestsServed(victim->metrics_port());
+  victim->Stop(SIGKILL);
+  EXPECT_EQ(WaitProcess(job), 1) << ReadText(log);  // only the corrupt files
+  EXPECT_GT(victim_served, 0);
+  // The survivor did the rest: at least the images the victim had not.
+  EXPECT_GE(RequestsServed(survivor.metrics_port()),
+            kImages + 3 - victim_served);
   const auto entries = ManifestByStatus(manifest);
   EXPECT_EQ(entries.at("ok").size(), static_cast<size_t>(kImages));
   EXPECT_EQ(entries.at("failed").size(), 3u);

@@ -1,9 +1,7 @@
 // The real primaps-server binary, driven by the real client library.
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +22,7 @@
 namespace primaps {
 namespace {
 
+using ::primaps::testing::HttpGet;
 using ::primaps::testing::ServerProcess;
 using ::primaps::testing::TempDir;
 using ::testing::HasSubstr;
@@ -83,28 +82,6 @@ v1::ImageRequest Request(const std::string& bytes, int resize = 0,
   request.mutable_preprocess()->set_resize(resize);
   request.mutable_preprocess()->set_crf(crf);
   return request;
-}
-
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
-  ::send(fd, request.data(), request.size(), 0);
-  std::string response;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0)
-    response.append(buffer, n);
-  ::close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
 }
 
 class ServerTest : public ::testing::Test {

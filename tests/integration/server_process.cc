@@ -1,7 +1,10 @@
 #include "tests/integration/server_process.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -123,6 +126,41 @@ std::string TempDir::Write(const std::string& name,
   const std::string path = path_ + "/" + name;
   std::ofstream(path, std::ios::binary) << bytes;
   return path;
+}
+
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
+  ::send(fd, request.data(), request.size(), 0);
+  std::string response;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0)
+    response.append(buffer, n);
+  ::close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+double RequestsServed(int metrics_port) {
+  const std::string metrics = HttpGet(metrics_port, "/metrics");
+  const std::string name = "primaps_requests_total{";
+  double total = 0;
+  for (size_t at = metrics.find(name); at != std::string::npos;
+       at = metrics.find(name, at + 1)) {
+    if (at > 0 && metrics[at - 1] != '\n') continue;  // a comment line
+    const size_t space = metrics.find(' ', metrics.find('}', at));
+    total += std::stod(metrics.substr(space + 1));
+  }
+  return total;
 }
 
 }  // namespace primaps::testing

@@ -48,6 +48,13 @@ int WaitProcess(pid_t pid);
 // The whole text of a file ("" when missing).
 std::string ReadText(const std::string& path);
 
+// The body of GET `path` on 127.0.0.1:`port` ("" when unreachable).
+std::string HttpGet(int port, const std::string& path);
+
+// The sum of a server's primaps_requests_total series (streams count
+// images), read from its /metrics endpoint.
+double RequestsServed(int metrics_port);
+
 // A temporary directory, removed with its contents.
 class TempDir {
  public:
