@@ -13,7 +13,7 @@ packages=(
   # Serving.
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc prometheus-cpp-dev libssl-dev
   # Tests and benchmarks.
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libjpeg-dev
   # Golden fixtures and the Python example client.
   python3 python3-torch python3-numpy python3-grpcio python3-protobuf
   # promtool (metrics and config checks) and the Prometheus server for the

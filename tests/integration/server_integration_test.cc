@@ -8,6 +8,7 @@
 #include <atomic>
 #include <fstream>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "client/primaps_client.h"
@@ -17,6 +18,7 @@
 #include "engine/primaps.h"
 #include "engine/segmentation_head.h"
 #include "tests/integration/server_process.h"
+#include "tests/unit/cmyk_jpeg.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {
@@ -324,6 +326,88 @@ TEST_F(ServerTest, BadInputGetsAClearErrorAndTheServerStaysHealthy) {
     EXPECT_EQ(*client->Health(), "SERVING");
     EXPECT_TRUE(client->ProposeMasks(Request(Scene(6), 64, false)).ok());
   }
+}
+
+TEST_F(ServerTest, CmykJpegIsServed) {
+  const int w = 96, h = 64;
+  std::vector<uint8_t> cmyk(w * h * 4, 255);
+  for (int i = 0; i < w * h / 2; ++i) cmyk[4 * i + 1] = 40;  // magenta top
+  auto response = Client(*server_)->ProposeMasks(
+      Request(primaps::testing::EncodeCmykJpeg(cmyk, w, h), 64, false));
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_GE(response->mask_count(), 1u);
+}
+
+// A message over --max_message_bytes is refused by gRPC itself with
+// RESOURCE_EXHAUSTED naming both sizes; the server keeps serving.
+TEST(ServerLimitsTest, OversizedMessageIsRefused) {
+  ServerProcess server({"--max_message_bytes=1048576", "--cpu_threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  auto client = Client(server, kToken, /*retries=*/0);
+  auto r = client->ProposeMasks(Request(std::string(2 << 20, 'x')));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("larger than max"));
+  EXPECT_EQ(*client->Health(), "SERVING");
+  EXPECT_TRUE(client->ProposeMasks(Request(Scene(6), 64, false)).ok());
+}
+
+// Resident memory of a process, in MB (from /proc).
+double ResidentMb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024;
+  }
+  return -1;
+}
+
+// Far more messages on a stream than the server takes at once, written
+// without reading any answer: the server reads at most 8 ahead, so flow
+// control stalls the writer instead of the server buffering the stream;
+// other clients are served meanwhile, and every answer arrives at the end.
+TEST_F(ServerTest, FloodedStreamIsThrottledNotBuffered) {
+  // Label maps of 320x240 (77 KB each): 300 of them are more than the
+  // transport buffers hold, so an unread stream stalls the server's writes.
+  constexpr int kMessages = 300;
+  const std::string image = Scene(9, 320, 240);
+  auto client = Client(*server_);
+  for (int i = 0; i < 4; ++i)  // warm-up: pools and buffers at this size
+    ASSERT_TRUE(client->PseudoLabel(Request(image, 240, false)).ok());
+  const double rss_before = ResidentMb(server_->pid());
+  grpc::ClientContext context;
+  auto stream = client->stub()->StreamPseudoLabels(&context);
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      v1::ImageRequest r = Request(image, 240, false);
+      r.set_request_id("f" + std::to_string(i));
+      if (!stream->Write(r)) return;
+      ++written;
+    }
+    stream->WritesDone();
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const int written_while_unread = written.load();
+  EXPECT_LT(written_while_unread, kMessages);  // the writer is held back
+  EXPECT_EQ(*client->Health(), "SERVING");
+  EXPECT_TRUE(client->ProposeMasks(Request(Scene(6), 64, false)).ok());
+  const double rss_flooded = ResidentMb(server_->pid());
+  std::set<std::string> answered;
+  v1::PseudoLabelStreamResponse response;
+  while (stream->Read(&response)) {
+    EXPECT_FALSE(response.has_error()) << response.error().message();
+    answered.insert(response.request_id());
+  }
+  writer.join();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(answered.size(), static_cast<size_t>(kMessages));
+  // 300 unread images would be 45 MB of requests and 23 MB of answers; the
+  // server holds 8 in flight plus transport buffers.
+  EXPECT_LT(rss_flooded - rss_before, 50)
+      << rss_before << " -> " << rss_flooded;
+  std::printf(
+      "flooded stream: %d of %d written while unread; RSS %.1f -> %.1f MB\n",
+      written_while_unread, kMessages, rss_before, rss_flooded);
 }
 
 TEST_F(ServerTest, MetricsAreScrapedAndValid) {

@@ -5,6 +5,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "tests/unit/cmyk_jpeg.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {
@@ -103,6 +104,27 @@ TEST(DecodeImageTest, ExifOrientationIsApplied) {
   EXPECT_EQ(image->height, 32);
   EXPECT_LT(image->pixels[(4 * 16 + 8) * 3], 60);    // top: dark
   EXPECT_GT(image->pixels[(28 * 16 + 8) * 3], 190);  // bottom: bright
+}
+
+TEST(DecodeImageTest, CmykJpegBecomesRgb) {
+  // Left half no ink, right half full cyan, in the inverted (Adobe)
+  // convention that CMYK JPEGs use: 255 = no ink.
+  const int w = 32, h = 16;
+  std::vector<uint8_t> cmyk(w * h * 4, 255);
+  for (int y = 0; y < h; ++y) {
+    for (int x = w / 2; x < w; ++x) cmyk[(y * w + x) * 4] = 0;
+  }
+  auto rgb = DecodeImage(testing::EncodeCmykJpeg(cmyk, w, h));
+  ASSERT_TRUE(rgb.ok()) << rgb.status();
+  ASSERT_EQ(rgb->width, w);
+  ASSERT_EQ(rgb->height, h);
+  auto pixel = [&](int x, int y, int c) {
+    return static_cast<int>(rgb->pixels[(y * w + x) * 3 + c]);
+  };
+  for (int c = 0; c < 3; ++c) EXPECT_NEAR(pixel(4, 8, c), 255, 6) << c;
+  EXPECT_NEAR(pixel(28, 8, 0), 0, 6);  // cyan: no red
+  EXPECT_NEAR(pixel(28, 8, 1), 255, 6);
+  EXPECT_NEAR(pixel(28, 8, 2), 255, 6);
 }
 
 TEST(DecodeImageTest, DecompressionBombRefusedBeforeDecoding) {
