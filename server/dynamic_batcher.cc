@@ -15,37 +15,37 @@ DynamicBatcher::DynamicBatcher(Options options, Backbone* backbone,
 
 DynamicBatcher::~DynamicBatcher() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
+  changed_.notify_all();
   thread_.join();
 }
 
 absl::Status DynamicBatcher::Submit(Work work) {
-  absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("the server is shutting down");
-  if (static_cast<int>(queue_.size()) >= options_.max_queue) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("server overloaded: ", queue_.size(),
-                     " images waiting for the backbone (limit ",
-                     options_.max_queue, "); retry with backoff"));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("server overloaded: ", queue_.size(),
+                       " images waiting for the backbone (limit ",
+                       options_.max_queue, "); retry with backoff"));
+    }
+    queue_.push_back({std::move(work), absl::Now()});
   }
-  queue_.push_back({std::move(work), absl::Now()});
+  changed_.notify_all();
   return absl::OkStatus();
 }
 
 int DynamicBatcher::queue_depth() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(queue_.size());
 }
 
 std::vector<DynamicBatcher::Queued> DynamicBatcher::NextBatch() {
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](DynamicBatcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-        return b->stopping_ || !b->queue_.empty();
-      },
-      this));
+  std::unique_lock<std::mutex> lock(mu_);
+  changed_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
   if (queue_.empty()) return {};
   // Wait for the oldest image's batch to fill, up to its delay.
   const NormalizedImage& first = *queue_.front().work.image;
@@ -53,22 +53,14 @@ std::vector<DynamicBatcher::Queued> DynamicBatcher::NextBatch() {
   auto same_size = [h, w](const Queued& q) {
     return q.work.image->height == h && q.work.image->width == w;
   };
-  struct FillState {
-    DynamicBatcher* batcher;
-    decltype(same_size)* same;
-  } state{this, &same_size};
-  const absl::Time flush_at =
-      queue_.front().enqueued + options_.max_queue_delay;
-  mu_.AwaitWithDeadline(
-      absl::Condition(
-          +[](FillState* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->batcher->mu_) {
-            if (s->batcher->stopping_) return true;
-            int n = 0;
-            for (const Queued& q : s->batcher->queue_) n += (*s->same)(q);
-            return n >= s->batcher->options_.max_batch;
-          },
-          &state),
-      flush_at);
+  const absl::Duration wait =
+      queue_.front().enqueued + options_.max_queue_delay - absl::Now();
+  changed_.wait_for(lock, absl::ToChronoNanoseconds(wait), [&] {
+    if (stopping_) return true;
+    int n = 0;
+    for (const Queued& q : queue_) n += same_size(q);
+    return n >= options_.max_batch;
+  });
   std::vector<Queued> batch;
   for (auto it = queue_.begin();
        it != queue_.end() &&
