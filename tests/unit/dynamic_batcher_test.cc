@@ -2,14 +2,35 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <vector>
 
-#include "absl/synchronization/blocking_counter.h"
-#include "absl/synchronization/notification.h"
 #include "engine/builtin_backbone.h"
 
 namespace primaps {
 namespace {
+
+// A countdown latch on std::mutex: these tests run under ThreadSanitizer in
+// CI, which cannot see through Debian's uninstrumented absl::Notification
+// and absl::BlockingCounter.
+class Latch {
+ public:
+  explicit Latch(int count) : count_(count) {}
+  void CountDown() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--count_ == 0) zero_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    zero_.wait(lock, [this] { return count_ <= 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable zero_;
+  int count_;
+};
 
 std::shared_ptr<const NormalizedImage> Image(int h, int w, float value) {
   auto image = std::make_shared<NormalizedImage>();
@@ -21,11 +42,11 @@ std::shared_ptr<const NormalizedImage> Image(int h, int w, float value) {
 }
 
 struct Recorder {
-  absl::Mutex mu;
+  std::mutex mu;
   std::vector<int> batch_sizes;
   DynamicBatcher::BatchObserver observer() {
     return [this](int size, absl::Duration, absl::Duration) {
-      absl::MutexLock lock(&mu);
+      std::lock_guard<std::mutex> lock(mu);
       batch_sizes.push_back(size);
     };
   }
@@ -42,7 +63,7 @@ TEST(DynamicBatcherTest, BatchesUpToMaxAndResultsMatchSingleCalls) {
   std::vector<std::shared_ptr<const NormalizedImage>> images;
   {
     DynamicBatcher batcher(options, backbone.get(), recorder.observer());
-    absl::BlockingCounter done(10);
+    Latch done(10);
     for (int i = 0; i < 10; ++i) {
       // Two sizes, interleaved: batches must not mix them.
       images.push_back(Image(i % 2 ? 32 : 40, 48, 0.1f * i));
@@ -50,7 +71,7 @@ TEST(DynamicBatcherTest, BatchesUpToMaxAndResultsMatchSingleCalls) {
       work.image = images.back();
       work.done = [&results, &done, i](absl::StatusOr<FeatureMap> f) {
         results[i] = std::move(f);
-        done.DecrementCount();
+        done.CountDown();
       };
       ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
     }
@@ -77,30 +98,30 @@ TEST(DynamicBatcherTest, FullQueueIsRefusedQuickly) {
   options.max_batch = 1;
   options.max_queue = 2;
   options.max_queue_delay = absl::ZeroDuration();
-  absl::Notification release, first_running;
-  absl::BlockingCounter done(3);
+  Latch release(1), first_running(1);
+  Latch done(3);
   DynamicBatcher batcher(options, backbone.get());
   auto submit = [&](bool block) {
     DynamicBatcher::Work work;
     work.image = Image(16, 16, 0.5f);
     work.done = [&, block](absl::StatusOr<FeatureMap>) {
       if (block) {
-        first_running.Notify();
-        release.WaitForNotification();  // holds the batcher thread
+        first_running.CountDown();
+        release.Wait();  // holds the batcher thread
       }
-      done.DecrementCount();
+      done.CountDown();
     };
     return batcher.Submit(std::move(work));
   };
   ASSERT_TRUE(submit(true).ok());
-  first_running.WaitForNotification();
+  first_running.Wait();
   EXPECT_TRUE(submit(false).ok());
   EXPECT_TRUE(submit(false).ok());
   EXPECT_EQ(batcher.queue_depth(), 2);
   const absl::Status refused = submit(false);
   EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(refused.message().find("limit 2"), std::string::npos);
-  release.Notify();
+  release.CountDown();
   done.Wait();
 }
 
@@ -108,44 +129,44 @@ TEST(DynamicBatcherTest, ExpiredAndCancelledWorkIsNotComputed) {
   auto backbone = CreateBuiltinBackbone();
   Recorder recorder;
   DynamicBatcher batcher({}, backbone.get(), recorder.observer());
-  absl::BlockingCounter done(2);
+  Latch done(2);
   absl::Status expired, cancelled;
   DynamicBatcher::Work late;
   late.image = Image(16, 16, 0.f);
   late.deadline = absl::Now() - absl::Seconds(1);
   late.done = [&](absl::StatusOr<FeatureMap> f) {
     expired = f.status();
-    done.DecrementCount();
+    done.CountDown();
   };
   DynamicBatcher::Work gone;
   gone.image = Image(16, 16, 0.f);
   gone.cancelled = std::make_shared<std::atomic<bool>>(true);
   gone.done = [&](absl::StatusOr<FeatureMap> f) {
     cancelled = f.status();
-    done.DecrementCount();
+    done.CountDown();
   };
   ASSERT_TRUE(batcher.Submit(std::move(late)).ok());
   ASSERT_TRUE(batcher.Submit(std::move(gone)).ok());
   done.Wait();
   EXPECT_EQ(expired.code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(cancelled.code(), absl::StatusCode::kCancelled);
-  absl::MutexLock lock(&recorder.mu);
+  std::lock_guard<std::mutex> lock(recorder.mu);
   EXPECT_TRUE(recorder.batch_sizes.empty());  // no forward pass ran
 }
 
 TEST(DynamicBatcherTest, BackboneErrorsReachEveryCaller) {
   auto backbone = CreateBuiltinBackbone();
   DynamicBatcher batcher({}, backbone.get());
-  absl::Notification done;
+  Latch done(1);
   absl::Status status;
   DynamicBatcher::Work work;
   work.image = Image(4, 4, 0.f);  // smaller than one patch
   work.done = [&](absl::StatusOr<FeatureMap> f) {
     status = f.status();
-    done.Notify();
+    done.CountDown();
   };
   ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
-  done.WaitForNotification();
+  done.Wait();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
 }
 
