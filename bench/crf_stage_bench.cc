@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
+#include "bench/bench_flags.h"
 #include "engine/dense_crf.h"
 #include "engine/file_util.h"
 #include "engine/image_decode.h"
@@ -27,18 +27,6 @@ namespace primaps {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-int IntFlag(int argc, char** argv, const std::string& name, int fallback) {
-  const std::string prefix = "--" + name + "=";
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    int v;
-    if (arg.rfind(prefix, 0) == 0 &&
-        absl::SimpleAtoi(arg.substr(prefix.size()), &v))
-      return v;
-  }
-  return fallback;
-}
 
 RgbImage Scene(int index) {
   const char* demos[] = {"cityscapes_example.png", "coco_example.jpg",

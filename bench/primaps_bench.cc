@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "bench/bench_flags.h"
 #include "engine/dense_crf.h"
 #include "engine/file_util.h"
 #include "engine/image_decode.h"
@@ -33,18 +33,6 @@ using Clock = std::chrono::steady_clock;
 double Ms(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start)
       .count();
-}
-
-int IntFlag(int argc, char** argv, const std::string& name, int fallback) {
-  const std::string prefix = "--" + name + "=";
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    int v;
-    if (arg.rfind(prefix, 0) == 0 &&
-        absl::SimpleAtoi(arg.substr(prefix.size()), &v))
-      return v;
-  }
-  return fallback;
 }
 
 RgbImage GeneratedScene(uint32_t seed) {
