@@ -119,25 +119,62 @@ struct Rows {
 };
 
 // In place, per pixel: x = exp(x - max) / sum over the first `labels` of the
-// row's values; the padding after them becomes exactly 0.
+// row's values; the padding after them becomes exactly 0. Rows of one pixel
+// are too short to vectorize (a row of 4 compiled to scalar code), so blocks
+// of kSoftmaxBlock pixels are transposed and computed with one pixel per
+// SIMD lane; every pixel's arithmetic (the max, the exps, the sum in label
+// order) is the same as one row at a time.
+constexpr int kSoftmaxBlock = 16;
+
+template <int S>
+void SoftmaxBlock(float* values, int count, int labels) {
+  static_assert(S > 0, "blocks need a fixed row width");
+  constexpr int B = kSoftmaxBlock;
+  float t[S][B] = {}, mx[B], total[B];
+  for (int i = 0; i < count; ++i) {
+    for (int l = 0; l < labels; ++l) t[l][i] = values[i * S + l];
+  }
+  for (int i = 0; i < B; ++i) mx[i] = t[0][i];
+  for (int l = 1; l < labels; ++l) {
+    for (int i = 0; i < B; ++i) mx[i] = std::max(mx[i], t[l][i]);
+  }
+  for (int i = 0; i < B; ++i) total[i] = 0;
+  for (int l = 0; l < labels; ++l) {
+    for (int i = 0; i < B; ++i) {
+      t[l][i] = ExpNonPositive(t[l][i] - mx[i]);
+      total[i] += t[l][i];
+    }
+  }
+  for (int i = 0; i < B; ++i) total[i] = 1.f / total[i];
+  for (int l = 0; l < labels; ++l) {
+    for (int i = 0; i < B; ++i) t[l][i] *= total[i];
+  }
+  for (int i = 0; i < count; ++i) {
+    for (int l = 0; l < S; ++l) values[i * S + l] = t[l][i];
+  }
+}
+
 template <int S>
 void SoftmaxRows(float* values, int num_points, int labels, int stride) {
-  const int width = Rows<S>::Width(stride);
+  if (S > 0) {
+    for (int p = 0; p < num_points; p += kSoftmaxBlock) {
+      SoftmaxBlock<S == 0 ? 1 : S>(values + static_cast<size_t>(p) * S,
+                                   std::min(kSoftmaxBlock, num_points - p),
+                                   labels);
+    }
+    return;
+  }
   for (int p = 0; p < num_points; ++p) {
-    float* __restrict row = values + static_cast<size_t>(p) * width;
+    float* row = values + static_cast<size_t>(p) * stride;
     float mx = row[0];
     for (int l = 1; l < labels; ++l) mx = std::max(mx, row[l]);
-    // Branch-free so that it vectorizes; padding gets -inf, which
-    // ExpNonPositive maps to 0.
-    for (int l = 0; l < width; ++l) {
-      const float x = row[l] - mx;
-      row[l] = ExpNonPositive(l < labels ? x : -INFINITY);
-    }
-    // The sum stays a scalar loop: vectorizing it would reorder the adds.
     float total = 0;
-    for (int l = 0; l < labels; ++l) total += row[l];
+    for (int l = 0; l < labels; ++l) {
+      row[l] = ExpNonPositive(row[l] - mx);
+      total += row[l];
+    }
     const float inv = 1.f / total;
-    for (int l = 0; l < width; ++l) row[l] *= inv;
+    for (int l = 0; l < stride; ++l) row[l] = l < labels ? row[l] * inv : 0.f;
   }
 }
 

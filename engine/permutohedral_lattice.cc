@@ -448,6 +448,16 @@ void PermutohedralLattice::FilterScaled(const float* in, int channels,
   switch (channels) {
     case 1:
       return FilterRows<1>(in, channels, out, scaling, workspace);
+    case 2:
+      return FilterRows<2>(in, channels, out, scaling, workspace);
+    case 3:
+      return FilterRows<3>(in, channels, out, scaling, workspace);
+    case 5:
+      return FilterRows<5>(in, channels, out, scaling, workspace);
+    case 6:
+      return FilterRows<6>(in, channels, out, scaling, workspace);
+    case 7:
+      return FilterRows<7>(in, channels, out, scaling, workspace);
     case 4:
       return FilterRows<4>(in, channels, out, scaling, workspace);
     case 8:
