@@ -123,6 +123,117 @@ class KeyTable {
 // Lattice keys are looked up this many at a time, prefetched together.
 constexpr int kLookupBlock = 32;
 
+// Points are placed in their simplices this many at a time, one point per
+// lane of these vectors (GCC/Clang vector extensions; the compiler splits
+// them into the target's SIMD registers).
+constexpr int kPointBlock = 4;
+typedef float Floats __attribute__((vector_size(4 * kPointBlock)));
+typedef int32_t Ints __attribute__((vector_size(4 * kPointBlock)));
+
+// Per lane: mask (all ones or zero, as comparisons give) ? a : b.
+inline Ints Select(Ints mask, Ints a, Ints b) {
+  return (mask & a) | (~mask & b);
+}
+inline Floats Select(Ints mask, Floats a, Floats b) {
+  return (Floats)Select(mask, (Ints)a, (Ints)b);
+}
+inline Floats ToFloats(Ints v) { return __builtin_convertvector(v, Floats); }
+// Truncation toward zero.
+inline Ints ToInts(Floats v) { return __builtin_convertvector(v, Ints); }
+
+// The enclosing simplices of a block of points: per simplex vertex r
+// (0..D), each point's barycentric weight and the vertex's first D lattice
+// coordinates (the last is implied).
+template <int D>
+struct SimplexBlock {
+  Floats barycentric[D + 1];
+  Ints keys[D + 1][D];
+};
+
+// Fills `out` for `count` (<= kPointBlock) points of D features each, all
+// lanes at once and branch-free (the comparisons are coin flips for a
+// branch predictor). Each point's arithmetic is the reference's, step by
+// step, so the results are the same floats.
+template <int D>
+void FindSimplices(const float* features, int count, const float* scale,
+                   SimplexBlock<D>* out) {
+  constexpr int d = D, d1 = D + 1;
+  // As the reference: multiply by 1/(d+1) rather than divide.
+  const float down_factor = 1.f / static_cast<float>(d1);
+  // Transposed features; lanes past `count` stay 0 and are ignored.
+  Floats f[D] = {};
+  for (int i = 0; i < count; ++i) {
+    for (int j = 0; j < d; ++j) f[j][i] = features[i * d + j];
+  }
+  // Elevate onto the hyperplane x . 1 = 0 of R^(d+1).
+  Floats elevated[D + 1], sum = {};
+  for (int j = d; j > 0; --j) {
+    const Floats cf = f[j - 1] * scale[j - 1];
+    elevated[j] = sum - static_cast<float>(j) * cf;
+    sum += cf;
+  }
+  elevated[0] = sum;
+  // The nearest remainder-0 lattice point: floor and ceil of v by integer
+  // conversion (comparison masks are -1 where true).
+  Ints rem0[D + 1], sum_rem = {};
+  for (int j = 0; j <= d; ++j) {
+    const Floats v = elevated[j] * down_factor;
+    Ints floor_v = ToInts(v);
+    floor_v += v < ToFloats(floor_v);
+    const Ints ceil_v = floor_v - (v > ToFloats(floor_v));
+    const Ints up = ceil_v * d1, down = floor_v * d1;
+    rem0[j] = Select(ToFloats(up) - elevated[j] < elevated[j] - ToFloats(down),
+                     up, down);
+    sum_rem += rem0[j];
+  }
+  // sum_rem is a multiple of d+1, so the float quotient is exact.
+  sum_rem = ToInts(ToFloats(sum_rem) / static_cast<float>(d1));
+  // Ranks of the differences from the remainder-0 point.
+  Floats residual[D + 1];
+  Ints rank[D + 1] = {};
+  for (int j = 0; j <= d; ++j) residual[j] = elevated[j] - ToFloats(rem0[j]);
+  for (int a = 0; a < d; ++a) {
+    for (int b = a + 1; b <= d; ++b) {
+      const Ints less = residual[a] < residual[b];
+      rank[a] -= less;
+      rank[b] += 1 + less;
+    }
+  }
+  // Fix the point so its coordinates sum to zero: with sum_rem > 0 the
+  // sum_rem highest-ranked coordinates move down by d+1, with sum_rem < 0
+  // the -sum_rem lowest move up; every rank shifts by sum_rem modulo d+1.
+  const Ints zero = {};
+  for (int j = 0; j <= d; ++j) {
+    const Ints down = (sum_rem > zero) & (rank[j] >= d1 - sum_rem);
+    const Ints up = (sum_rem < zero) & (rank[j] < -sum_rem);
+    const Ints shift = (down - up) * d1;  // masks: up - down in units
+    rem0[j] += shift;
+    rank[j] += sum_rem + shift;
+  }
+  // Barycentric coordinates. The reference accumulates, per coordinate j,
+  // +v_j into slot d - rank_j and -v_j into slot d + 1 - rank_j; each slot
+  // gets one term of each sign, so gathering v by rank first and taking one
+  // difference per slot gives the same floats.
+  Floats by_rank[D + 1] = {};
+  for (int j = 0; j <= d; ++j) {
+    const Floats v = (elevated[j] - ToFloats(rem0[j])) * down_factor;
+    for (int k = 0; k <= d; ++k)
+      by_rank[k] = Select(rank[j] == k, v, by_rank[k]);
+  }
+  // Slot d+1 (-v of rank 0) wraps around onto slot 0, as in the reference.
+  out->barycentric[0] = by_rank[d] + (1.f - by_rank[0]);
+  for (int r = 1; r <= d; ++r)
+    out->barycentric[r] = by_rank[d - r] - by_rank[d + 1 - r];
+  // Simplex vertex r: the remainder-0 point plus the canonical offset r
+  // (coordinates of rank <= d - r) or r - (d+1) (the others).
+  for (int r = 0; r <= d; ++r) {
+    for (int j = 0; j < d; ++j) {
+      out->keys[r][j] =
+          rem0[j] + Select(rank[j] <= d - r, zero + r, zero + (r - d1));
+    }
+  }
+}
+
 }  // namespace
 
 PermutohedralLattice::PermutohedralLattice(const float* features,
@@ -172,18 +283,7 @@ void PermutohedralLattice::Build(const float* features) {
   const float inv_std = std::sqrt(2.f / 3.f) * static_cast<float>(d1);
   for (int i = 0; i < d; ++i)
     scale[i] = inv_std / std::sqrt(static_cast<float>((i + 1) * (i + 2)));
-  // canonical[r][i]: the offset of simplex vertex r along coordinate i for a
-  // point whose coordinates are sorted by rank.
-  int canonical[kMaxDim + 1][kMaxDim + 1];
-  for (int r = 0; r <= d; ++r) {
-    for (int i = 0; i <= d - r; ++i) canonical[r][i] = r;
-    for (int i = d - r + 1; i <= d; ++i) canonical[r][i] = r - d1;
-  }
 
-  // As the reference: multiply by 1/(d+1) rather than divide.
-  const float down_factor = 1.f / static_cast<float>(d1);
-  float elevated[kMaxDim + 1], barycentric[kMaxDim + 2];
-  int rem0[kMaxDim + 1], rank[kMaxDim + 1];
   // Keys of a block of simplex vertices; the ones equal to the previous
   // point's key for the same vertex reuse its index (neighbouring points
   // usually share simplices), the others are prefetched, then looked up.
@@ -197,81 +297,32 @@ void PermutohedralLattice::Build(const float* features) {
       offsets_[pending_at[i]] = table.FindOrInsert(pending[i]) + 1;
     num_pending = 0;
   };
-  for (int p = 0; p < num_points; ++p) {
-    const float* f = features + static_cast<size_t>(p) * d;
-    // Elevate onto the hyperplane x . 1 = 0 of R^(d+1).
-    float sum = 0;
-    for (int j = d; j > 0; --j) {
-      const float cf = f[j - 1] * scale[j - 1];
-      elevated[j] = sum - j * cf;
-      sum += cf;
-    }
-    elevated[0] = sum;
-    // Nearest remainder-0 lattice point, then the ranks of the differences.
-    int sum_rem = 0;
-    for (int i = 0; i <= d; ++i) {
-      // floor and ceil of v by integer conversion (truncation toward zero,
-      // corrected for negative v); libm calls here dominated construction.
-      const float v = elevated[i] * down_factor;
-      int floor_v = static_cast<int>(v);
-      floor_v -= v < static_cast<float>(floor_v) ? 1 : 0;
-      const int ceil_v = floor_v + (v > static_cast<float>(floor_v) ? 1 : 0);
-      const int up = ceil_v * d1;
-      const int down = floor_v * d1;
-      rem0[i] = (up - elevated[i] < elevated[i] - down) ? up : down;
-      sum_rem += rem0[i];
-    }
-    sum_rem /= d1;
-    // Branch-free from here to the keys: the comparisons are coin flips
-    // for the branch predictor, and mispredictions dominated construction.
-    float residual[kMaxDim + 1];
-    for (int i = 0; i <= d; ++i) {
-      residual[i] = elevated[i] - rem0[i];
-      rank[i] = 0;
-    }
-    for (int i = 0; i < d; ++i) {
-      for (int j = i + 1; j <= d; ++j) {
-        const int less = residual[i] < residual[j] ? 1 : 0;
-        rank[i] += less;
-        rank[j] += 1 - less;
+  SimplexBlock<D> block;
+  for (int p0 = 0; p0 < num_points; p0 += kPointBlock) {
+    const int count = std::min(kPointBlock, num_points - p0);
+    FindSimplices<D>(features + static_cast<size_t>(p0) * d, count, scale,
+                     &block);
+    for (int i = 0; i < count; ++i) {
+      const size_t p = static_cast<size_t>(p0) + i;
+      for (int r = 0; r <= d; ++r) {
+        const size_t at = p * d1 + r;
+        weights_[at] = block.barycentric[r][i];
+        // Keys are written and read a short at a time (a word-sized read of
+        // just-written shorts stalls on store forwarding); the padding past
+        // `dim` stays zero from initialization.
+        Key& key = pending[num_pending];
+        for (int j = 0; j < d; ++j)
+          key[j] = static_cast<int16_t>(block.keys[r][j][i]);
+        if (p > 0 && SameKey(key, last_key[r], d)) {
+          // Same vertex as the previous point's, whose index may still be
+          // pending: copied once the block is flushed (below).
+          offsets_[at] = -1;
+          continue;
+        }
+        for (int j = 0; j < d; ++j) last_key[r][j] = key[j];
+        pending_at[num_pending++] = at;
+        if (num_pending == kLookupBlock) flush();
       }
-    }
-    // Fix the point so its coordinates sum to zero: with sum_rem > 0 the
-    // sum_rem highest-ranked coordinates move down by d+1, with sum_rem < 0
-    // the -sum_rem lowest move up; every rank shifts by sum_rem modulo d+1.
-    for (int i = 0; i <= d; ++i) {
-      const int down = (sum_rem > 0 && rank[i] >= d1 - sum_rem) ? 1 : 0;
-      const int up = (sum_rem < 0 && rank[i] < -sum_rem) ? 1 : 0;
-      rem0[i] += (up - down) * d1;
-      rank[i] += sum_rem + (up - down) * d1;
-    }
-    // Barycentric coordinates of the point in its simplex.
-    for (int i = 0; i <= d + 1; ++i) barycentric[i] = 0;
-    for (int i = 0; i <= d; ++i) {
-      const float v = (elevated[i] - rem0[i]) * down_factor;
-      barycentric[d - rank[i]] += v;
-      barycentric[d + 1 - rank[i]] -= v;
-    }
-    barycentric[0] += 1.f + barycentric[d + 1];
-    for (int r = 0; r <= d; ++r) {
-      const size_t at = static_cast<size_t>(p) * d1 + r;
-      weights_[at] = barycentric[r];
-      // Keys are written and read a short at a time (a word-sized read of
-      // just-written shorts stalls on store forwarding); the padding past
-      // `dim` stays zero from initialization.
-      Key& key = pending[num_pending];
-      for (int i = 0; i < d; ++i) {
-        key[i] = static_cast<int16_t>(rem0[i] + canonical[r][rank[i]]);
-      }
-      if (p > 0 && SameKey(key, last_key[r], d)) {
-        // Same vertex as the previous point's, whose index may still be
-        // pending: copied once the block is flushed (below).
-        offsets_[at] = -1;
-        continue;
-      }
-      for (int i = 0; i < d; ++i) last_key[r][i] = key[i];
-      pending_at[num_pending++] = at;
-      if (num_pending == kLookupBlock) flush();
     }
   }
   flush();
