@@ -18,28 +18,33 @@
 namespace primaps {
 namespace {
 
-// One pairwise term: its lattice, its symmetric normalization and weight.
-struct Kernel {
-  std::shared_ptr<const PermutohedralLattice> lattice;
+// A lattice and its symmetric normalization n = 1 / sqrt(L(1) + 1e-20).
+struct NormalizedLattice {
+  NormalizedLattice(const std::vector<float>& features, int num_points, int dim)
+      : lattice(features.data(), num_points, dim) {
+    std::vector<float> ones(num_points, 1.f), workspace;
+    norm.resize(num_points);
+    lattice.Filter(ones.data(), 1, norm.data(), &workspace);
+    for (float& v : norm) v = 1.f / std::sqrt(v + 1e-20f);
+  }
+
+  PermutohedralLattice lattice;
   std::vector<float> norm;  // per pixel
+};
+
+// One pairwise term: its normalized lattice and weight.
+struct Kernel {
+  std::shared_ptr<const NormalizedLattice> lattice;
   float weight = 0;
 };
 
-std::shared_ptr<const PermutohedralLattice> BuildLattice(
-    const std::vector<float>& features, int num_points, int dim) {
-  return std::make_shared<const PermutohedralLattice>(features.data(),
-                                                      num_points, dim);
-}
-
-// The Gaussian kernel's lattice depends only on the image size and sxy, so
-// it is built once per size and shared (lattices are immutable).
-std::shared_ptr<const PermutohedralLattice> PositionLattice(int width,
-                                                            int height,
-                                                            float sxy) {
+// The Gaussian kernel's lattice and normalization depend only on the image
+// size and sxy, so they are built once per size and shared (immutable).
+std::shared_ptr<const NormalizedLattice> PositionLattice(int width, int height,
+                                                         float sxy) {
   static std::mutex mu;
-  static auto* cache =
-      new std::map<std::tuple<int, int, float>,
-                   std::shared_ptr<const PermutohedralLattice>>();
+  static auto* cache = new std::map<std::tuple<int, int, float>,
+                                    std::shared_ptr<const NormalizedLattice>>();
   const auto key = std::make_tuple(width, height, sxy);
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -53,22 +58,14 @@ std::shared_ptr<const PermutohedralLattice> PositionLattice(int width,
       features[2 * (static_cast<size_t>(y) * width + x) + 1] = y / sxy;
     }
   }
-  auto lattice = BuildLattice(features, width * height, 2);
+  auto lattice =
+      std::make_shared<const NormalizedLattice>(features, width * height, 2);
   std::lock_guard<std::mutex> lock(mu);
   // Bound the cache: a server sees few distinct sizes, a batch job over
   // mixed "full" crops may see many.
   if (cache->size() >= 32) cache->clear();
   cache->emplace(key, lattice);
   return lattice;
-}
-
-std::vector<float> Normalization(const PermutohedralLattice& lattice,
-                                 std::vector<float>* workspace) {
-  const int n = lattice.num_points();
-  std::vector<float> ones(n, 1.f), norm(n);
-  lattice.Filter(ones.data(), 1, norm.data(), workspace);
-  for (float& v : norm) v = 1.f / std::sqrt(v + 1e-20f);
-  return norm;
 }
 
 // exp(x) for x <= 0 to about 2 ulp, written so that GCC vectorizes it
@@ -182,23 +179,27 @@ void SoftmaxRows(float* values, int num_points, int labels, int stride) {
 // place. See DenseCrfInference for the update.
 template <int S>
 void MeanField(const Kernel& gaussian, const Kernel& bilateral,
-               const std::vector<float>& unary, int iterations, int labels,
+               const std::vector<float>& neg_unary, int iterations, int labels,
                int stride, size_t n, std::vector<float>* q) {
   const int width = Rows<S>::Width(stride);
   std::vector<float> energy(n * width), workspace;
   SoftmaxRows<S>(q->data(), static_cast<int>(n), labels, width);
   for (int it = 0; it < iterations; ++it) {
-    for (size_t i = 0; i < n * width; ++i) energy[i] = -unary[i];
     for (const Kernel* k : {&gaussian, &bilateral}) {
-      // energy += w * n * L(n * Q), the scalings fused into the filter; the
-      // Potts compatibility -w turns "subtract the pairwise term" into "add".
+      // energy = -U + sum_k w_k * n_k * L_k(n_k * Q), the scalings fused into
+      // the filters (the first starts from -U); the Potts compatibility -w
+      // turns "subtract the pairwise term" into "add".
       PermutohedralLattice::Scaling scaling;
-      scaling.in_scale = k->norm.data();
-      scaling.out_scale = k->norm.data();
+      scaling.in_scale = k->lattice->norm.data();
+      scaling.out_scale = k->lattice->norm.data();
       scaling.out_weight = k->weight;
-      scaling.accumulate = true;
-      k->lattice->FilterScaled(q->data(), width, energy.data(), scaling,
-                               &workspace);
+      if (k == &gaussian) {
+        scaling.base = neg_unary.data();
+      } else {
+        scaling.accumulate = true;
+      }
+      k->lattice->lattice.FilterScaled(q->data(), width, energy.data(), scaling,
+                                       &workspace);
     }
     q->swap(energy);
     SoftmaxRows<S>(q->data(), static_cast<int>(n), labels, width);
@@ -229,7 +230,6 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
         "CRF iterations must be >= 0 and the kernel widths and clip > 0");
   }
   FlushDenormalsGuard flush_denormals;
-  std::vector<float> workspace;
   Kernel gaussian, bilateral;
   gaussian.lattice = PositionLattice(w, h, options.gaussian_sxy);
   gaussian.weight = options.gaussian_weight;
@@ -245,51 +245,53 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
           f[2 + c] = image.pixels[3 * p + c] / options.bilateral_srgb;
       }
     }
-    bilateral.lattice = BuildLattice(features, static_cast<int>(n), 5);
+    bilateral.lattice = std::make_shared<const NormalizedLattice>(
+        features, static_cast<int>(n), 5);
     bilateral.weight = options.bilateral_weight;
   }
-  gaussian.norm = Normalization(*gaussian.lattice, &workspace);
-  bilateral.norm = Normalization(*bilateral.lattice, &workspace);
 
   // Pixel-major working copies with rows padded to a multiple of 4 labels
   // (the padding stays 0): fixed-width rows vectorize without scalar tails,
   // which measured fewer instructions than unpadded rows of 5.
   const int L = num_labels;
   const int S = (L + 3) / 4 * 4;
-  std::vector<float> unary(n * S, 0.f), q(n * S, 0.f);
+  std::vector<float> neg_unary(n * S, 0.f), q(n * S, 0.f);
   for (size_t p = 0; p < n; ++p) {
     for (int l = 0; l < L; ++l) {
       const float prob =
           std::min(std::max(probs[l * n + p], options.prob_clip), 1.f);
-      unary[p * S + l] = -std::log(prob);
-      q[p * S + l] = -unary[p * S + l];
+      neg_unary[p * S + l] = std::log(prob);
+      q[p * S + l] = neg_unary[p * S + l];
     }
   }
   switch (S) {
     case 4:
-      MeanField<4>(gaussian, bilateral, unary, options.iterations, L, S, n, &q);
+      MeanField<4>(gaussian, bilateral, neg_unary, options.iterations, L, S, n,
+                   &q);
       break;
     case 8:
-      MeanField<8>(gaussian, bilateral, unary, options.iterations, L, S, n, &q);
+      MeanField<8>(gaussian, bilateral, neg_unary, options.iterations, L, S, n,
+                   &q);
       break;
     case 12:
-      MeanField<12>(gaussian, bilateral, unary, options.iterations, L, S, n,
+      MeanField<12>(gaussian, bilateral, neg_unary, options.iterations, L, S, n,
                     &q);
       break;
     case 16:
-      MeanField<16>(gaussian, bilateral, unary, options.iterations, L, S, n,
+      MeanField<16>(gaussian, bilateral, neg_unary, options.iterations, L, S, n,
                     &q);
       break;
     case 24:
-      MeanField<24>(gaussian, bilateral, unary, options.iterations, L, S, n,
+      MeanField<24>(gaussian, bilateral, neg_unary, options.iterations, L, S, n,
                     &q);
       break;
     case 32:
-      MeanField<32>(gaussian, bilateral, unary, options.iterations, L, S, n,
+      MeanField<32>(gaussian, bilateral, neg_unary, options.iterations, L, S, n,
                     &q);
       break;
     default:
-      MeanField<0>(gaussian, bilateral, unary, options.iterations, L, S, n, &q);
+      MeanField<0>(gaussian, bilateral, neg_unary, options.iterations, L, S, n,
+                   &q);
   }
   std::vector<float> out(n * L);
   for (size_t p = 0; p < n; ++p) {

@@ -405,6 +405,25 @@ inline void Scale(float* __restrict dst, float w, const float* __restrict src,
   for (int c = 0; c < width; ++c) dst[c] = w * src[c];
 }
 
+// dst = base + w * src over n floats (the same arithmetic as Axpy into a
+// copy of base); base may alias dst.
+template <int C>
+inline void AddScaled(float* dst, const float* base, float w,
+                      const float* __restrict src, int n) {
+  const int width = C == kDynamic ? n : C;
+#if defined(__SSE2__)
+  if (width % 4 == 0) {
+    const __m128 wv = _mm_set1_ps(w);
+    for (int c = 0; c < width; c += 4) {
+      _mm_storeu_ps(dst + c, _mm_add_ps(_mm_loadu_ps(base + c),
+                                        _mm_mul_ps(wv, _mm_loadu_ps(src + c))));
+    }
+    return;
+  }
+#endif
+  for (int c = 0; c < width; ++c) dst[c] = base[c] + w * src[c];
+}
+
 template <int C>
 inline void Blur3(float* __restrict dst, const float* __restrict self,
                   const float* __restrict a, const float* __restrict b, int n) {
@@ -482,6 +501,9 @@ void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
         scaling.out_weight * (scaling.out_scale ? scaling.out_scale[p] : 1.f);
     if (scaling.accumulate) {
       Axpy<C>(dst, out_scale, acc, channels);
+    } else if (scaling.base != nullptr) {
+      AddScaled<C>(dst, scaling.base + static_cast<size_t>(p) * channels,
+                   out_scale, acc, channels);
     } else {
       Scale<C>(dst, out_scale, acc, channels);
     }

@@ -43,6 +43,9 @@ class PermutohedralLattice {
     const float* out_scale = nullptr;  // none: 1
     float out_weight = 1.f;
     bool accumulate = false;  // add into `out` instead of overwriting it
+    // Without `accumulate`: out[p] = base[p] + ..., base laid out as `out`
+    // (none: 0). May alias `out`.
+    const float* base = nullptr;
   };
   void FilterScaled(const float* in, int channels, float* out,
                     const Scaling& scaling,
