@@ -68,28 +68,36 @@ std::shared_ptr<const NormalizedLattice> PositionLattice(int width, int height,
   return lattice;
 }
 
-// exp(x) for x <= 0 to about 2 ulp, written so that GCC vectorizes it
-// (std::exp is a libm call it cannot vectorize): x = n ln2 + r with
-// |r| <= ln2 / 2, a degree-6 polynomial for exp(r) (the Cephes expf
-// coefficients), and 2^n built in the exponent bits.
-inline float ExpNonPositive(float x) {
+// Four floats (or int32 masks: all ones where a comparison holds), one pixel
+// per lane (GCC/Clang vector extensions).
+typedef float Floats4 __attribute__((vector_size(16)));
+typedef int32_t Ints4 __attribute__((vector_size(16)));
+
+inline Floats4 Select(Ints4 mask, Floats4 a, Floats4 b) {
+  return (Floats4)((mask & (Ints4)a) | (~mask & (Ints4)b));
+}
+
+// exp(x) per lane for x <= 0, to about 2 ulp (std::exp is a libm call that
+// does not vectorize): x = n ln2 + r with |r| <= ln2 / 2, a degree-6
+// polynomial for exp(r) (the Cephes expf coefficients), and 2^n built in
+// the exponent bits.
+inline Floats4 ExpNonPositive(Floats4 x) {
   // Below -87 the result would be denormal: flush to 0 (see the FTZ guard).
-  const bool underflow = x < -87.f;
-  x = std::max(x, -87.f);
+  const Floats4 lowest = Floats4{} - 87.f;
+  const Ints4 underflow = x < lowest;
+  x = Select(underflow, lowest, x);
   // Round x / ln2 to the nearest integer with the 1.5 * 2^23 trick.
-  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  const Floats4 n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  const Floats4 r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  Floats4 p = Floats4{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return underflow ? 0.f : p * scale;
+  const Ints4 bits = (__builtin_convertvector(n, Ints4) + 127) << 23;
+  return Select(underflow, Floats4{}, p * (Floats4)bits);
 }
 
 // Marginals of far-away labels get tiny; denormal arithmetic on them is
@@ -116,62 +124,41 @@ struct Rows {
 };
 
 // In place, per pixel: x = exp(x - max) / sum over the first `labels` of the
-// row's values; the padding after them becomes exactly 0. Rows of one pixel
-// are too short to vectorize (a row of 4 compiled to scalar code), so blocks
-// of kSoftmaxBlock pixels are transposed and computed with one pixel per
-// SIMD lane; every pixel's arithmetic (the max, the exps, the sum in label
-// order) is the same as one row at a time.
-constexpr int kSoftmaxBlock = 16;
-
-template <int S>
-void SoftmaxBlock(float* values, int count, int labels) {
-  static_assert(S > 0, "blocks need a fixed row width");
-  constexpr int B = kSoftmaxBlock;
-  float t[S][B] = {}, mx[B], total[B];
-  for (int i = 0; i < count; ++i) {
-    for (int l = 0; l < labels; ++l) t[l][i] = values[i * S + l];
-  }
-  for (int i = 0; i < B; ++i) mx[i] = t[0][i];
-  for (int l = 1; l < labels; ++l) {
-    for (int i = 0; i < B; ++i) mx[i] = std::max(mx[i], t[l][i]);
-  }
-  for (int i = 0; i < B; ++i) total[i] = 0;
-  for (int l = 0; l < labels; ++l) {
-    for (int i = 0; i < B; ++i) {
-      t[l][i] = ExpNonPositive(t[l][i] - mx[i]);
-      total[i] += t[l][i];
-    }
-  }
-  for (int i = 0; i < B; ++i) total[i] = 1.f / total[i];
-  for (int l = 0; l < labels; ++l) {
-    for (int i = 0; i < B; ++i) t[l][i] *= total[i];
-  }
-  for (int i = 0; i < count; ++i) {
-    for (int l = 0; l < S; ++l) values[i * S + l] = t[l][i];
-  }
-}
-
+// row's values; the padding after them becomes exactly 0. Rows of a pixel
+// are short, so four pixels are done at once, one per SIMD lane; each
+// pixel's arithmetic (the max, the exps, the sum in label order) is the
+// same as one row at a time. S: the row width where fixed (0: `stride`).
 template <int S>
 void SoftmaxRows(float* values, int num_points, int labels, int stride) {
-  if (S > 0) {
-    for (int p = 0; p < num_points; p += kSoftmaxBlock) {
-      SoftmaxBlock<S == 0 ? 1 : S>(values + static_cast<size_t>(p) * S,
-                                   std::min(kSoftmaxBlock, num_points - p),
-                                   labels);
+  const int width = Rows<S>::Width(stride);
+  std::vector<Floats4> t(labels);
+  for (int p0 = 0; p0 < num_points; p0 += 4) {
+    const int count = std::min(4, num_points - p0);
+    float* rows = values + static_cast<size_t>(p0) * width;
+    if (count == 4) {
+      for (int l = 0; l < labels; ++l) {
+        t[l] = Floats4{rows[l], rows[width + l], rows[2 * width + l],
+                       rows[3 * width + l]};
+      }
+    } else {
+      for (int l = 0; l < labels; ++l) {
+        for (int i = 0; i < 4; ++i)
+          t[l][i] = i < count ? rows[i * width + l] : 0;
+      }
     }
-    return;
-  }
-  for (int p = 0; p < num_points; ++p) {
-    float* row = values + static_cast<size_t>(p) * stride;
-    float mx = row[0];
-    for (int l = 1; l < labels; ++l) mx = std::max(mx, row[l]);
-    float total = 0;
+    Floats4 mx = t[0];
+    for (int l = 1; l < labels; ++l) mx = Select(mx < t[l], t[l], mx);
+    Floats4 total = {};
     for (int l = 0; l < labels; ++l) {
-      row[l] = ExpNonPositive(row[l] - mx);
-      total += row[l];
+      t[l] = ExpNonPositive(t[l] - mx);
+      total += t[l];
     }
-    const float inv = 1.f / total;
-    for (int l = 0; l < stride; ++l) row[l] = l < labels ? row[l] * inv : 0.f;
+    const Floats4 inv = (Floats4{} + 1.f) / total;
+    for (int l = 0; l < labels; ++l) t[l] *= inv;
+    for (int i = 0; i < count; ++i) {
+      for (int l = 0; l < width; ++l)
+        rows[i * width + l] = l < labels ? t[l][i] : 0.f;
+    }
   }
 }
 
