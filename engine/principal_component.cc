@@ -6,8 +6,37 @@
 #include <algorithm>
 #include <cmath>
 
+// The reference BLAS interface (column-major), from the system BLAS that
+// LibTorch also uses (OpenBLAS here): C = alpha * A * A^T + beta * C on one
+// triangle of C.
+extern "C" void ssyrk_(const char* uplo, const char* trans, const int* n,
+                       const int* k, const float* alpha, const float* a,
+                       const int* lda, const float* beta, float* c,
+                       const int* ldc);
+
 namespace primaps {
 namespace {
+
+// X^T X for the row-major count x dim matrix `x`, in double, both triangles.
+// A symmetric rank-k update computes one triangle: half the work of a
+// general product. Row-major X is column-major X^T (dim x count), so this is
+// syrk of X^T with no transpose.
+std::vector<double> Gram(const float* x, int64_t count, int dim) {
+  std::vector<float> upper(static_cast<size_t>(dim) * dim, 0.f);
+  const int n = dim, k = static_cast<int>(count), lda = dim, ldc = dim;
+  const float one = 1.f, zero = 0.f;
+  ssyrk_("U", "N", &n, &k, &one, x, &lda, &zero, upper.data(), &ldc);
+  // Column-major upper triangle: element (i, j), i <= j, at j * dim + i.
+  std::vector<double> a(upper.size());
+  for (int j = 0; j < dim; ++j) {
+    for (int i = 0; i <= j; ++i) {
+      const double v = upper[static_cast<size_t>(j) * dim + i];
+      a[static_cast<size_t>(i) * dim + j] = v;
+      a[static_cast<size_t>(j) * dim + i] = v;
+    }
+  }
+  return a;
+}
 
 // Largest eigenpair of the symmetric tridiagonal matrix with diagonal
 // `alpha` and off-diagonal `beta` (k x k, k = alpha.size()).
@@ -93,14 +122,11 @@ std::vector<float> FirstPrincipalComponent(const float* rows, int64_t count,
   c10::InferenceMode guard;
   const at::Tensor x =
       at::from_blob(const_cast<float*>(rows), {count, dim}, at::kFloat);
-  const at::Tensor centered = x - x.mean(0, /*keepdim=*/true);
+  const at::Tensor centered = (x - x.mean(0, /*keepdim=*/true)).contiguous();
   // Covariance up to a positive factor, which changes no eigenvector. The
-  // GEMM splits its output, not its sums, across threads, so the result is
+  // BLAS splits its output, not its sums, across threads, so the result is
   // the same at any thread count.
-  const at::Tensor cov =
-      at::mm(centered.t(), centered).to(at::kDouble).contiguous();
-  const std::vector<double> a(cov.data_ptr<double>(),
-                              cov.data_ptr<double>() + cov.numel());
+  const std::vector<double> a = Gram(centered.data_ptr<float>(), count, dim);
   const std::vector<double> v = LeadingEigenvector(a, dim);
   // Sign rule (DESIGN.md step 2a): the largest |projection| of a centered
   // row onto v is positive (first row on ties).
