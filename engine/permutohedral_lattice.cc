@@ -328,8 +328,10 @@ void PermutohedralLattice::Build(const float* features) {
   flush();
   // Resolve the reused vertices in point order: each copies the previous
   // point's (already final) index.
-  for (size_t at = 0; at < offsets_.size(); ++at) {
-    if (offsets_[at] < 0) offsets_[at] = offsets_[at - d1];
+  // (A select, not a branch: reuse is a coin flip for the predictor.)
+  for (size_t at = d1; at < offsets_.size(); ++at) {
+    const int32_t own = offsets_[at];
+    offsets_[at] = own < 0 ? offsets_[at - d1] : own;
   }
 
   // Neighbours along each axis j: n1 = key + (-1, ..., -1, +d at j, -1, ...)
@@ -340,12 +342,11 @@ void PermutohedralLattice::Build(const float* features) {
   neighbors_.assign(static_cast<size_t>(d1) * num_vertices * 2, 0);
   const size_t lookups = static_cast<size_t>(num_vertices) * d1;
   int pending_vertex[kLookupBlock], pending_axis[kLookupBlock];
+  int v = 0, j = 0;  // the next (vertex, axis) to look up
   for (size_t start = 0; start < lookups; start += kLookupBlock) {
     const int count =
         static_cast<int>(std::min<size_t>(kLookupBlock, lookups - start));
-    for (int b = 0; b < count; ++b) {
-      const int v = static_cast<int>((start + b) / d1);
-      const int j = static_cast<int>((start + b) % d1);
+    for (int b = 0; b < count; ++b, j = j == d ? 0 : j + 1, v += j == 0) {
       Key n1 = table.key(v);
       for (int i = 0; i < d; ++i) n1[i] = static_cast<int16_t>(n1[i] - 1);
       if (j < d) n1[j] = static_cast<int16_t>(n1[j] + d1);
