@@ -56,24 +56,26 @@ class KeyTable {
   }
 
   int size() const { return static_cast<int>(keys_.size()); }
+  static uint64_t HashOf(const Key& key) { return Hash(key); }
   const Key& key(int index) const { return keys_[index]; }
 
-  void Prefetch(const Key& key) const {
-    __builtin_prefetch(&slots_[Hash(key) >> shift_]);
+  // Lookups take the key's Hash, computed once for Prefetch and Find.
+  void Prefetch(uint64_t hash) const {
+    __builtin_prefetch(&slots_[hash >> shift_]);
   }
 
   // The index of `key`, or -1 when absent.
-  int Find(const Key& key) const {
-    for (size_t h = Hash(key) >> shift_;; h = (h + 1) & mask_) {
+  int Find(const Key& key, uint64_t hash) const {
+    for (size_t h = hash >> shift_;; h = (h + 1) & mask_) {
       const Slot& slot = slots_[h];
       if (slot.index < 0 || Same(slot.key, key)) return slot.index;
     }
   }
 
   // The index of `key`, inserted when absent.
-  int FindOrInsert(const Key& key) {
+  int FindOrInsert(const Key& key, uint64_t hash) {
     if (2 * keys_.size() >= slots_.size()) Resize(2 * slots_.size());
-    for (size_t h = Hash(key) >> shift_;; h = (h + 1) & mask_) {
+    for (size_t h = hash >> shift_;; h = (h + 1) & mask_) {
       Slot& slot = slots_[h];
       if (slot.index < 0) {
         slot.key = key;
@@ -91,7 +93,7 @@ class KeyTable {
     int32_t index = -1;  // -1: empty
   };
 
-  // Fibonacci hashing: mix the key's words, keep the top bits.
+  // Fibonacci hashing: mix the key's words; slots take the top bits.
   static uint64_t Hash(const Key& key) {
     uint64_t low, high;
     Words(key, &low, &high);
@@ -291,10 +293,16 @@ void PermutohedralLattice::Build(const float* features) {
   size_t pending_at[kLookupBlock];
   int num_pending = 0;
   Key last_key[kMaxDim + 1] = {};
+  uint64_t pending_hash[kLookupBlock];
   auto flush = [&] {
-    for (int i = 0; i < num_pending; ++i) table.Prefetch(pending[i]);
-    for (int i = 0; i < num_pending; ++i)
-      offsets_[pending_at[i]] = table.FindOrInsert(pending[i]) + 1;
+    for (int i = 0; i < num_pending; ++i) {
+      pending_hash[i] = Table::HashOf(pending[i]);
+      table.Prefetch(pending_hash[i]);
+    }
+    for (int i = 0; i < num_pending; ++i) {
+      offsets_[pending_at[i]] =
+          table.FindOrInsert(pending[i], pending_hash[i]) + 1;
+    }
     num_pending = 0;
   };
   SimplexBlock<D> block;
@@ -353,10 +361,11 @@ void PermutohedralLattice::Build(const float* features) {
       pending[b] = n1;
       pending_vertex[b] = v;
       pending_axis[b] = j;
-      table.Prefetch(n1);
+      pending_hash[b] = Table::HashOf(n1);
+      table.Prefetch(pending_hash[b]);
     }
     for (int b = 0; b < count; ++b) {
-      const int u = table.Find(pending[b]);
+      const int u = table.Find(pending[b], pending_hash[b]);
       if (u < 0) continue;
       const size_t axis = static_cast<size_t>(pending_axis[b]) * num_vertices;
       neighbors_[(axis + pending_vertex[b]) * 2] = u + 1;
