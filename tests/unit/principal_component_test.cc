@@ -1,6 +1,7 @@
 #include "engine/principal_component.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -52,6 +53,29 @@ TEST(PrincipalComponentTest, MatchesFullEigendecomposition) {
       EXPECT_GT(p[best].item<float>(), 0.f);
     }
   }
+}
+
+// At the benchmark's size (1600 features of 384 dimensions), large enough
+// for the BLAS to use several threads: bit-identical at 1 and 2 threads.
+TEST(PrincipalComponentTest, SameBitsAtAnyThreadCount) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  const int n = 1600, d = 384;
+  std::vector<float> rows(static_cast<size_t>(n) * d);
+  for (size_t i = 0; i < rows.size(); ++i)
+    rows[i] = normal(rng) * (1.f + static_cast<float>(i % d) / d);
+  const int saved = at::get_num_threads();
+  std::vector<float> first;
+  for (int threads : {1, 2, 1, 2}) {
+    at::set_num_threads(threads);
+    const std::vector<float> v = FirstPrincipalComponent(rows.data(), n, d);
+    if (first.empty()) {
+      first = v;
+    } else {
+      EXPECT_EQ(v, first) << threads << " threads";
+    }
+  }
+  at::set_num_threads(saved);
 }
 
 }  // namespace
