@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "bench/bench_flags.h"
+#include "engine/cpu_support.h"
 #include "engine/dense_crf.h"
 #include "engine/file_util.h"
 #include "engine/image_decode.h"
@@ -104,6 +105,10 @@ double BestMs(int reps, F&& f) {
 
 int main(int argc, char** argv) {
   using namespace primaps;
+  if (const absl::Status cpu = CheckCpuSupport(); !cpu.ok()) {
+    std::fprintf(stderr, "%s\n", cpu.ToString().c_str());
+    return 1;
+  }
   const int labels = IntFlag(argc, argv, "labels", 5);
   const int reps = IntFlag(argc, argv, "reps", 5);
   const int width = (labels + 3) / 4 * 4;  // the CRF's padded row width

@@ -17,6 +17,7 @@
 
 #include "absl/synchronization/blocking_counter.h"
 #include "bench/bench_flags.h"
+#include "engine/cpu_support.h"
 #include "engine/dense_crf.h"
 #include "engine/file_util.h"
 #include "engine/image_decode.h"
@@ -98,6 +99,10 @@ FeatureMap Features(const NormalizedImage& image) {
 
 int main(int argc, char** argv) {
   using namespace primaps;
+  if (const absl::Status cpu = CheckCpuSupport(); !cpu.ok()) {
+    std::fprintf(stderr, "%s\n", cpu.ToString().c_str());
+    return 1;
+  }
   const int num_images = IntFlag(argc, argv, "images", 6);
   const int reps = IntFlag(argc, argv, "reps", 2);
   std::vector<NormalizedImage> images;

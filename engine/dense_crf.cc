@@ -11,9 +11,11 @@
 #include <mutex>
 #include <tuple>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/permutohedral_lattice.h"
+#include "engine/simd_lanes.h"
 
 namespace primaps {
 namespace {
@@ -68,36 +70,32 @@ std::shared_ptr<const NormalizedLattice> PositionLattice(int width, int height,
   return lattice;
 }
 
-// Four floats (or int32 masks: all ones where a comparison holds), one pixel
-// per lane (GCC/Clang vector extensions).
-typedef float Floats4 __attribute__((vector_size(16)));
-typedef int32_t Ints4 __attribute__((vector_size(16)));
-
-inline Floats4 Select(Ints4 mask, Floats4 a, Floats4 b) {
-  return (Floats4)((mask & (Ints4)a) | (~mask & (Ints4)b));
-}
+using simd::Floats;
+using simd::Ints;
+using simd::kLanes;
+using simd::Select;
 
 // exp(x) per lane for x <= 0, to about 2 ulp (std::exp is a libm call that
 // does not vectorize): x = n ln2 + r with |r| <= ln2 / 2, a degree-6
 // polynomial for exp(r) (the Cephes expf coefficients), and 2^n built in
 // the exponent bits.
-inline Floats4 ExpNonPositive(Floats4 x) {
+inline Floats ExpNonPositive(Floats x) {
   // Below -87 the result would be denormal: flush to 0 (see the FTZ guard).
-  const Floats4 lowest = Floats4{} - 87.f;
-  const Ints4 underflow = x < lowest;
+  const Floats lowest = Floats{} - 87.f;
+  const Ints underflow = x < lowest;
   x = Select(underflow, lowest, x);
   // Round x / ln2 to the nearest integer with the 1.5 * 2^23 trick.
-  const Floats4 n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
-  const Floats4 r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  Floats4 p = Floats4{} + 1.9875691500e-4f;
+  const Floats n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  const Floats r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  Floats p = Floats{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
-  const Ints4 bits = (__builtin_convertvector(n, Ints4) + 127) << 23;
-  return Select(underflow, Floats4{}, p * (Floats4)bits);
+  const Ints bits = (__builtin_convertvector(n, Ints) + 127) << 23;
+  return Select(underflow, Floats{}, p * (Floats)bits);
 }
 
 // Marginals of far-away labels get tiny; denormal arithmetic on them is
@@ -125,35 +123,34 @@ struct Rows {
 
 // In place, per pixel: x = exp(x - max) / sum over the first `labels` of the
 // row's values; the padding after them becomes exactly 0. Rows of a pixel
-// are short, so four pixels are done at once, one per SIMD lane; each
+// are short, so kLanes pixels are done at once, one per SIMD lane; each
 // pixel's arithmetic (the max, the exps, the sum in label order) is the
 // same as one row at a time. S: the row width where fixed (0: `stride`).
 template <int S>
 void SoftmaxRows(float* values, int num_points, int labels, int stride) {
   const int width = Rows<S>::Width(stride);
-  std::vector<Floats4> t(labels);
-  for (int p0 = 0; p0 < num_points; p0 += 4) {
-    const int count = std::min(4, num_points - p0);
+  absl::InlinedVector<Floats, 32> t(labels);
+  for (int p0 = 0; p0 < num_points; p0 += kLanes) {
+    const int count = std::min(kLanes, num_points - p0);
     float* rows = values + static_cast<size_t>(p0) * width;
-    if (count == 4) {
+    if (count == kLanes) {
       for (int l = 0; l < labels; ++l) {
-        t[l] = Floats4{rows[l], rows[width + l], rows[2 * width + l],
-                       rows[3 * width + l]};
+        for (int i = 0; i < kLanes; ++i) t[l][i] = rows[i * width + l];
       }
     } else {
       for (int l = 0; l < labels; ++l) {
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < kLanes; ++i)
           t[l][i] = i < count ? rows[i * width + l] : 0;
       }
     }
-    Floats4 mx = t[0];
+    Floats mx = t[0];
     for (int l = 1; l < labels; ++l) mx = Select(mx < t[l], t[l], mx);
-    Floats4 total = {};
+    Floats total = {};
     for (int l = 0; l < labels; ++l) {
       t[l] = ExpNonPositive(t[l] - mx);
       total += t[l];
     }
-    const Floats4 inv = (Floats4{} + 1.f) / total;
+    const Floats inv = (Floats{} + 1.f) / total;
     for (int l = 0; l < labels; ++l) t[l] *= inv;
     for (int i = 0; i < count; ++i) {
       for (int l = 0; l < width; ++l)

@@ -9,6 +9,11 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "engine/simd_lanes.h"
 
 namespace primaps {
 namespace {
@@ -125,23 +130,13 @@ class KeyTable {
 // Lattice keys are looked up this many at a time, prefetched together.
 constexpr int kLookupBlock = 32;
 
-// Points are placed in their simplices this many at a time, one point per
-// lane of these vectors (GCC/Clang vector extensions; the compiler splits
-// them into the target's SIMD registers).
-constexpr int kPointBlock = 4;
-typedef float Floats __attribute__((vector_size(4 * kPointBlock)));
-typedef int32_t Ints __attribute__((vector_size(4 * kPointBlock)));
-
-// Per lane: mask (all ones or zero, as comparisons give) ? a : b.
-inline Ints Select(Ints mask, Ints a, Ints b) {
-  return (mask & a) | (~mask & b);
-}
-inline Floats Select(Ints mask, Floats a, Floats b) {
-  return (Floats)Select(mask, (Ints)a, (Ints)b);
-}
-inline Floats ToFloats(Ints v) { return __builtin_convertvector(v, Floats); }
-// Truncation toward zero.
-inline Ints ToInts(Floats v) { return __builtin_convertvector(v, Ints); }
+// Points are placed in their simplices this many at a time, one per lane.
+constexpr int kPointBlock = simd::kLanes;
+using simd::Floats;
+using simd::Ints;
+using simd::Select;
+using simd::ToFloats;
+using simd::ToInts;
 
 // The enclosing simplices of a block of points: per simplex vertex r
 // (0..D), each point's barycentric weight and the vertex's first D lattice
@@ -385,6 +380,18 @@ template <int C>
 inline void Axpy(float* __restrict dst, float w, const float* __restrict src,
                  int n) {
   const int width = C == kDynamic ? n : C;
+#if defined(__AVX__)
+  if (width % 8 == 0) {
+    // Multiply, then add: the same arithmetic as the scalar loop.
+    const __m256 wv = _mm256_set1_ps(w);
+    for (int c = 0; c < width; c += 8) {
+      _mm256_storeu_ps(
+          dst + c, _mm256_add_ps(_mm256_loadu_ps(dst + c),
+                                 _mm256_mul_ps(wv, _mm256_loadu_ps(src + c))));
+    }
+    return;
+  }
+#endif
 #if defined(__SSE2__)
   if (width % 4 == 0) {
     // Multiply, then add: the same arithmetic as the scalar loop.
@@ -404,6 +411,14 @@ template <int C>
 inline void Scale(float* __restrict dst, float w, const float* __restrict src,
                   int n) {
   const int width = C == kDynamic ? n : C;
+#if defined(__AVX__)
+  if (width % 8 == 0) {
+    const __m256 wv = _mm256_set1_ps(w);
+    for (int c = 0; c < width; c += 8)
+      _mm256_storeu_ps(dst + c, _mm256_mul_ps(wv, _mm256_loadu_ps(src + c)));
+    return;
+  }
+#endif
 #if defined(__SSE2__)
   if (width % 4 == 0) {
     const __m128 wv = _mm_set1_ps(w);
@@ -421,6 +436,17 @@ template <int C>
 inline void AddScaled(float* dst, const float* base, float w,
                       const float* __restrict src, int n) {
   const int width = C == kDynamic ? n : C;
+#if defined(__AVX__)
+  if (width % 8 == 0) {
+    const __m256 wv = _mm256_set1_ps(w);
+    for (int c = 0; c < width; c += 8) {
+      _mm256_storeu_ps(
+          dst + c, _mm256_add_ps(_mm256_loadu_ps(base + c),
+                                 _mm256_mul_ps(wv, _mm256_loadu_ps(src + c))));
+    }
+    return;
+  }
+#endif
 #if defined(__SSE2__)
   if (width % 4 == 0) {
     const __m128 wv = _mm_set1_ps(w);
@@ -438,6 +464,18 @@ template <int C>
 inline void Blur3(float* __restrict dst, const float* __restrict self,
                   const float* __restrict a, const float* __restrict b, int n) {
   const int width = C == kDynamic ? n : C;
+#if defined(__AVX__)
+  if (width % 8 == 0) {
+    const __m256 half = _mm256_set1_ps(0.5f);
+    for (int c = 0; c < width; c += 8) {
+      const __m256 sum =
+          _mm256_add_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c));
+      _mm256_storeu_ps(dst + c, _mm256_add_ps(_mm256_loadu_ps(self + c),
+                                              _mm256_mul_ps(half, sum)));
+    }
+    return;
+  }
+#endif
 #if defined(__SSE2__)
   if (width % 4 == 0) {
     const __m128 half = _mm_set1_ps(0.5f);

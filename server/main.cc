@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "engine/cpu_support.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, config, "",
@@ -108,6 +109,10 @@ int main(int argc, char** argv) {
       "over gRPC.");
   const std::set<std::string> given_flags = GivenFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
+  if (const absl::Status cpu = primaps::CheckCpuSupport(); !cpu.ok()) {
+    std::fprintf(stderr, "primaps-server: %s\n", cpu.ToString().c_str());
+    return 1;
+  }
   // Block the shutdown signals in every thread (threads inherit the mask)
   // and take them synchronously in main with sigwait.
   sigset_t signals;

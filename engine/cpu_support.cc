@@ -1,0 +1,16 @@
+#include "engine/cpu_support.h"
+
+namespace primaps {
+
+absl::Status CheckCpuSupport() {
+#if defined(PRIMAPS_REQUIRE_AVX2)
+  if (!__builtin_cpu_supports("avx2")) {
+    return absl::FailedPreconditionError(
+        "this build's CRF kernels use AVX2, which this CPU lacks; rebuild "
+        "with cmake -DPRIMAPS_AVX2=OFF");
+  }
+#endif
+  return absl::OkStatus();
+}
+
+}  // namespace primaps

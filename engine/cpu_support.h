@@ -1,0 +1,16 @@
+// Whether this CPU can run this build's numeric kernels (see PRIMAPS_AVX2 in
+// engine/CMakeLists.txt). Binaries call it first thing, so that a CPU
+// without AVX2 gets a clear message instead of an illegal instruction.
+#ifndef PRIMAPS_ENGINE_CPU_SUPPORT_H_
+#define PRIMAPS_ENGINE_CPU_SUPPORT_H_
+
+#include "absl/status/status.h"
+
+namespace primaps {
+
+// FailedPrecondition naming the missing instruction set, or OK.
+absl::Status CheckCpuSupport();
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_ENGINE_CPU_SUPPORT_H_
