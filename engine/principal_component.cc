@@ -70,12 +70,17 @@ void TopTridiagonalEigenpair(const std::vector<double>& alpha,
 // below 1e-10 * theta. Deterministic: the start vector is the unit vector of
 // the largest diagonal entry (the coordinate of largest variance).
 std::vector<double> LeadingEigenvector(const std::vector<double>& a, int d) {
+  // y = A x, as y += x_j * (row j) for j = 0, 1, ...: A is symmetric, so
+  // each y_i is the same sum in the same order as a row-times-x dot
+  // product, but the loop over i vectorizes and carries no dependency from
+  // one add to the next (a dot product waits out the add latency per term).
   auto matvec = [&](const std::vector<double>& x, std::vector<double>* y) {
-    for (int i = 0; i < d; ++i) {
-      const double* row = &a[static_cast<size_t>(i) * d];
-      double s = 0;
-      for (int j = 0; j < d; ++j) s += row[j] * x[j];
-      (*y)[i] = s;
+    double* __restrict out = y->data();
+    std::fill(out, out + d, 0.0);
+    for (int j = 0; j < d; ++j) {
+      const double* row = &a[static_cast<size_t>(j) * d];
+      const double xj = x[j];
+      for (int i = 0; i < d; ++i) out[i] += row[i] * xj;
     }
   };
   auto dot = [d](const std::vector<double>& x, const std::vector<double>& y) {
