@@ -376,62 +376,8 @@ namespace {
 // instructions instead of vectorized loops with run-time checks.
 constexpr int kDynamic = 0;
 
-template <int C>
-inline void Axpy(float* __restrict dst, float w, const float* __restrict src,
-                 int n) {
-  const int width = C == kDynamic ? n : C;
-#if defined(__AVX__)
-  if (width % 8 == 0) {
-    // Multiply, then add: the same arithmetic as the scalar loop.
-    const __m256 wv = _mm256_set1_ps(w);
-    for (int c = 0; c < width; c += 8) {
-      _mm256_storeu_ps(
-          dst + c, _mm256_add_ps(_mm256_loadu_ps(dst + c),
-                                 _mm256_mul_ps(wv, _mm256_loadu_ps(src + c))));
-    }
-    return;
-  }
-#endif
-#if defined(__SSE2__)
-  if (width % 4 == 0) {
-    // Multiply, then add: the same arithmetic as the scalar loop.
-    const __m128 wv = _mm_set1_ps(w);
-    for (int c = 0; c < width; c += 4) {
-      _mm_storeu_ps(dst + c, _mm_add_ps(_mm_loadu_ps(dst + c),
-                                        _mm_mul_ps(wv, _mm_loadu_ps(src + c))));
-    }
-    return;
-  }
-#endif
-  for (int c = 0; c < width; ++c) dst[c] += w * src[c];
-}
-
-// dst = w * src over n floats.
-template <int C>
-inline void Scale(float* __restrict dst, float w, const float* __restrict src,
-                  int n) {
-  const int width = C == kDynamic ? n : C;
-#if defined(__AVX__)
-  if (width % 8 == 0) {
-    const __m256 wv = _mm256_set1_ps(w);
-    for (int c = 0; c < width; c += 8)
-      _mm256_storeu_ps(dst + c, _mm256_mul_ps(wv, _mm256_loadu_ps(src + c)));
-    return;
-  }
-#endif
-#if defined(__SSE2__)
-  if (width % 4 == 0) {
-    const __m128 wv = _mm_set1_ps(w);
-    for (int c = 0; c < width; c += 4)
-      _mm_storeu_ps(dst + c, _mm_mul_ps(wv, _mm_loadu_ps(src + c)));
-    return;
-  }
-#endif
-  for (int c = 0; c < width; ++c) dst[c] = w * src[c];
-}
-
-// dst = base + w * src over n floats (the same arithmetic as Axpy into a
-// copy of base); base may alias dst.
+// dst = base + w * src over n floats: multiply, then add, the same
+// arithmetic as the scalar loop. base may alias dst.
 template <int C>
 inline void AddScaled(float* dst, const float* base, float w,
                       const float* __restrict src, int n) {
@@ -458,6 +404,36 @@ inline void AddScaled(float* dst, const float* base, float w,
   }
 #endif
   for (int c = 0; c < width; ++c) dst[c] = base[c] + w * src[c];
+}
+
+// dst += w * src over n floats.
+template <int C>
+inline void Axpy(float* dst, float w, const float* __restrict src, int n) {
+  AddScaled<C>(dst, dst, w, src, n);
+}
+
+// dst = w * src over n floats.
+template <int C>
+inline void Scale(float* __restrict dst, float w, const float* __restrict src,
+                  int n) {
+  const int width = C == kDynamic ? n : C;
+#if defined(__AVX__)
+  if (width % 8 == 0) {
+    const __m256 wv = _mm256_set1_ps(w);
+    for (int c = 0; c < width; c += 8)
+      _mm256_storeu_ps(dst + c, _mm256_mul_ps(wv, _mm256_loadu_ps(src + c)));
+    return;
+  }
+#endif
+#if defined(__SSE2__)
+  if (width % 4 == 0) {
+    const __m128 wv = _mm_set1_ps(w);
+    for (int c = 0; c < width; c += 4)
+      _mm_storeu_ps(dst + c, _mm_mul_ps(wv, _mm_loadu_ps(src + c)));
+    return;
+  }
+#endif
+  for (int c = 0; c < width; ++c) dst[c] = w * src[c];
 }
 
 template <int C>
