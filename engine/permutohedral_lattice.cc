@@ -203,14 +203,16 @@ void FindSimplices(const float* features, int count, const float* scale,
   for (int j = 0; j <= d; ++j) {
     const Ints down = (sum_rem > zero) & (rank[j] >= d1 - sum_rem);
     const Ints up = (sum_rem < zero) & (rank[j] < -sum_rem);
-    const Ints shift = (down - up) * d1;  // masks: up - down in units
+    // The masks are -1 where true: down - up is (up ? 1 : 0) - (down ? 1 : 0).
+    const Ints shift = (down - up) * d1;
     rem0[j] += shift;
     rank[j] += sum_rem + shift;
   }
   // Barycentric coordinates. The reference accumulates, per coordinate j,
-  // +v_j into slot d - rank_j and -v_j into slot d + 1 - rank_j; each slot
-  // gets one term of each sign, so gathering v by rank first and taking one
-  // difference per slot gives the same floats.
+  // +v_j into slot d - rank_j and -v_j into slot d + 1 - rank_j, starting
+  // from 0. Ranks are a permutation, so each slot gets at most one term of
+  // each sign, and (0 + a) - b = (0 - b) + a exactly: gathering v by rank
+  // first and taking one difference per slot gives the same floats.
   Floats by_rank[D + 1] = {};
   for (int j = 0; j <= d; ++j) {
     const Floats v = (elevated[j] - ToFloats(rem0[j])) * down_factor;
