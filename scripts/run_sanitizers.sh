@@ -6,9 +6,9 @@
 # accesses and the calls into them, not their insides.
 #
 # Left out: the meta tests (fuzzers, sanitizers, the SSE2 kernel build,
-# deploy configs), and the
-# trainer's long end-to-end EM run (minutes even without ASan; its
-# kill-and-resume test and the head trainer's unit tests do run).
+# deploy configs), and the trainer's long end-to-end EM run (minutes even
+# without ASan; its kill-and-resume test and the head trainer's unit tests
+# do run).
 # The memory-growth assertions skip themselves under ASan, whose quarantine
 # of freed memory makes resident size meaningless.
 set -euo pipefail
