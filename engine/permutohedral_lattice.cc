@@ -20,16 +20,6 @@ namespace {
 
 constexpr int kMaxDim = 8;
 
-// Compares the first `dim` coordinates one by one: the key was just stored
-// as shorts, and loading it as words would stall on store forwarding.
-template <typename Key>
-inline bool SameKey(const Key& a, const Key& b, int dim) {
-  for (int i = 0; i < dim; ++i) {
-    if (a[i] != b[i]) return false;
-  }
-  return true;
-}
-
 // Open-addressing hash table from lattice keys to vertex indices (in
 // insertion order). A key is the first `dim` coordinates of a lattice point
 // (the last is implied), stored as K shorts padded with zeros, inline in its
@@ -289,7 +279,7 @@ void PermutohedralLattice::Build(const float* features) {
   Key pending[kLookupBlock] = {};
   size_t pending_at[kLookupBlock];
   int num_pending = 0;
-  Key last_key[kMaxDim + 1] = {};
+  int32_t last_key[kMaxDim + 1][kMaxDim] = {};  // the previous point's
   uint64_t pending_hash[kLookupBlock];
   auto flush = [&] {
     for (int i = 0; i < num_pending; ++i) {
@@ -312,22 +302,27 @@ void PermutohedralLattice::Build(const float* features) {
       for (int r = 0; r <= d; ++r) {
         const size_t at = p * d1 + r;
         weights_[at] = block.barycentric[r][i];
+        // Branch-free (whether a key repeats is a coin flip for the
+        // predictor): every key is written to the next pending slot, and
+        // the slot is kept only when the key is new. A repeated vertex gets
+        // -1, resolved below; a kept one gets its index at the flush.
+        int32_t differs = p == 0;
+        for (int j = 0; j < d; ++j) {
+          differs |= block.keys[r][j][i] ^ last_key[r][j];
+          last_key[r][j] = block.keys[r][j][i];
+        }
         // Keys are written and read a short at a time (a word-sized read of
         // just-written shorts stalls on store forwarding); the padding past
         // `dim` stays zero from initialization.
         Key& key = pending[num_pending];
         for (int j = 0; j < d; ++j)
           key[j] = static_cast<int16_t>(block.keys[r][j][i]);
-        if (p > 0 && SameKey(key, last_key[r], d)) {
-          // Same vertex as the previous point's, whose index may still be
-          // pending: copied once the block is flushed (below).
-          offsets_[at] = -1;
-          continue;
-        }
-        for (int j = 0; j < d; ++j) last_key[r][j] = key[j];
-        pending_at[num_pending++] = at;
-        if (num_pending == kLookupBlock) flush();
+        offsets_[at] = -1;
+        pending_at[num_pending] = at;
+        num_pending += differs != 0;
       }
+      // Room for the next point's d+1 keys.
+      if (num_pending > kLookupBlock - d1) flush();
     }
   }
   flush();
