@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
