@@ -69,33 +69,11 @@ std::shared_ptr<const NormalizedLattice> PositionLattice(int width, int height,
   return lattice;
 }
 
+using simd::ExpNonPositive;
 using simd::Floats;
 using simd::Ints;
 using simd::kLanes;
 using simd::Select;
-
-// exp(x) per lane for x <= 0, to about 2 ulp (std::exp is a libm call that
-// does not vectorize): x = n ln2 + r with |r| <= ln2 / 2, a degree-6
-// polynomial for exp(r) (the Cephes expf coefficients), and 2^n built in
-// the exponent bits.
-inline Floats ExpNonPositive(Floats x) {
-  // Below -87 the result would be denormal: flush to 0 (see the FTZ guard).
-  const Floats lowest = Floats{} - 87.f;
-  const Ints underflow = x < lowest;
-  x = Select(underflow, lowest, x);
-  // Round x / ln2 to the nearest integer with the 1.5 * 2^23 trick.
-  const Floats n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
-  const Floats r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  Floats p = Floats{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const Ints bits = (__builtin_convertvector(n, Ints) + 127) << 23;
-  return Select(underflow, Floats{}, p * (Floats)bits);
-}
 
 // Marginals of far-away labels get tiny; denormal arithmetic on them is
 // 100x slower on x86. Flush denormals to zero while the CRF runs, and put
