@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 
+#include "engine/cpu_support.h"
 #include "engine/permutohedral_lattice.h"
 
 namespace primaps {
@@ -192,6 +193,13 @@ TEST(PermutohedralLatticeTest, ApproximatesGaussianBlurOfConstant) {
   EXPECT_NEAR(out[15 * w + 14] / centre, 1.f, 0.1f);
   EXPECT_LT(out[0], centre);  // corners see fewer neighbours
   EXPECT_NEAR(out[0], out[w * h - 1], 0.2f * out[0]);
+}
+
+// The machine that runs the tests can run this build's kernels (else every
+// CRF test here would die on an illegal instruction; this says why).
+TEST(CpuSupportTest, ThisMachineRunsThisBuild) {
+  const absl::Status status = CheckCpuSupport();
+  EXPECT_TRUE(status.ok()) << status;
 }
 
 TEST(DenseCrfTest, RefusesBadInput) {
