@@ -105,10 +105,7 @@ double BestMs(int reps, F&& f) {
 
 int main(int argc, char** argv) {
   using namespace primaps;
-  if (const absl::Status cpu = CheckCpuSupport(); !cpu.ok()) {
-    std::fprintf(stderr, "%s\n", cpu.ToString().c_str());
-    return 1;
-  }
+  if (!CpuCanRunThisBuild(argv[0])) return 1;
   const int labels = IntFlag(argc, argv, "labels", 5);
   const int reps = IntFlag(argc, argv, "reps", 5);
   const int width = (labels + 3) / 4 * 4;  // the CRF's padded row width

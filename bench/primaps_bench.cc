@@ -99,10 +99,7 @@ FeatureMap Features(const NormalizedImage& image) {
 
 int main(int argc, char** argv) {
   using namespace primaps;
-  if (const absl::Status cpu = CheckCpuSupport(); !cpu.ok()) {
-    std::fprintf(stderr, "%s\n", cpu.ToString().c_str());
-    return 1;
-  }
+  if (!CpuCanRunThisBuild(argv[0])) return 1;
   const int num_images = IntFlag(argc, argv, "images", 6);
   const int reps = IntFlag(argc, argv, "reps", 2);
   std::vector<NormalizedImage> images;

@@ -1,5 +1,7 @@
 #include "engine/cpu_support.h"
 
+#include <cstdio>
+
 namespace primaps {
 
 absl::Status CheckCpuSupport() {
@@ -11,6 +13,13 @@ absl::Status CheckCpuSupport() {
   }
 #endif
   return absl::OkStatus();
+}
+
+bool CpuCanRunThisBuild(const char* program) {
+  const absl::Status status = CheckCpuSupport();
+  if (!status.ok())
+    std::fprintf(stderr, "%s: %s\n", program, status.ToString().c_str());
+  return status.ok();
 }
 
 }  // namespace primaps

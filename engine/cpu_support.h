@@ -11,6 +11,10 @@ namespace primaps {
 // FailedPrecondition naming the missing instruction set, or OK.
 absl::Status CheckCpuSupport();
 
+// For main(): false, after printing "program: why" to stderr, when this CPU
+// cannot run this build.
+bool CpuCanRunThisBuild(const char* program);
+
 }  // namespace primaps
 
 #endif  // PRIMAPS_ENGINE_CPU_SUPPORT_H_

@@ -109,10 +109,7 @@ int main(int argc, char** argv) {
       "over gRPC.");
   const std::set<std::string> given_flags = GivenFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  if (const absl::Status cpu = primaps::CheckCpuSupport(); !cpu.ok()) {
-    std::fprintf(stderr, "primaps-server: %s\n", cpu.ToString().c_str());
-    return 1;
-  }
+  if (!primaps::CpuCanRunThisBuild("primaps-server")) return 1;
   // Block the shutdown signals in every thread (threads inherit the mask)
   // and take them synchronously in main with sigwait.
   sigset_t signals;

@@ -61,10 +61,7 @@ int main(int argc, char** argv) {
       "PriMaPs-EM training through primaps-server (see the header of "
       "trainer/main.cc).");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  if (const absl::Status cpu = primaps::CheckCpuSupport(); !cpu.ok()) {
-    std::fprintf(stderr, "primaps-trainer: %s\n", cpu.ToString().c_str());
-    return 1;
-  }
+  if (!primaps::CpuCanRunThisBuild("primaps-trainer")) return 1;
   if (args.size() >= 2 && std::string(args[1]) == "make-dataset") {
     primaps::SyntheticDatasetOptions options;
     options.classes = absl::GetFlag(FLAGS_classes);
