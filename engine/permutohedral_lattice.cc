@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #if defined(__SSE2__)
@@ -463,13 +464,61 @@ inline void Blur3(float* __restrict dst, const float* __restrict self,
   for (int c = 0; c < width; ++c) dst[c] = self[c] + 0.5f * (a[c] + b[c]);
 }
 
+// A row of C floats held in registers, C a fixed width (not kDynamic): as
+// 8-float vectors where the target has them and C allows, else 4-float
+// vectors, else single floats. Sums kept here do not round-trip through
+// memory (a row in memory makes each add wait on the previous store).
+template <int C>
+struct RowRegs {
+  typedef float V8 __attribute__((vector_size(32)));
+  typedef float V4 __attribute__((vector_size(16)));
+#if defined(__AVX__)
+  static constexpr bool kWide = C % 8 == 0;
+#else
+  static constexpr bool kWide = false;
+#endif
+  static constexpr int kWidth = kWide ? 8 : (C % 4 == 0 ? 4 : 1);
+  using V = std::conditional_t<kWidth == 8, V8,
+                               std::conditional_t<kWidth == 4, V4, float>>;
+  static constexpr int kCount = C / kWidth;
+  V v[kCount];
+
+  static RowRegs Load(const float* p) {
+    RowRegs row;
+    for (int i = 0; i < kCount; ++i)
+      std::memcpy(&row.v[i], p + i * kWidth, sizeof(V));
+    return row;
+  }
+  void Store(float* p) const {
+    for (int i = 0; i < kCount; ++i)
+      std::memcpy(p + i * kWidth, &v[i], sizeof(V));
+  }
+  static RowRegs Zero() {
+    RowRegs row;
+    for (int i = 0; i < kCount; ++i) row.v[i] = V{};
+    return row;
+  }
+  // w * row.
+  static RowRegs Scaled(float w, const RowRegs& row) {
+    RowRegs out;
+    for (int i = 0; i < kCount; ++i) out.v[i] = w * row.v[i];
+    return out;
+  }
+  // this + w * row: multiply, then add.
+  RowRegs PlusScaled(float w, const RowRegs& row) const {
+    RowRegs out;
+    for (int i = 0; i < kCount; ++i) out.v[i] = v[i] + w * row.v[i];
+    return out;
+  }
+};
+
 }  // namespace
 
-template <int C>
+template <int D1, int C>
 void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
                                       const Scaling& scaling,
                                       std::vector<float>* workspace) const {
-  const int d1 = dim_ + 1;
+  const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
   const size_t cells = static_cast<size_t>(num_vertices_ + 1) * channels;
   // Two buffers, swapped after each blur axis, then one row of slice
   // accumulator. Only the splat target needs zeroing; the blur overwrites
@@ -506,6 +555,11 @@ void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
   }
   // Slice.
   const float alpha = 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
+  if constexpr (C != kDynamic) {
+    SliceRegs<D1, C>(values, scaling, alpha, out);
+    return;
+  }
+  // Any width: the sum in the workspace row `acc`.
   for (int p = 0; p < num_points_; ++p) {
     // Small fixed-size rows: initialize from the first vertex rather than
     // zero-filling (a zero fill compiles to a memset call per point).
@@ -531,6 +585,40 @@ void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
   }
 }
 
+// Slice for fixed row widths: each point's weighted sum in registers. The
+// same operations in the same order as the general loop in FilterRows.
+template <int D1, int C>
+void PermutohedralLattice::SliceRegs(const float* values,
+                                     const Scaling& scaling, float alpha,
+                                     float* out) const {
+  using Row = RowRegs<C>;
+  const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
+  for (int p = 0; p < num_points_; ++p) {
+    const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
+    const float* weights = &weights_[static_cast<size_t>(p) * d1];
+    Row acc =
+        Row::Scaled(weights[0] * alpha,
+                    Row::Load(&values[static_cast<size_t>(offsets[0]) * C]));
+    for (int r = 1; r < d1; ++r) {
+      acc = acc.PlusScaled(
+          weights[r] * alpha,
+          Row::Load(&values[static_cast<size_t>(offsets[r]) * C]));
+    }
+    float* dst = out + static_cast<size_t>(p) * C;
+    const float out_scale =
+        scaling.out_weight * (scaling.out_scale ? scaling.out_scale[p] : 1.f);
+    if (scaling.accumulate) {
+      Row::Load(dst).PlusScaled(out_scale, acc).Store(dst);
+    } else if (scaling.base != nullptr) {
+      Row::Load(scaling.base + static_cast<size_t>(p) * C)
+          .PlusScaled(out_scale, acc)
+          .Store(dst);
+    } else {
+      Row::Scaled(out_scale, acc).Store(dst);
+    }
+  }
+}
+
 void PermutohedralLattice::Filter(const float* in, int channels, float* out,
                                   std::vector<float>* workspace) const {
   FilterScaled(in, channels, out, Scaling{}, workspace);
@@ -539,33 +627,49 @@ void PermutohedralLattice::Filter(const float* in, int channels, float* out,
 void PermutohedralLattice::FilterScaled(const float* in, int channels,
                                         float* out, const Scaling& scaling,
                                         std::vector<float>* workspace) const {
+  // The dense CRF's two kernels (d = 2 and 5) get their simplex size fixed
+  // at compile time, so the per-point loops over its vertices unroll.
+  switch (dim_) {
+    case 2:
+      return FilterAnyWidth<3>(in, channels, out, scaling, workspace);
+    case 5:
+      return FilterAnyWidth<6>(in, channels, out, scaling, workspace);
+    default:
+      return FilterAnyWidth<kDynamic>(in, channels, out, scaling, workspace);
+  }
+}
+
+template <int D1>
+void PermutohedralLattice::FilterAnyWidth(const float* in, int channels,
+                                          float* out, const Scaling& scaling,
+                                          std::vector<float>* workspace) const {
   switch (channels) {
     case 1:
-      return FilterRows<1>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 1>(in, channels, out, scaling, workspace);
     case 2:
-      return FilterRows<2>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 2>(in, channels, out, scaling, workspace);
     case 3:
-      return FilterRows<3>(in, channels, out, scaling, workspace);
-    case 5:
-      return FilterRows<5>(in, channels, out, scaling, workspace);
-    case 6:
-      return FilterRows<6>(in, channels, out, scaling, workspace);
-    case 7:
-      return FilterRows<7>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 3>(in, channels, out, scaling, workspace);
     case 4:
-      return FilterRows<4>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 4>(in, channels, out, scaling, workspace);
+    case 5:
+      return FilterRows<D1, 5>(in, channels, out, scaling, workspace);
+    case 6:
+      return FilterRows<D1, 6>(in, channels, out, scaling, workspace);
+    case 7:
+      return FilterRows<D1, 7>(in, channels, out, scaling, workspace);
     case 8:
-      return FilterRows<8>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 8>(in, channels, out, scaling, workspace);
     case 12:
-      return FilterRows<12>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 12>(in, channels, out, scaling, workspace);
     case 16:
-      return FilterRows<16>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 16>(in, channels, out, scaling, workspace);
     case 24:
-      return FilterRows<24>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 24>(in, channels, out, scaling, workspace);
     case 32:
-      return FilterRows<32>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 32>(in, channels, out, scaling, workspace);
     default:
-      return FilterRows<kDynamic>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, kDynamic>(in, channels, out, scaling, workspace);
   }
 }
 

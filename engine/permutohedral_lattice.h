@@ -56,10 +56,20 @@ class PermutohedralLattice {
   template <int D>
   void Build(const float* features);
 
-  // Filter for rows of C floats (C == 0: any width, given by `channels`).
-  template <int C>
+  // Filter for simplices of D1 = dim + 1 vertices and rows of C floats (0:
+  // given at run time by dim_ and `channels`).
+  template <int D1>
+  void FilterAnyWidth(const float* in, int channels, float* out,
+                      const Scaling& scaling,
+                      std::vector<float>* workspace) const;
+  template <int D1, int C>
   void FilterRows(const float* in, int channels, float* out,
                   const Scaling& scaling, std::vector<float>* workspace) const;
+
+  // FilterRows' slice for a fixed row width C.
+  template <int D1, int C>
+  void SliceRegs(const float* values, const Scaling& scaling, float alpha,
+                 float* out) const;
 
   int num_points_;
   int dim_;
