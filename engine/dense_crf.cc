@@ -6,6 +6,9 @@
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -98,6 +101,103 @@ struct Rows {
   static int Width(int stride) { return S == 0 ? stride : S; }
 };
 
+// kLanes rows of S floats (S fixed) to and from S vectors of one label each:
+// a transpose in registers where the target allows it, else lane by lane.
+// Lane order is free (each lane is a pixel, on its own), so the AVX2 rows
+// of 4 use the in-lane transpose, and every version is its own inverse.
+template <int S>
+struct LabelVectors {
+  static constexpr bool kRegisterTranspose =
+#if defined(__AVX2__)
+      S == 4 || S == 8;
+#elif defined(__SSE__)
+      S == 4;
+#else
+      false;
+#endif
+
+  // t[l] <-> label l of the kLanes rows at `rows`.
+  static void Transpose(Floats* t) {
+#if defined(__AVX2__)
+    if constexpr (S == 4) {
+      // Each register holds two rows; transpose the 4x4 blocks per half.
+      const __m256 t0 = _mm256_unpacklo_ps((__m256)t[0], (__m256)t[1]);
+      const __m256 t1 = _mm256_unpackhi_ps((__m256)t[0], (__m256)t[1]);
+      const __m256 t2 = _mm256_unpacklo_ps((__m256)t[2], (__m256)t[3]);
+      const __m256 t3 = _mm256_unpackhi_ps((__m256)t[2], (__m256)t[3]);
+      t[0] = (Floats)_mm256_shuffle_ps(t0, t2, 0x44);
+      t[1] = (Floats)_mm256_shuffle_ps(t0, t2, 0xEE);
+      t[2] = (Floats)_mm256_shuffle_ps(t1, t3, 0x44);
+      t[3] = (Floats)_mm256_shuffle_ps(t1, t3, 0xEE);
+    } else if constexpr (S == 8) {
+      __m256 u[8], v[8];
+      for (int i = 0; i < 8; i += 2) {
+        u[i] = _mm256_unpacklo_ps((__m256)t[i], (__m256)t[i + 1]);
+        u[i + 1] = _mm256_unpackhi_ps((__m256)t[i], (__m256)t[i + 1]);
+      }
+      for (int i = 0; i < 8; i += 4) {
+        v[i] = _mm256_shuffle_ps(u[i], u[i + 2], 0x44);
+        v[i + 1] = _mm256_shuffle_ps(u[i], u[i + 2], 0xEE);
+        v[i + 2] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0x44);
+        v[i + 3] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0xEE);
+      }
+      for (int i = 0; i < 4; ++i) {
+        t[i] = (Floats)_mm256_permute2f128_ps(v[i], v[i + 4], 0x20);
+        t[i + 4] = (Floats)_mm256_permute2f128_ps(v[i], v[i + 4], 0x31);
+      }
+    }
+#elif defined(__SSE__)
+    if constexpr (S == 4) {
+      __m128 r0 = (__m128)t[0], r1 = (__m128)t[1], r2 = (__m128)t[2],
+             r3 = (__m128)t[3];
+      _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+      t[0] = (Floats)r0;
+      t[1] = (Floats)r1;
+      t[2] = (Floats)r2;
+      t[3] = (Floats)r3;
+    }
+#endif
+    (void)t;
+  }
+
+  static void Load(const float* rows, Floats* t) {
+    if constexpr (kRegisterTranspose) {
+      for (int i = 0; i < S; ++i) t[i] = simd::Load(rows + i * kLanes);
+      Transpose(t);
+    } else {
+      for (int l = 0; l < S; ++l) {
+        for (int i = 0; i < kLanes; ++i) t[l][i] = rows[i * S + l];
+      }
+    }
+  }
+
+  static void Store(Floats* t, float* rows) {
+    if constexpr (kRegisterTranspose) {
+      Transpose(t);
+      for (int i = 0; i < S; ++i) simd::Store(rows + i * kLanes, t[i]);
+    } else {
+      for (int l = 0; l < S; ++l) {
+        for (int i = 0; i < kLanes; ++i) rows[i * S + l] = t[l][i];
+      }
+    }
+  }
+};
+
+// The softmax of kLanes pixels, one per lane, over the first `labels` of
+// t; the padding after them becomes exactly 0.
+inline void SoftmaxLanes(Floats* t, int labels, int width) {
+  Floats mx = t[0];
+  for (int l = 1; l < labels; ++l) mx = Select(mx < t[l], t[l], mx);
+  Floats total = {};
+  for (int l = 0; l < labels; ++l) {
+    t[l] = ExpNonPositive(t[l] - mx);
+    total += t[l];
+  }
+  const Floats inv = (Floats{} + 1.f) / total;
+  for (int l = 0; l < labels; ++l) t[l] *= inv;
+  for (int l = labels; l < width; ++l) t[l] = Floats{};
+}
+
 // In place, per pixel: x = exp(x - max) / sum over the first `labels` of the
 // row's values; the padding after them becomes exactly 0. Rows of a pixel
 // are short, so kLanes pixels are done at once, one per SIMD lane; each
@@ -106,32 +206,30 @@ struct Rows {
 template <int S>
 void SoftmaxRows(float* values, int num_points, int labels, int stride) {
   const int width = Rows<S>::Width(stride);
-  absl::InlinedVector<Floats, 32> t(labels);
-  for (int p0 = 0; p0 < num_points; p0 += kLanes) {
+  absl::InlinedVector<Floats, 32> t_storage(S == 0 ? width : 0);
+  Floats fixed[S == 0 ? 1 : S];
+  Floats* t = S == 0 ? t_storage.data() : fixed;
+  int p0 = 0;
+  if constexpr (S != 0) {
+    for (; p0 + kLanes <= num_points; p0 += kLanes) {
+      float* rows = values + static_cast<size_t>(p0) * S;
+      LabelVectors<S>::Load(rows, t);
+      SoftmaxLanes(t, labels, S);
+      LabelVectors<S>::Store(t, rows);
+    }
+  }
+  // Any width, and the last pixels: lane by lane (missing lanes read 0 and
+  // are not written back).
+  for (; p0 < num_points; p0 += kLanes) {
     const int count = std::min(kLanes, num_points - p0);
     float* rows = values + static_cast<size_t>(p0) * width;
-    if (count == kLanes) {
-      for (int l = 0; l < labels; ++l) {
-        for (int i = 0; i < kLanes; ++i) t[l][i] = rows[i * width + l];
-      }
-    } else {
-      for (int l = 0; l < labels; ++l) {
-        for (int i = 0; i < kLanes; ++i)
-          t[l][i] = i < count ? rows[i * width + l] : 0;
-      }
+    for (int l = 0; l < width; ++l) {
+      for (int i = 0; i < kLanes; ++i)
+        t[l][i] = i < count ? rows[i * width + l] : 0;
     }
-    Floats mx = t[0];
-    for (int l = 1; l < labels; ++l) mx = Select(mx < t[l], t[l], mx);
-    Floats total = {};
-    for (int l = 0; l < labels; ++l) {
-      t[l] = ExpNonPositive(t[l] - mx);
-      total += t[l];
-    }
-    const Floats inv = (Floats{} + 1.f) / total;
-    for (int l = 0; l < labels; ++l) t[l] *= inv;
+    SoftmaxLanes(t, labels, width);
     for (int i = 0; i < count; ++i) {
-      for (int l = 0; l < width; ++l)
-        rows[i * width + l] = l < labels ? t[l][i] : 0.f;
+      for (int l = 0; l < width; ++l) rows[i * width + l] = t[l][i];
     }
   }
 }
