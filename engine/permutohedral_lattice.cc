@@ -280,7 +280,9 @@ void PermutohedralLattice::Build(const float* features) {
   Key pending[kLookupBlock] = {};
   size_t pending_at[kLookupBlock];
   int num_pending = 0;
-  int32_t last_key[kMaxDim + 1][kMaxDim] = {};  // the previous point's
+  // Per simplex vertex r and coordinate, the keys of the previous block
+  // (its last lane is the point before the current block's first).
+  Ints previous_keys[D + 1][D] = {};
   uint64_t pending_hash[kLookupBlock];
   auto flush = [&] {
     for (int i = 0; i < num_pending; ++i) {
@@ -298,6 +300,19 @@ void PermutohedralLattice::Build(const float* features) {
     const int count = std::min(kPointBlock, num_points - p0);
     FindSimplices<D>(features + static_cast<size_t>(p0) * d, count, scale,
                      &block);
+    // Bit i of repeats[r]: point p0 + i has the same vertex r as the point
+    // before it (never for the first point). All lanes at once: the keys
+    // against the same keys shifted by one lane.
+    int repeats[D + 1];
+    for (int r = 0; r <= d; ++r) {
+      Ints differs = {};
+      for (int j = 0; j < d; ++j) {
+        differs |= block.keys[r][j] !=
+                   simd::ShiftInLast(previous_keys[r][j], block.keys[r][j]);
+        previous_keys[r][j] = block.keys[r][j];
+      }
+      repeats[r] = ~simd::MaskBits(differs) & ~static_cast<int>(p0 == 0);
+    }
     for (int i = 0; i < count; ++i) {
       const size_t p = static_cast<size_t>(p0) + i;
       for (int r = 0; r <= d; ++r) {
@@ -307,11 +322,6 @@ void PermutohedralLattice::Build(const float* features) {
         // predictor): every key is written to the next pending slot, and
         // the slot is kept only when the key is new. A repeated vertex gets
         // -1, resolved below; a kept one gets its index at the flush.
-        int32_t differs = p == 0;
-        for (int j = 0; j < d; ++j) {
-          differs |= block.keys[r][j][i] ^ last_key[r][j];
-          last_key[r][j] = block.keys[r][j][i];
-        }
         // Keys are written and read a short at a time (a word-sized read of
         // just-written shorts stalls on store forwarding); the padding past
         // `dim` stays zero from initialization.
@@ -320,7 +330,7 @@ void PermutohedralLattice::Build(const float* features) {
           key[j] = static_cast<int16_t>(block.keys[r][j][i]);
         offsets_[at] = -1;
         pending_at[num_pending] = at;
-        num_pending += differs != 0;
+        num_pending += 1 - ((repeats[r] >> i) & 1);
       }
       // Room for the next point's d+1 keys.
       if (num_pending > kLookupBlock - d1) flush();

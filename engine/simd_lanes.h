@@ -37,6 +37,33 @@ inline Floats ToFloats(Ints v) { return __builtin_convertvector(v, Floats); }
 // Truncation toward zero.
 inline Ints ToInts(Floats v) { return __builtin_convertvector(v, Ints); }
 
+// {previous[kLanes - 1], current[0], ..., current[kLanes - 2]}: each lane
+// gets the value of the lane before it, lane 0 the last of `previous`.
+inline Ints ShiftInLast(Ints previous, Ints current) {
+#if defined(__clang__)
+#if defined(__AVX2__)
+  return __builtin_shufflevector(previous, current, 7, 8, 9, 10, 11, 12, 13,
+                                 14);
+#else
+  return __builtin_shufflevector(previous, current, 3, 4, 5, 6);
+#endif
+#else
+#if defined(__AVX2__)
+  return __builtin_shuffle(previous, current,
+                           Ints{7, 8, 9, 10, 11, 12, 13, 14});
+#else
+  return __builtin_shuffle(previous, current, Ints{3, 4, 5, 6});
+#endif
+#endif
+}
+
+// Bit i set where lane i of `mask` is nonzero.
+inline int MaskBits(Ints mask) {
+  int bits = 0;
+  for (int i = 0; i < kLanes; ++i) bits |= (mask[i] != 0) << i;
+  return bits;
+}
+
 // kLanes floats from (to) unaligned memory.
 inline Floats Load(const float* p) {
   Floats v;
