@@ -338,11 +338,17 @@ void PermutohedralLattice::Build(const float* features) {
   }
   flush();
   // Resolve the reused vertices in point order: each copies the previous
-  // point's (already final) index.
-  // (A select, not a branch: reuse is a coin flip for the predictor.)
-  for (size_t at = d1; at < offsets_.size(); ++at) {
-    const int32_t own = offsets_[at];
-    offsets_[at] = own < 0 ? offsets_[at - d1] : own;
+  // point's (already final) index, kept in registers (a copy read back
+  // from memory waits on the store before it, and reuse comes in long
+  // runs). A select, not a branch: reuse is a coin flip for the predictor.
+  int32_t previous[D + 1];
+  for (int r = 0; r <= d; ++r) previous[r] = offsets_[r];  // point 0: own
+  for (size_t at = d1; at < offsets_.size(); at += d1) {
+    for (int r = 0; r <= d; ++r) {
+      const int32_t own = offsets_[at + r];
+      previous[r] = own < 0 ? previous[r] : own;
+      offsets_[at + r] = previous[r];
+    }
   }
 
   // Neighbours along each axis j: n1 = key + (-1, ..., -1, +d at j, -1, ...)
