@@ -546,8 +546,11 @@ void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
   float* acc = scratch + cells;
   std::fill(values, values + cells, 0.f);
   std::fill(scratch, scratch + channels, 0.f);
+  // Loop bounds in locals: stores through float pointers would otherwise
+  // make the compiler reload them from *this on every iteration.
+  const int num_points = num_points_, num_vertices = num_vertices_;
   // Splat.
-  for (int p = 0; p < num_points_; ++p) {
+  for (int p = 0; p < num_points; ++p) {
     const float* src = in + static_cast<size_t>(p) * channels;
     const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
     const float* weights = &weights_[static_cast<size_t>(p) * d1];
@@ -559,8 +562,8 @@ void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
   }
   // Blur along each axis: new = old + 0.5 * (left + right).
   for (int j = 0; j < d1; ++j) {
-    const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices_ * 2];
-    for (int v = 0; v < num_vertices_; ++v) {
+    const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
+    for (int v = 0; v < num_vertices; ++v) {
       const float* self = &values[static_cast<size_t>(v + 1) * channels];
       const float* a = &values[static_cast<size_t>(nb[2 * v]) * channels];
       const float* b = &values[static_cast<size_t>(nb[2 * v + 1]) * channels];
@@ -576,7 +579,7 @@ void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
     return;
   }
   // Any width: the sum in the workspace row `acc`.
-  for (int p = 0; p < num_points_; ++p) {
+  for (int p = 0; p < num_points; ++p) {
     // Small fixed-size rows: initialize from the first vertex rather than
     // zero-filling (a zero fill compiles to a memset call per point).
     const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
@@ -609,7 +612,8 @@ void PermutohedralLattice::SliceRegs(const float* values,
                                      float* out) const {
   using Row = RowRegs<C>;
   const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
-  for (int p = 0; p < num_points_; ++p) {
+  const int num_points = num_points_;
+  for (int p = 0; p < num_points; ++p) {
     const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
     const float* weights = &weights_[static_cast<size_t>(p) * d1];
     Row acc =
