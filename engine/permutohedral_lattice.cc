@@ -390,100 +390,13 @@ namespace {
 // instructions instead of vectorized loops with run-time checks.
 constexpr int kDynamic = 0;
 
-// dst = base + w * src over n floats: multiply, then add, the same
-// arithmetic as the scalar loop. base may alias dst.
-template <int C>
-inline void AddScaled(float* dst, const float* base, float w,
-                      const float* __restrict src, int n) {
-  const int width = C == kDynamic ? n : C;
-#if defined(__AVX__)
-  if (width % 8 == 0) {
-    const __m256 wv = _mm256_set1_ps(w);
-    for (int c = 0; c < width; c += 8) {
-      _mm256_storeu_ps(
-          dst + c, _mm256_add_ps(_mm256_loadu_ps(base + c),
-                                 _mm256_mul_ps(wv, _mm256_loadu_ps(src + c))));
-    }
-    return;
-  }
-#endif
-#if defined(__SSE2__)
-  if (width % 4 == 0) {
-    const __m128 wv = _mm_set1_ps(w);
-    for (int c = 0; c < width; c += 4) {
-      _mm_storeu_ps(dst + c, _mm_add_ps(_mm_loadu_ps(base + c),
-                                        _mm_mul_ps(wv, _mm_loadu_ps(src + c))));
-    }
-    return;
-  }
-#endif
-  for (int c = 0; c < width; ++c) dst[c] = base[c] + w * src[c];
-}
-
-// dst += w * src over n floats.
-template <int C>
-inline void Axpy(float* dst, float w, const float* __restrict src, int n) {
-  AddScaled<C>(dst, dst, w, src, n);
-}
-
-// dst = w * src over n floats.
-template <int C>
-inline void Scale(float* __restrict dst, float w, const float* __restrict src,
-                  int n) {
-  const int width = C == kDynamic ? n : C;
-#if defined(__AVX__)
-  if (width % 8 == 0) {
-    const __m256 wv = _mm256_set1_ps(w);
-    for (int c = 0; c < width; c += 8)
-      _mm256_storeu_ps(dst + c, _mm256_mul_ps(wv, _mm256_loadu_ps(src + c)));
-    return;
-  }
-#endif
-#if defined(__SSE2__)
-  if (width % 4 == 0) {
-    const __m128 wv = _mm_set1_ps(w);
-    for (int c = 0; c < width; c += 4)
-      _mm_storeu_ps(dst + c, _mm_mul_ps(wv, _mm_loadu_ps(src + c)));
-    return;
-  }
-#endif
-  for (int c = 0; c < width; ++c) dst[c] = w * src[c];
-}
-
-template <int C>
-inline void Blur3(float* __restrict dst, const float* __restrict self,
-                  const float* __restrict a, const float* __restrict b, int n) {
-  const int width = C == kDynamic ? n : C;
-#if defined(__AVX__)
-  if (width % 8 == 0) {
-    const __m256 half = _mm256_set1_ps(0.5f);
-    for (int c = 0; c < width; c += 8) {
-      const __m256 sum =
-          _mm256_add_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c));
-      _mm256_storeu_ps(dst + c, _mm256_add_ps(_mm256_loadu_ps(self + c),
-                                              _mm256_mul_ps(half, sum)));
-    }
-    return;
-  }
-#endif
-#if defined(__SSE2__)
-  if (width % 4 == 0) {
-    const __m128 half = _mm_set1_ps(0.5f);
-    for (int c = 0; c < width; c += 4) {
-      const __m128 sum = _mm_add_ps(_mm_loadu_ps(a + c), _mm_loadu_ps(b + c));
-      _mm_storeu_ps(dst + c,
-                    _mm_add_ps(_mm_loadu_ps(self + c), _mm_mul_ps(half, sum)));
-    }
-    return;
-  }
-#endif
-  for (int c = 0; c < width; ++c) dst[c] = self[c] + 0.5f * (a[c] + b[c]);
-}
-
 // A row of C floats held in registers, C a fixed width (not kDynamic): as
 // 8-float vectors where the target has them and C allows, else 4-float
-// vectors, else single floats. Sums kept here do not round-trip through
-// memory (a row in memory makes each add wait on the previous store).
+// vectors, else single floats. Rows loaded once stay in registers, and sums
+// kept here do not round-trip through memory (a row in memory makes each
+// add wait on the previous store, and the compiler must reload a source row
+// after every store that might alias it). Each operation is the scalar
+// arithmetic lane by lane (multiply, then add: no fused multiply-add).
 template <int C>
 struct RowRegs {
   typedef float V8 __attribute__((vector_size(32)));
@@ -509,110 +422,85 @@ struct RowRegs {
     for (int i = 0; i < kCount; ++i)
       std::memcpy(p + i * kWidth, &v[i], sizeof(V));
   }
-  static RowRegs Zero() {
-    RowRegs row;
-    for (int i = 0; i < kCount; ++i) row.v[i] = V{};
-    return row;
-  }
   // w * row.
   static RowRegs Scaled(float w, const RowRegs& row) {
     RowRegs out;
     for (int i = 0; i < kCount; ++i) out.v[i] = w * row.v[i];
     return out;
   }
-  // this + w * row: multiply, then add.
+  // this + w * row.
   RowRegs PlusScaled(float w, const RowRegs& row) const {
     RowRegs out;
     for (int i = 0; i < kCount; ++i) out.v[i] = v[i] + w * row.v[i];
     return out;
   }
+  // this + 0.5 * (a + b).
+  RowRegs PlusHalfSum(const RowRegs& a, const RowRegs& b) const {
+    RowRegs out;
+    for (int i = 0; i < kCount; ++i) out.v[i] = v[i] + 0.5f * (a.v[i] + b.v[i]);
+    return out;
+  }
+};
+
+// The filter's buffers in the caller's workspace: two of the lattice's
+// rows, swapped after each blur axis, and one row of scratch. Only the
+// splat target needs zeroing; the blur overwrites every row of the other
+// except row 0, the always-zero "missing neighbour" row.
+struct FilterBuffers {
+  FilterBuffers(int num_vertices, int channels, std::vector<float>* workspace) {
+    const size_t cells = static_cast<size_t>(num_vertices + 1) * channels;
+    workspace->resize(2 * cells + channels);
+    values = workspace->data();
+    scratch = values + cells;
+    row = scratch + cells;
+    std::fill(values, values + cells, 0.f);
+    std::fill(scratch, scratch + channels, 0.f);
+  }
+  float* values;
+  float* scratch;
+  float* row;
 };
 
 }  // namespace
 
+// Fixed row width C: every row operation on registers.
 template <int D1, int C>
-void PermutohedralLattice::FilterRows(const float* in, int channels, float* out,
+void PermutohedralLattice::FilterRows(const float* in, float* out,
                                       const Scaling& scaling,
                                       std::vector<float>* workspace) const {
+  using Row = RowRegs<C>;
   const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
-  const size_t cells = static_cast<size_t>(num_vertices_ + 1) * channels;
-  // Two buffers, swapped after each blur axis, then one row of slice
-  // accumulator. Only the splat target needs zeroing; the blur overwrites
-  // every row of the other except row 0, the always-zero "missing
-  // neighbour" row.
-  workspace->resize(2 * cells + channels);
-  float* values = workspace->data();
-  float* scratch = values + cells;
-  float* acc = scratch + cells;
-  std::fill(values, values + cells, 0.f);
-  std::fill(scratch, scratch + channels, 0.f);
   // Loop bounds in locals: stores through float pointers would otherwise
   // make the compiler reload them from *this on every iteration.
   const int num_points = num_points_, num_vertices = num_vertices_;
+  FilterBuffers buffers(num_vertices, C, workspace);
+  float* values = buffers.values;
+  float* scratch = buffers.scratch;
   // Splat.
   for (int p = 0; p < num_points; ++p) {
-    const float* src = in + static_cast<size_t>(p) * channels;
+    const Row src = Row::Load(in + static_cast<size_t>(p) * C);
     const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
     const float* weights = &weights_[static_cast<size_t>(p) * d1];
     const float in_scale = scaling.in_scale ? scaling.in_scale[p] : 1.f;
     for (int r = 0; r < d1; ++r) {
-      float* dst = &values[static_cast<size_t>(offsets[r]) * channels];
-      Axpy<C>(dst, weights[r] * in_scale, src, channels);
+      float* dst = &values[static_cast<size_t>(offsets[r]) * C];
+      Row::Load(dst).PlusScaled(weights[r] * in_scale, src).Store(dst);
     }
   }
   // Blur along each axis: new = old + 0.5 * (left + right).
   for (int j = 0; j < d1; ++j) {
     const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
     for (int v = 0; v < num_vertices; ++v) {
-      const float* self = &values[static_cast<size_t>(v + 1) * channels];
-      const float* a = &values[static_cast<size_t>(nb[2 * v]) * channels];
-      const float* b = &values[static_cast<size_t>(nb[2 * v + 1]) * channels];
-      float* dst = &scratch[static_cast<size_t>(v + 1) * channels];
-      Blur3<C>(dst, self, a, b, channels);
+      const Row a = Row::Load(&values[static_cast<size_t>(nb[2 * v]) * C]);
+      const Row b = Row::Load(&values[static_cast<size_t>(nb[2 * v + 1]) * C]);
+      Row::Load(&values[static_cast<size_t>(v + 1) * C])
+          .PlusHalfSum(a, b)
+          .Store(&scratch[static_cast<size_t>(v + 1) * C]);
     }
     std::swap(values, scratch);
   }
-  // Slice.
+  // Slice, each point's weighted sum in registers.
   const float alpha = 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
-  if constexpr (C != kDynamic) {
-    SliceRegs<D1, C>(values, scaling, alpha, out);
-    return;
-  }
-  // Any width: the sum in the workspace row `acc`.
-  for (int p = 0; p < num_points; ++p) {
-    // Small fixed-size rows: initialize from the first vertex rather than
-    // zero-filling (a zero fill compiles to a memset call per point).
-    const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
-    const float* weights = &weights_[static_cast<size_t>(p) * d1];
-    Scale<C>(acc, weights[0] * alpha,
-             &values[static_cast<size_t>(offsets[0]) * channels], channels);
-    for (int r = 1; r < d1; ++r) {
-      const float* src = &values[static_cast<size_t>(offsets[r]) * channels];
-      Axpy<C>(acc, weights[r] * alpha, src, channels);
-    }
-    float* dst = out + static_cast<size_t>(p) * channels;
-    const float out_scale =
-        scaling.out_weight * (scaling.out_scale ? scaling.out_scale[p] : 1.f);
-    if (scaling.accumulate) {
-      Axpy<C>(dst, out_scale, acc, channels);
-    } else if (scaling.base != nullptr) {
-      AddScaled<C>(dst, scaling.base + static_cast<size_t>(p) * channels,
-                   out_scale, acc, channels);
-    } else {
-      Scale<C>(dst, out_scale, acc, channels);
-    }
-  }
-}
-
-// Slice for fixed row widths: each point's weighted sum in registers. The
-// same operations in the same order as the general loop in FilterRows.
-template <int D1, int C>
-void PermutohedralLattice::SliceRegs(const float* values,
-                                     const Scaling& scaling, float alpha,
-                                     float* out) const {
-  using Row = RowRegs<C>;
-  const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
-  const int num_points = num_points_;
   for (int p = 0; p < num_points; ++p) {
     const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
     const float* weights = &weights_[static_cast<size_t>(p) * d1];
@@ -635,6 +523,63 @@ void PermutohedralLattice::SliceRegs(const float* values,
           .Store(dst);
     } else {
       Row::Scaled(out_scale, acc).Store(dst);
+    }
+  }
+}
+
+// Any row width: the same operations in the same order as FilterRows, as
+// plain loops over the row.
+template <int D1>
+void PermutohedralLattice::FilterAnyRows(const float* in, int channels,
+                                         float* out, const Scaling& scaling,
+                                         std::vector<float>* workspace) const {
+  const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
+  const int num_points = num_points_, num_vertices = num_vertices_;
+  FilterBuffers buffers(num_vertices, channels, workspace);
+  float* values = buffers.values;
+  float* scratch = buffers.scratch;
+  float* acc = buffers.row;
+  for (int p = 0; p < num_points; ++p) {
+    const float* src = in + static_cast<size_t>(p) * channels;
+    const float in_scale = scaling.in_scale ? scaling.in_scale[p] : 1.f;
+    for (int r = 0; r < d1; ++r) {
+      const size_t at = static_cast<size_t>(p) * d1 + r;
+      float* dst = &values[static_cast<size_t>(offsets_[at]) * channels];
+      const float w = weights_[at] * in_scale;
+      for (int c = 0; c < channels; ++c) dst[c] = dst[c] + w * src[c];
+    }
+  }
+  for (int j = 0; j < d1; ++j) {
+    const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
+    for (int v = 0; v < num_vertices; ++v) {
+      const float* self = &values[static_cast<size_t>(v + 1) * channels];
+      const float* a = &values[static_cast<size_t>(nb[2 * v]) * channels];
+      const float* b = &values[static_cast<size_t>(nb[2 * v + 1]) * channels];
+      float* dst = &scratch[static_cast<size_t>(v + 1) * channels];
+      for (int c = 0; c < channels; ++c)
+        dst[c] = self[c] + 0.5f * (a[c] + b[c]);
+    }
+    std::swap(values, scratch);
+  }
+  const float alpha = 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
+  for (int p = 0; p < num_points; ++p) {
+    for (int r = 0; r < d1; ++r) {
+      const size_t at = static_cast<size_t>(p) * d1 + r;
+      const float* src = &values[static_cast<size_t>(offsets_[at]) * channels];
+      const float w = weights_[at] * alpha;
+      for (int c = 0; c < channels; ++c)
+        acc[c] = r == 0 ? w * src[c] : acc[c] + w * src[c];
+    }
+    float* dst = out + static_cast<size_t>(p) * channels;
+    const float out_scale =
+        scaling.out_weight * (scaling.out_scale ? scaling.out_scale[p] : 1.f);
+    const float* base = scaling.accumulate ? dst
+                        : scaling.base
+                            ? scaling.base + static_cast<size_t>(p) * channels
+                            : nullptr;
+    for (int c = 0; c < channels; ++c) {
+      dst[c] =
+          base != nullptr ? base[c] + out_scale * acc[c] : out_scale * acc[c];
     }
   }
 }
@@ -665,31 +610,31 @@ void PermutohedralLattice::FilterAnyWidth(const float* in, int channels,
                                           std::vector<float>* workspace) const {
   switch (channels) {
     case 1:
-      return FilterRows<D1, 1>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 1>(in, out, scaling, workspace);
     case 2:
-      return FilterRows<D1, 2>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 2>(in, out, scaling, workspace);
     case 3:
-      return FilterRows<D1, 3>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 3>(in, out, scaling, workspace);
     case 4:
-      return FilterRows<D1, 4>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 4>(in, out, scaling, workspace);
     case 5:
-      return FilterRows<D1, 5>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 5>(in, out, scaling, workspace);
     case 6:
-      return FilterRows<D1, 6>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 6>(in, out, scaling, workspace);
     case 7:
-      return FilterRows<D1, 7>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 7>(in, out, scaling, workspace);
     case 8:
-      return FilterRows<D1, 8>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 8>(in, out, scaling, workspace);
     case 12:
-      return FilterRows<D1, 12>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 12>(in, out, scaling, workspace);
     case 16:
-      return FilterRows<D1, 16>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 16>(in, out, scaling, workspace);
     case 24:
-      return FilterRows<D1, 24>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 24>(in, out, scaling, workspace);
     case 32:
-      return FilterRows<D1, 32>(in, channels, out, scaling, workspace);
+      return FilterRows<D1, 32>(in, out, scaling, workspace);
     default:
-      return FilterRows<D1, kDynamic>(in, channels, out, scaling, workspace);
+      return FilterAnyRows<D1>(in, channels, out, scaling, workspace);
   }
 }
 

@@ -56,20 +56,20 @@ class PermutohedralLattice {
   template <int D>
   void Build(const float* features);
 
-  // Filter for simplices of D1 = dim + 1 vertices and rows of C floats (0:
-  // given at run time by dim_ and `channels`).
+  // Filter for simplices of D1 = dim + 1 vertices (0: given at run time by
+  // dim_), dispatching on the row width.
   template <int D1>
   void FilterAnyWidth(const float* in, int channels, float* out,
                       const Scaling& scaling,
                       std::vector<float>* workspace) const;
+  // For rows of a fixed width C, and for any width.
   template <int D1, int C>
-  void FilterRows(const float* in, int channels, float* out,
-                  const Scaling& scaling, std::vector<float>* workspace) const;
-
-  // FilterRows' slice for a fixed row width C.
-  template <int D1, int C>
-  void SliceRegs(const float* values, const Scaling& scaling, float alpha,
-                 float* out) const;
+  void FilterRows(const float* in, float* out, const Scaling& scaling,
+                  std::vector<float>* workspace) const;
+  template <int D1>
+  void FilterAnyRows(const float* in, int channels, float* out,
+                     const Scaling& scaling,
+                     std::vector<float>* workspace) const;
 
   int num_points_;
   int dim_;
