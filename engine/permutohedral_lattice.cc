@@ -7,13 +7,6 @@
 #include <type_traits>
 #include <utility>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
-
 #include "engine/simd_lanes.h"
 
 namespace primaps {
