@@ -7,6 +7,10 @@
 #include <type_traits>
 #include <utility>
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 #include "engine/simd_lanes.h"
 
 namespace primaps {
@@ -483,7 +487,30 @@ void PermutohedralLattice::FilterRows(const float* in, float* out,
   // Blur along each axis: new = old + 0.5 * (left + right).
   for (int j = 0; j < d1; ++j) {
     const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
-    for (int v = 0; v < num_vertices; ++v) {
+    int v = 0;
+#if defined(__AVX__)
+    if constexpr (C == 4) {
+      // Two vertices per 8-float register: their own rows are adjacent,
+      // each neighbour row fills one half.
+      auto pair = [values](int32_t lo, int32_t hi) {
+        return _mm256_insertf128_ps(
+            _mm256_castps128_ps256(
+                _mm_loadu_ps(&values[static_cast<size_t>(lo) * 4])),
+            _mm_loadu_ps(&values[static_cast<size_t>(hi) * 4]), 1);
+      };
+      const __m256 half = _mm256_set1_ps(0.5f);
+      for (; v + 2 <= num_vertices; v += 2) {
+        const __m256 a = pair(nb[2 * v], nb[2 * v + 2]);
+        const __m256 b = pair(nb[2 * v + 1], nb[2 * v + 3]);
+        const __m256 self =
+            _mm256_loadu_ps(&values[static_cast<size_t>(v + 1) * 4]);
+        _mm256_storeu_ps(
+            &scratch[static_cast<size_t>(v + 1) * 4],
+            _mm256_add_ps(self, _mm256_mul_ps(half, _mm256_add_ps(a, b))));
+      }
+    }
+#endif
+    for (; v < num_vertices; ++v) {
       const Row a = Row::Load(&values[static_cast<size_t>(nb[2 * v]) * C]);
       const Row b = Row::Load(&values[static_cast<size_t>(nb[2 * v + 1]) * C]);
       Row::Load(&values[static_cast<size_t>(v + 1) * C])
