@@ -49,6 +49,7 @@ class KeyTable {
   }
 
   int size() const { return static_cast<int>(keys_.size()); }
+  const std::vector<Key>& keys() const { return keys_; }
   static uint64_t HashOf(const Key& key) { return Hash(key); }
   const Key& key(int index) const { return keys_[index]; }
 
@@ -221,42 +222,125 @@ void FindSimplices(const float* features, int count, const float* scale,
   }
 }
 
+// Sorts `values` in place by their low `bits` bits (the others are 0):
+// least-significant-digit radix sort, 11 bits per pass.
+void RadixSort(std::vector<uint64_t>* values, int bits) {
+  constexpr int kDigit = 11;
+  std::vector<uint64_t> other(values->size());
+  for (int shift = 0; shift < bits; shift += kDigit) {
+    std::vector<size_t> start((size_t{1} << kDigit) + 1, 0);
+    for (const uint64_t v : *values) ++start[((v >> shift) & 2047) + 1];
+    for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
+    for (const uint64_t v : *values) other[start[(v >> shift) & 2047]++] = v;
+    values->swap(other);
+  }
+}
+
+// The neighbours of every vertex along every axis (the same pairs a hash
+// lookup per vertex and axis finds) by sorting instead of hashing. Each
+// key's first D coordinates are packed into bit fields of one integer,
+// each offset to stay non-negative with room for a lattice step, so that
+// the step n1 along axis j (-1 on every coordinate, +D+1 on coordinate j)
+// adds the same constant to every packed key. After one sort, the
+// neighbours along j are the equal pairs of two sorted lists, the packed
+// keys and the packed keys plus the constant: one linear merge per axis.
+// The vertex index rides in the low bits. Returns false, writing nothing,
+// when that does not fit in 64 bits.
+template <int D, typename Key>
+bool NeighborsBySorting(const std::vector<Key>& keys,
+                        std::vector<int32_t>* neighbors) {
+  constexpr int d1 = D + 1;
+  const int num_vertices = static_cast<int>(keys.size());
+  if (num_vertices == 0) return true;
+  auto bit_width = [](uint64_t v) {
+    int bits = 0;
+    while (v >> bits) ++bits;
+    return bits;
+  };
+  int low[D], shift[D];
+  int total = bit_width(static_cast<uint64_t>(num_vertices));
+  const int index_bits = total;
+  for (int j = 0; j < D; ++j) {
+    int lo = keys[0][j], hi = keys[0][j];
+    for (const Key& key : keys) {
+      lo = std::min<int>(lo, key[j]);
+      hi = std::max<int>(hi, key[j]);
+    }
+    low[j] = lo - d1;  // room for the step's -1 and +D below and above
+    shift[j] = total;
+    total += bit_width(static_cast<uint64_t>(hi + d1 - low[j]));
+  }
+  if (total > 64) return false;
+  std::vector<uint64_t> packed(num_vertices);
+  for (int v = 0; v < num_vertices; ++v) {
+    uint64_t p = static_cast<uint64_t>(v);
+    for (int j = 0; j < D; ++j)
+      p |= static_cast<uint64_t>(keys[v][j] - low[j]) << shift[j];
+    packed[v] = p;
+  }
+  RadixSort(&packed, total);
+  const uint64_t index_mask = (uint64_t{1} << index_bits) - 1;
+  for (int j = 0; j < d1; ++j) {
+    // The step n1 along j on the packed fields (unsigned arithmetic wraps,
+    // and no field borrows from the next: each stays non-negative).
+    uint64_t step = 0;
+    for (int i = 0; i < D; ++i) step -= uint64_t{1} << (shift[i] - index_bits);
+    if (j < D) step += static_cast<uint64_t>(d1) << (shift[j] - index_bits);
+    int32_t* nb = &(*neighbors)[static_cast<size_t>(j) * num_vertices * 2];
+    int a = 0, b = 0;
+    while (a < num_vertices && b < num_vertices) {
+      const uint64_t target = (packed[a] >> index_bits) + step;
+      const uint64_t key = packed[b] >> index_bits;
+      if (target == key) {
+        const int v = static_cast<int>(packed[a] & index_mask);
+        const int u = static_cast<int>(packed[b] & index_mask);
+        nb[2 * v] = u + 1;      // u = n1(v)
+        nb[2 * u + 1] = v + 1;  // v = n2(u)
+      }
+      a += target <= key;
+      b += target >= key;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 PermutohedralLattice::PermutohedralLattice(const float* features,
-                                           int num_points, int dim)
+                                           int num_points, int dim,
+                                           NeighborSearch search)
     : num_points_(num_points), dim_(dim) {
   switch (dim) {
     case 1:
-      Build<1>(features);
+      Build<1>(features, search);
       break;
     case 2:
-      Build<2>(features);
+      Build<2>(features, search);
       break;
     case 3:
-      Build<3>(features);
+      Build<3>(features, search);
       break;
     case 4:
-      Build<4>(features);
+      Build<4>(features, search);
       break;
     case 5:
-      Build<5>(features);
+      Build<5>(features, search);
       break;
     case 6:
-      Build<6>(features);
+      Build<6>(features, search);
       break;
     case 7:
-      Build<7>(features);
+      Build<7>(features, search);
       break;
     default:
-      Build<8>(features);
+      Build<8>(features, search);
   }
 }
 
 // The dimension is a template parameter so that the per-point loops over
 // coordinates unroll and their small arrays live in registers.
 template <int D>
-void PermutohedralLattice::Build(const float* features) {
+void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
   constexpr int K = D <= 6 ? 6 : 8;  // key width: 16-byte slots up to 6
   const int num_points = num_points_;
   constexpr int d = D, d1 = D + 1;
@@ -349,11 +433,16 @@ void PermutohedralLattice::Build(const float* features) {
   }
 
   // Neighbours along each axis j: n1 = key + (-1, ..., -1, +d at j, -1, ...)
-  // (for the last axis, all -1) and n2 = key - that step. Only n1 is looked
-  // up: when u = n1(v), v = n2(u).
+  // (for the last axis, all -1) and n2 = key - that step. Found by sorting
+  // (NeighborsBySorting) where the keys pack into 64 bits, else by looking
+  // n1 up in the table: when u = n1(v), v = n2(u).
   num_vertices_ = table.size();
   const int num_vertices = num_vertices_;
   neighbors_.assign(static_cast<size_t>(d1) * num_vertices * 2, 0);
+  if (search == NeighborSearch::kSort &&
+      NeighborsBySorting<D>(table.keys(), &neighbors_)) {
+    return;
+  }
   const size_t lookups = static_cast<size_t>(num_vertices) * d1;
   int pending_vertex[kLookupBlock], pending_axis[kLookupBlock];
   int v = 0, j = 0;  // the next (vertex, axis) to look up

@@ -21,9 +21,19 @@ namespace primaps {
 
 class PermutohedralLattice {
  public:
+  // How the vertices' neighbours are found; both give the same lattice.
+  enum class NeighborSearch {
+    // Sort the vertices' packed keys once and merge per axis; falls back to
+    // kHash when a key and a vertex index do not pack into 64 bits.
+    kSort,
+    // One hash lookup per vertex and axis.
+    kHash,
+  };
+
   // `features` holds num_points rows of `dim` floats (already divided by the
   // kernel's standard deviations). dim must be in [1, 8].
-  PermutohedralLattice(const float* features, int num_points, int dim);
+  PermutohedralLattice(const float* features, int num_points, int dim,
+                       NeighborSearch search = NeighborSearch::kSort);
 
   int num_points() const { return num_points_; }
   int num_vertices() const { return num_vertices_; }
@@ -54,7 +64,7 @@ class PermutohedralLattice {
  private:
   // Builds the structure for D == dim_.
   template <int D>
-  void Build(const float* features);
+  void Build(const float* features, NeighborSearch search);
 
   // Filter for simplices of D1 = dim + 1 vertices (0: given at run time by
   // dim_), dispatching on the row width.
