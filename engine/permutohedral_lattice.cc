@@ -222,12 +222,12 @@ void FindSimplices(const float* features, int count, const float* scale,
   }
 }
 
-// Sorts `values` in place by their low `bits` bits (the others are 0):
+// Sorts `values` in place by their bits from..bits-1 (those above are 0):
 // least-significant-digit radix sort, 11 bits per pass.
-void RadixSort(std::vector<uint64_t>* values, int bits) {
+void RadixSort(std::vector<uint64_t>* values, int from, int bits) {
   constexpr int kDigit = 11;
   std::vector<uint64_t> other(values->size());
-  for (int shift = 0; shift < bits; shift += kDigit) {
+  for (int shift = from; shift < bits; shift += kDigit) {
     std::vector<size_t> start((size_t{1} << kDigit) + 1, 0);
     for (const uint64_t v : *values) ++start[((v >> shift) & 2047) + 1];
     for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
@@ -278,7 +278,8 @@ bool NeighborsBySorting(const std::vector<Key>& keys,
       p |= static_cast<uint64_t>(keys[v][j] - low[j]) << shift[j];
     packed[v] = p;
   }
-  RadixSort(&packed, total);
+  // The packed keys are distinct: the index bits below them need no pass.
+  RadixSort(&packed, index_bits, total);
   const uint64_t index_mask = (uint64_t{1} << index_bits) - 1;
   for (int j = 0; j < d1; ++j) {
     // The step n1 along j on the packed fields (unsigned arithmetic wraps,
