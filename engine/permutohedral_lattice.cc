@@ -116,8 +116,120 @@ class KeyTable {
   std::vector<Key> keys_;  // by index, for walking the vertices
 };
 
+// Open-addressing hash table from packed lattice keys (non-zero, below
+// 2^(64 - index_bits)) to vertex indices (in insertion order), the key and
+// the index together in one 8-byte slot (0: empty), so that twice as many
+// slots share the caches as in KeyTable.
+class PackedKeyTable {
+ public:
+  PackedKeyTable(size_t expected, int index_bits)
+      : index_bits_(index_bits), index_mask_((uint64_t{1} << index_bits) - 1) {
+    size_t capacity = 1024;
+    while (capacity < 2 * expected) capacity <<= 1;
+    Resize(capacity);
+  }
+
+  int size() const { return static_cast<int>(keys_.size()); }
+  const std::vector<uint64_t>& keys() const { return keys_; }
+  static uint64_t HashOf(uint64_t key) { return key * 0x9E3779B97F4A7C15ull; }
+  void Prefetch(uint64_t hash) const {
+    __builtin_prefetch(&slots_[hash >> shift_]);
+  }
+
+  // Whether more vertices were inserted than index_bits can number (the
+  // table is then unusable).
+  bool overflowed() const { return keys_.size() > index_mask_; }
+
+  // The index of `key`, inserted when absent.
+  int FindOrInsert(uint64_t key, uint64_t hash) {
+    if (2 * keys_.size() >= slots_.size()) Resize(2 * slots_.size());
+    for (size_t h = hash >> shift_;; h = (h + 1) & mask_) {
+      const uint64_t slot = slots_[h];
+      if (slot == 0) {
+        slots_[h] = key << index_bits_ | (keys_.size() & index_mask_);
+        keys_.push_back(key);
+        return size() - 1;
+      }
+      if ((slot >> index_bits_) == key)
+        return static_cast<int>(slot & index_mask_);
+    }
+  }
+
+  // The index of `key`, or -1 when absent.
+  int Find(uint64_t key) const {
+    for (size_t h = HashOf(key) >> shift_;; h = (h + 1) & mask_) {
+      const uint64_t slot = slots_[h];
+      if (slot == 0) return -1;
+      if ((slot >> index_bits_) == key)
+        return static_cast<int>(slot & index_mask_);
+    }
+  }
+
+ private:
+  void Resize(size_t capacity) {
+    slots_.assign(capacity, 0);
+    mask_ = capacity - 1;
+    shift_ = 64;
+    for (size_t c = capacity; c > 1; c >>= 1) --shift_;
+    for (size_t index = 0; index < keys_.size(); ++index) {
+      size_t h = HashOf(keys_[index]) >> shift_;
+      while (slots_[h] != 0) h = (h + 1) & mask_;
+      slots_[h] = keys_[index] << index_bits_ | (index & index_mask_);
+    }
+  }
+
+  const int index_bits_;
+  const uint64_t index_mask_;
+  std::vector<uint64_t> slots_;
+  size_t mask_ = 0;
+  int shift_ = 64;
+  std::vector<uint64_t> keys_;  // by index
+};
+
+// The number of bits that hold v.
+int BitWidth(uint64_t v) {
+  int bits = 0;
+  while (bits < 64 && (v >> bits) != 0) ++bits;
+  return bits;
+}
+
 // Lattice keys are looked up this many at a time, prefetched together.
 constexpr int kLookupBlock = 32;
+
+// Simplex vertex keys waiting for their vertex index, looked up a block at
+// a time: all prefetched, then found or inserted (construction is
+// dominated by the table's cache misses). Branch-free, since whether a key
+// is new is a coin flip for the predictor: every key is written to the
+// next slot, and the slot is kept only when the key is new.
+template <typename Table, typename Key>
+class PendingLookups {
+ public:
+  // The slot for the next key; Commit says where its index goes.
+  Key& Next() { return keys_[count_]; }
+  void Commit(size_t at, bool keep) {
+    at_[count_] = at;
+    count_ += keep;
+  }
+  // Whether fewer than `room` slots are left.
+  bool Full(int room) const { return count_ > kLookupBlock - room; }
+
+  // offsets[at] = 1 + the key's index, for every kept key.
+  void Flush(Table* table, std::vector<int32_t>* offsets) {
+    for (int i = 0; i < count_; ++i) {
+      hash_[i] = Table::HashOf(keys_[i]);
+      table->Prefetch(hash_[i]);
+    }
+    for (int i = 0; i < count_; ++i)
+      (*offsets)[at_[i]] = table->FindOrInsert(keys_[i], hash_[i]) + 1;
+    count_ = 0;
+  }
+
+ private:
+  Key keys_[kLookupBlock] = {};
+  size_t at_[kLookupBlock];
+  uint64_t hash_[kLookupBlock];
+  int count_ = 0;
+};
 
 // Points are placed in their simplices this many at a time, one per lane.
 constexpr int kPointBlock = simd::kLanes;
@@ -238,55 +350,31 @@ void RadixSort(std::vector<uint64_t>* values, int from, int bits) {
 
 // The neighbours of every vertex along every axis (the same pairs a hash
 // lookup per vertex and axis finds) by sorting instead of hashing. Each
-// key's first D coordinates are packed into bit fields of one integer,
-// each offset to stay non-negative with room for a lattice step, so that
-// the step n1 along axis j (-1 on every coordinate, +D+1 on coordinate j)
-// adds the same constant to every packed key. After one sort, the
-// neighbours along j are the equal pairs of two sorted lists, the packed
-// keys and the packed keys plus the constant: one linear merge per axis.
-// The vertex index rides in the low bits. Returns false, writing nothing,
-// when that does not fit in 64 bits.
-template <int D, typename Key>
-bool NeighborsBySorting(const std::vector<Key>& keys,
-                        std::vector<int32_t>* neighbors) {
+// vertex key is packed into bit fields of one integer (`packed`, by vertex;
+// field i of D starts at bit field_shift[i]), each offset to stay
+// non-negative with room for a lattice step, so that the step n1 along axis
+// j (-1 on every coordinate, +D+1 on coordinate j) adds the same constant
+// to every packed key. After one sort, the neighbours along j are the equal
+// pairs of two sorted lists, the packed keys and the packed keys plus the
+// constant: one linear merge per axis. The vertex index rides in the low
+// bits; `key_bits` and the index's bits must fit in 64.
+template <int D>
+void NeighborsFromPacked(std::vector<uint64_t> packed, const int* field_shift,
+                         int key_bits, std::vector<int32_t>* neighbors) {
   constexpr int d1 = D + 1;
-  const int num_vertices = static_cast<int>(keys.size());
-  if (num_vertices == 0) return true;
-  auto bit_width = [](uint64_t v) {
-    int bits = 0;
-    while (v >> bits) ++bits;
-    return bits;
-  };
-  int low[D], shift[D];
-  int total = bit_width(static_cast<uint64_t>(num_vertices));
-  const int index_bits = total;
-  for (int j = 0; j < D; ++j) {
-    int lo = keys[0][j], hi = keys[0][j];
-    for (const Key& key : keys) {
-      lo = std::min<int>(lo, key[j]);
-      hi = std::max<int>(hi, key[j]);
-    }
-    low[j] = lo - d1;  // room for the step's -1 and +D below and above
-    shift[j] = total;
-    total += bit_width(static_cast<uint64_t>(hi + d1 - low[j]));
-  }
-  if (total > 64) return false;
-  std::vector<uint64_t> packed(num_vertices);
-  for (int v = 0; v < num_vertices; ++v) {
-    uint64_t p = static_cast<uint64_t>(v);
-    for (int j = 0; j < D; ++j)
-      p |= static_cast<uint64_t>(keys[v][j] - low[j]) << shift[j];
-    packed[v] = p;
-  }
+  const int num_vertices = static_cast<int>(packed.size());
+  const int index_bits = BitWidth(static_cast<uint64_t>(num_vertices));
+  for (int v = 0; v < num_vertices; ++v)
+    packed[v] = packed[v] << index_bits | static_cast<uint64_t>(v);
   // The packed keys are distinct: the index bits below them need no pass.
-  RadixSort(&packed, index_bits, total);
+  RadixSort(&packed, index_bits, index_bits + key_bits);
   const uint64_t index_mask = (uint64_t{1} << index_bits) - 1;
   for (int j = 0; j < d1; ++j) {
     // The step n1 along j on the packed fields (unsigned arithmetic wraps,
     // and no field borrows from the next: each stays non-negative).
     uint64_t step = 0;
-    for (int i = 0; i < D; ++i) step -= uint64_t{1} << (shift[i] - index_bits);
-    if (j < D) step += static_cast<uint64_t>(d1) << (shift[j] - index_bits);
+    for (int i = 0; i < D; ++i) step -= uint64_t{1} << field_shift[i];
+    if (j < D) step += static_cast<uint64_t>(d1) << field_shift[j];
     int32_t* nb = &(*neighbors)[static_cast<size_t>(j) * num_vertices * 2];
     int a = 0, b = 0;
     while (a < num_vertices && b < num_vertices) {
@@ -302,7 +390,82 @@ bool NeighborsBySorting(const std::vector<Key>& keys,
       b += target >= key;
     }
   }
+}
+
+// NeighborsFromPacked for keys of shorts, packed into fields sized to the
+// keys' range. Returns false, writing nothing, when they do not fit.
+template <int D, typename Key>
+bool NeighborsBySorting(const std::vector<Key>& keys,
+                        std::vector<int32_t>* neighbors) {
+  constexpr int d1 = D + 1;
+  const int num_vertices = static_cast<int>(keys.size());
+  if (num_vertices == 0) return true;
+  int low[D], shift[D];
+  int total = 0;
+  for (int j = 0; j < D; ++j) {
+    int lo = keys[0][j], hi = keys[0][j];
+    for (const Key& key : keys) {
+      lo = std::min<int>(lo, key[j]);
+      hi = std::max<int>(hi, key[j]);
+    }
+    low[j] = lo - d1;  // room for the step's -1 and +D below and above
+    shift[j] = total;
+    total += BitWidth(static_cast<uint64_t>(hi + d1 - low[j]));
+  }
+  if (total + BitWidth(static_cast<uint64_t>(num_vertices)) > 64) return false;
+  std::vector<uint64_t> packed(num_vertices);
+  for (int v = 0; v < num_vertices; ++v) {
+    uint64_t p = 0;
+    for (int j = 0; j < D; ++j)
+      p |= static_cast<uint64_t>(keys[v][j] - low[j]) << shift[j];
+    packed[v] = p;
+  }
+  NeighborsFromPacked<D>(std::move(packed), shift, total, neighbors);
   return true;
+}
+
+// The per-feature scale of the reference: sqrt(2/3) (d+1) / sqrt((i+1)(i+2)).
+template <int D>
+void LatticeScale(float* scale) {
+  const float inv_std = std::sqrt(2.f / 3.f) * static_cast<float>(D + 1);
+  for (int i = 0; i < D; ++i)
+    scale[i] = inv_std / std::sqrt(static_cast<float>((i + 1) * (i + 2)));
+}
+
+// Bit i of repeats[r]: point i of the block has the same vertex r as the
+// point before it (never for the very first point). All lanes at once: the
+// keys against the same keys shifted by one lane; `previous_keys` carries
+// the previous block's (its last lane is the point before this block).
+template <int D>
+void RepeatedVertices(const SimplexBlock<D>& block, bool first_block,
+                      Ints (&previous_keys)[D + 1][D], int* repeats) {
+  for (int r = 0; r <= D; ++r) {
+    Ints differs = {};
+    for (int j = 0; j < D; ++j) {
+      differs |= block.keys[r][j] !=
+                 simd::ShiftInLast(previous_keys[r][j], block.keys[r][j]);
+      previous_keys[r][j] = block.keys[r][j];
+    }
+    repeats[r] = ~simd::MaskBits(differs) & ~static_cast<int>(first_block);
+  }
+}
+
+// Resolves the reused vertices (offset -1) in point order: each copies the
+// previous point's (already final) index, kept in registers (a copy read
+// back from memory waits on the store before it, and reuse comes in long
+// runs). A select, not a branch: reuse is a coin flip for the predictor.
+template <int D>
+void ResolveReused(std::vector<int32_t>* offsets) {
+  constexpr int d1 = D + 1;
+  int32_t previous[d1];
+  for (int r = 0; r < d1; ++r) previous[r] = (*offsets)[r];  // point 0: own
+  for (size_t at = d1; at < offsets->size(); at += d1) {
+    for (int r = 0; r < d1; ++r) {
+      const int32_t own = (*offsets)[at + r];
+      previous[r] = own < 0 ? previous[r] : own;
+      (*offsets)[at + r] = previous[r];
+    }
+  }
 }
 
 }  // namespace
@@ -338,10 +501,136 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
   }
 }
 
+// Construction with packed keys (PackedKeyTable): each vertex key's first D
+// coordinates in bit fields of one 64-bit integer, sized from the
+// features' range, which bounds every key before any is computed. Keys are
+// made a block of points at a time in vector registers, a table slot holds
+// a key and its vertex index in 8 bytes, and the neighbour search sorts
+// the same integers. Returns false when the fields and indices do not fit
+// in 64 bits or a key falls outside its field (non-finite features); Build
+// then starts over with keys of shorts.
+template <int D>
+bool PermutohedralLattice::BuildPacked(const float* features,
+                                       NeighborSearch search) {
+  constexpr int d = D, d1 = D + 1;
+  const int num_points = num_points_;
+  if (num_points <= 0) return false;
+  float scale[kMaxDim];
+  LatticeScale<D>(scale);
+  float lo_feature[D], hi_feature[D];
+  for (int j = 0; j < d; ++j) lo_feature[j] = hi_feature[j] = features[j];
+  for (int p = 0; p < num_points; ++p) {
+    for (int j = 0; j < d; ++j) {
+      const float f = features[static_cast<size_t>(p) * d + j];
+      lo_feature[j] = std::min(lo_feature[j], f);
+      hi_feature[j] = std::max(hi_feature[j], f);
+    }
+  }
+  // Bounds of the elevated coordinates (FindSimplices: coordinate j is the
+  // sum of f_i * scale_i over i >= j, minus j * f_(j-1) * scale_(j-1)), by
+  // interval arithmetic. A key is within 2.5 (d+1) of its point's elevated
+  // coordinate and a neighbour step within d+1 more; the margin also
+  // covers the float rounding of the elevation.
+  int field_low[D], field_width[D], field_shift[D], key_bits = 0;
+  for (int j = 0; j < d; ++j) {
+    if (!std::isfinite(lo_feature[j]) || !std::isfinite(hi_feature[j]))
+      return false;
+    double lo = 0, hi = 0;
+    for (int i = j; i < d; ++i) {
+      lo += static_cast<double>(lo_feature[i]) * scale[i];
+      hi += static_cast<double>(hi_feature[i]) * scale[i];
+    }
+    if (j > 0) {
+      lo -= static_cast<double>(j) * hi_feature[j - 1] * scale[j - 1];
+      hi -= static_cast<double>(j) * lo_feature[j - 1] * scale[j - 1];
+    }
+    if (!(std::abs(lo) + std::abs(hi) < 1e8)) return false;
+    const double margin = 4.0 * d1 + 2 + 1e-5 * (std::abs(lo) + std::abs(hi));
+    field_low[j] = static_cast<int>(std::floor(lo - margin));
+    field_width[j] = static_cast<int>(std::ceil(hi + margin)) - field_low[j];
+    field_shift[j] = key_bits;
+    key_bits += BitWidth(static_cast<uint64_t>(field_width[j]));
+  }
+  // The rest of a slot numbers the vertices; a lattice with more falls
+  // back to keys of shorts.
+  const int index_bits = 64 - key_bits;
+  if (index_bits < 10) return false;
+
+  offsets_.resize(static_cast<size_t>(num_points) * d1);
+  weights_.resize(static_cast<size_t>(num_points) * d1);
+  PackedKeyTable table(static_cast<size_t>(num_points), index_bits);
+  // As in Build: keys repeated from the previous point reuse its index
+  // (offset -1 until ResolveReused), the others are looked up.
+  PendingLookups<PackedKeyTable, uint64_t> pending;
+  typedef int64_t Longs __attribute__((vector_size(8 * simd::kLanes)));
+  typedef uint64_t Words __attribute__((vector_size(8 * simd::kLanes)));
+  Ints lane;
+  for (int i = 0; i < simd::kLanes; ++i) lane[i] = i;
+  Ints previous_keys[D + 1][D] = {};
+  Ints outside = {};  // a lane's key left its field
+  SimplexBlock<D> block;
+  for (int p0 = 0; p0 < num_points; p0 += kPointBlock) {
+    const int count = std::min(kPointBlock, num_points - p0);
+    FindSimplices<D>(features + static_cast<size_t>(p0) * d, count, scale,
+                     &block);
+    int repeats[D + 1];
+    RepeatedVertices<D>(block, p0 == 0, previous_keys, repeats);
+    const Ints live = lane < count;
+    uint64_t packed[D + 1][simd::kLanes];
+    for (int r = 0; r <= d; ++r) {
+      Words key = {};
+      for (int j = 0; j < d; ++j) {
+        const Ints field = block.keys[r][j] - field_low[j];
+        outside |= ((field < 0) | (field >= field_width[j])) & live;
+        key |= (Words) __builtin_convertvector(field, Longs) << field_shift[j];
+      }
+      std::memcpy(packed[r], &key, sizeof(key));
+    }
+    for (int i = 0; i < count; ++i) {
+      const size_t p = static_cast<size_t>(p0) + i;
+      for (int r = 0; r <= d; ++r) {
+        const size_t at = p * d1 + r;
+        weights_[at] = block.barycentric[r][i];
+        pending.Next() = packed[r][i];
+        offsets_[at] = -1;
+        pending.Commit(at, ((repeats[r] >> i) & 1) == 0);
+      }
+      if (pending.Full(d1)) pending.Flush(&table, &offsets_);
+    }
+  }
+  pending.Flush(&table, &offsets_);
+  if (simd::MaskBits(outside) != 0 || table.overflowed()) return false;
+  ResolveReused<D>(&offsets_);
+
+  num_vertices_ = table.size();
+  const int num_vertices = num_vertices_;
+  neighbors_.assign(static_cast<size_t>(d1) * num_vertices * 2, 0);
+  if (search == NeighborSearch::kSort) {
+    // The vertex indices fit in index_bits, so this fits in 64 bits.
+    NeighborsFromPacked<D>(table.keys(), field_shift, key_bits, &neighbors_);
+    return true;
+  }
+  for (int j = 0; j < d1; ++j) {
+    uint64_t step = 0;  // n1 along j on the packed fields, as in
+                        // NeighborsFromPacked
+    for (int i = 0; i < d; ++i) step -= uint64_t{1} << field_shift[i];
+    if (j < d) step += static_cast<uint64_t>(d1) << field_shift[j];
+    int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
+    for (int v = 0; v < num_vertices; ++v) {
+      const int u = table.Find(table.keys()[v] + step);
+      if (u < 0) continue;
+      nb[2 * v] = u + 1;
+      nb[2 * u + 1] = v + 1;
+    }
+  }
+  return true;
+}
+
 // The dimension is a template parameter so that the per-point loops over
 // coordinates unroll and their small arrays live in registers.
 template <int D>
 void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
+  if (BuildPacked<D>(features, search)) return;
   constexpr int K = D <= 6 ? 6 : 8;  // key width: 16-byte slots up to 6
   const int num_points = num_points_;
   constexpr int d = D, d1 = D + 1;
@@ -352,86 +641,43 @@ void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
   Table table(static_cast<size_t>(num_points));
 
   float scale[kMaxDim];
-  const float inv_std = std::sqrt(2.f / 3.f) * static_cast<float>(d1);
-  for (int i = 0; i < d; ++i)
-    scale[i] = inv_std / std::sqrt(static_cast<float>((i + 1) * (i + 2)));
+  LatticeScale<D>(scale);
 
   // Keys of a block of simplex vertices; the ones equal to the previous
   // point's key for the same vertex reuse its index (neighbouring points
   // usually share simplices), the others are prefetched, then looked up.
-  Key pending[kLookupBlock] = {};
-  size_t pending_at[kLookupBlock];
-  int num_pending = 0;
+  PendingLookups<Table, Key> pending;
   // Per simplex vertex r and coordinate, the keys of the previous block
   // (its last lane is the point before the current block's first).
   Ints previous_keys[D + 1][D] = {};
-  uint64_t pending_hash[kLookupBlock];
-  auto flush = [&] {
-    for (int i = 0; i < num_pending; ++i) {
-      pending_hash[i] = Table::HashOf(pending[i]);
-      table.Prefetch(pending_hash[i]);
-    }
-    for (int i = 0; i < num_pending; ++i) {
-      offsets_[pending_at[i]] =
-          table.FindOrInsert(pending[i], pending_hash[i]) + 1;
-    }
-    num_pending = 0;
-  };
   SimplexBlock<D> block;
   for (int p0 = 0; p0 < num_points; p0 += kPointBlock) {
     const int count = std::min(kPointBlock, num_points - p0);
     FindSimplices<D>(features + static_cast<size_t>(p0) * d, count, scale,
                      &block);
-    // Bit i of repeats[r]: point p0 + i has the same vertex r as the point
-    // before it (never for the first point). All lanes at once: the keys
-    // against the same keys shifted by one lane.
     int repeats[D + 1];
-    for (int r = 0; r <= d; ++r) {
-      Ints differs = {};
-      for (int j = 0; j < d; ++j) {
-        differs |= block.keys[r][j] !=
-                   simd::ShiftInLast(previous_keys[r][j], block.keys[r][j]);
-        previous_keys[r][j] = block.keys[r][j];
-      }
-      repeats[r] = ~simd::MaskBits(differs) & ~static_cast<int>(p0 == 0);
-    }
+    RepeatedVertices<D>(block, p0 == 0, previous_keys, repeats);
     for (int i = 0; i < count; ++i) {
       const size_t p = static_cast<size_t>(p0) + i;
       for (int r = 0; r <= d; ++r) {
         const size_t at = p * d1 + r;
         weights_[at] = block.barycentric[r][i];
-        // Branch-free (whether a key repeats is a coin flip for the
-        // predictor): every key is written to the next pending slot, and
-        // the slot is kept only when the key is new. A repeated vertex gets
-        // -1, resolved below; a kept one gets its index at the flush.
-        // Keys are written and read a short at a time (a word-sized read of
-        // just-written shorts stalls on store forwarding); the padding past
-        // `dim` stays zero from initialization.
-        Key& key = pending[num_pending];
+        // A repeated vertex gets -1, resolved below; a new one gets its
+        // index at the flush. Keys are written and read a short at a time
+        // (a word-sized read of just-written shorts stalls on store
+        // forwarding); the padding past `dim` stays zero from
+        // initialization.
+        Key& key = pending.Next();
         for (int j = 0; j < d; ++j)
           key[j] = static_cast<int16_t>(block.keys[r][j][i]);
         offsets_[at] = -1;
-        pending_at[num_pending] = at;
-        num_pending += 1 - ((repeats[r] >> i) & 1);
+        pending.Commit(at, ((repeats[r] >> i) & 1) == 0);
       }
-      // Room for the next point's d+1 keys.
-      if (num_pending > kLookupBlock - d1) flush();
+      if (pending.Full(d1)) pending.Flush(&table, &offsets_);
     }
   }
-  flush();
-  // Resolve the reused vertices in point order: each copies the previous
-  // point's (already final) index, kept in registers (a copy read back
-  // from memory waits on the store before it, and reuse comes in long
-  // runs). A select, not a branch: reuse is a coin flip for the predictor.
-  int32_t previous[D + 1];
-  for (int r = 0; r <= d; ++r) previous[r] = offsets_[r];  // point 0: own
-  for (size_t at = d1; at < offsets_.size(); at += d1) {
-    for (int r = 0; r <= d; ++r) {
-      const int32_t own = offsets_[at + r];
-      previous[r] = own < 0 ? previous[r] : own;
-      offsets_[at + r] = previous[r];
-    }
-  }
+  pending.Flush(&table, &offsets_);
+  ResolveReused<D>(&offsets_);
 
   // Neighbours along each axis j: n1 = key + (-1, ..., -1, +d at j, -1, ...)
   // (for the last axis, all -1) and n2 = key - that step. Found by sorting
@@ -445,6 +691,8 @@ void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
     return;
   }
   const size_t lookups = static_cast<size_t>(num_vertices) * d1;
+  Key n1_keys[kLookupBlock];
+  uint64_t n1_hashes[kLookupBlock];
   int pending_vertex[kLookupBlock], pending_axis[kLookupBlock];
   int v = 0, j = 0;  // the next (vertex, axis) to look up
   for (size_t start = 0; start < lookups; start += kLookupBlock) {
@@ -454,14 +702,14 @@ void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
       Key n1 = table.key(v);
       for (int i = 0; i < d; ++i) n1[i] = static_cast<int16_t>(n1[i] - 1);
       if (j < d) n1[j] = static_cast<int16_t>(n1[j] + d1);
-      pending[b] = n1;
+      n1_keys[b] = n1;
       pending_vertex[b] = v;
       pending_axis[b] = j;
-      pending_hash[b] = Table::HashOf(n1);
-      table.Prefetch(pending_hash[b]);
+      n1_hashes[b] = Table::HashOf(n1);
+      table.Prefetch(n1_hashes[b]);
     }
     for (int b = 0; b < count; ++b) {
-      const int u = table.Find(pending[b], pending_hash[b]);
+      const int u = table.Find(n1_keys[b], n1_hashes[b]);
       if (u < 0) continue;
       const size_t axis = static_cast<size_t>(pending_axis[b]) * num_vertices;
       neighbors_[(axis + pending_vertex[b]) * 2] = u + 1;

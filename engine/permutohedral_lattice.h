@@ -65,6 +65,10 @@ class PermutohedralLattice {
   // Builds the structure for D == dim_.
   template <int D>
   void Build(const float* features, NeighborSearch search);
+  // The same with keys packed into 64-bit integers; false when they do not
+  // fit (Build then uses keys of shorts).
+  template <int D>
+  bool BuildPacked(const float* features, NeighborSearch search);
 
   // Filter for simplices of D1 = dim + 1 vertices (0: given at run time by
   // dim_), dispatching on the row width.
