@@ -392,38 +392,6 @@ void NeighborsFromPacked(std::vector<uint64_t> packed, const int* field_shift,
   }
 }
 
-// NeighborsFromPacked for keys of shorts, packed into fields sized to the
-// keys' range. Returns false, writing nothing, when they do not fit.
-template <int D, typename Key>
-bool NeighborsBySorting(const std::vector<Key>& keys,
-                        std::vector<int32_t>* neighbors) {
-  constexpr int d1 = D + 1;
-  const int num_vertices = static_cast<int>(keys.size());
-  if (num_vertices == 0) return true;
-  int low[D], shift[D];
-  int total = 0;
-  for (int j = 0; j < D; ++j) {
-    int lo = keys[0][j], hi = keys[0][j];
-    for (const Key& key : keys) {
-      lo = std::min<int>(lo, key[j]);
-      hi = std::max<int>(hi, key[j]);
-    }
-    low[j] = lo - d1;  // room for the step's -1 and +D below and above
-    shift[j] = total;
-    total += BitWidth(static_cast<uint64_t>(hi + d1 - low[j]));
-  }
-  if (total + BitWidth(static_cast<uint64_t>(num_vertices)) > 64) return false;
-  std::vector<uint64_t> packed(num_vertices);
-  for (int v = 0; v < num_vertices; ++v) {
-    uint64_t p = 0;
-    for (int j = 0; j < D; ++j)
-      p |= static_cast<uint64_t>(keys[v][j] - low[j]) << shift[j];
-    packed[v] = p;
-  }
-  NeighborsFromPacked<D>(std::move(packed), shift, total, neighbors);
-  return true;
-}
-
 // The per-feature scale of the reference: sqrt(2/3) (d+1) / sqrt((i+1)(i+2)).
 template <int D>
 void LatticeScale(float* scale) {
@@ -447,6 +415,26 @@ void RepeatedVertices(const SimplexBlock<D>& block, bool first_block,
       previous_keys[r][j] = block.keys[r][j];
     }
     repeats[r] = ~simd::MaskBits(differs) & ~static_cast<int>(first_block);
+  }
+}
+
+// Places the points in their simplices kPointBlock at a time and calls
+// on_block(block, p0, count, repeats) for the points p0 .. p0 + count - 1,
+// with repeats as RepeatedVertices gives them.
+template <int D, typename OnBlock>
+void ForEachSimplexBlock(const float* features, int num_points,
+                         OnBlock&& on_block) {
+  float scale[kMaxDim];
+  LatticeScale<D>(scale);
+  Ints previous_keys[D + 1][D] = {};
+  SimplexBlock<D> block;
+  int repeats[D + 1];
+  for (int p0 = 0; p0 < num_points; p0 += kPointBlock) {
+    const int count = std::min(kPointBlock, num_points - p0);
+    FindSimplices<D>(features + static_cast<size_t>(p0) * D, count, scale,
+                     &block);
+    RepeatedVertices<D>(block, p0 == 0, previous_keys, repeats);
+    on_block(block, p0, count, repeats);
   }
 }
 
@@ -566,38 +554,34 @@ bool PermutohedralLattice::BuildPacked(const float* features,
   typedef uint64_t Words __attribute__((vector_size(8 * simd::kLanes)));
   Ints lane;
   for (int i = 0; i < simd::kLanes; ++i) lane[i] = i;
-  Ints previous_keys[D + 1][D] = {};
   Ints outside = {};  // a lane's key left its field
-  SimplexBlock<D> block;
-  for (int p0 = 0; p0 < num_points; p0 += kPointBlock) {
-    const int count = std::min(kPointBlock, num_points - p0);
-    FindSimplices<D>(features + static_cast<size_t>(p0) * d, count, scale,
-                     &block);
-    int repeats[D + 1];
-    RepeatedVertices<D>(block, p0 == 0, previous_keys, repeats);
-    const Ints live = lane < count;
-    uint64_t packed[D + 1][simd::kLanes];
-    for (int r = 0; r <= d; ++r) {
-      Words key = {};
-      for (int j = 0; j < d; ++j) {
-        const Ints field = block.keys[r][j] - field_low[j];
-        outside |= ((field < 0) | (field >= field_width[j])) & live;
-        key |= (Words) __builtin_convertvector(field, Longs) << field_shift[j];
-      }
-      std::memcpy(packed[r], &key, sizeof(key));
-    }
-    for (int i = 0; i < count; ++i) {
-      const size_t p = static_cast<size_t>(p0) + i;
-      for (int r = 0; r <= d; ++r) {
-        const size_t at = p * d1 + r;
-        weights_[at] = block.barycentric[r][i];
-        pending.Next() = packed[r][i];
-        offsets_[at] = -1;
-        pending.Commit(at, ((repeats[r] >> i) & 1) == 0);
-      }
-      if (pending.Full(d1)) pending.Flush(&table, &offsets_);
-    }
-  }
+  ForEachSimplexBlock<D>(
+      features, num_points,
+      [&](const SimplexBlock<D>& block, int p0, int count, const int* repeats) {
+        const Ints live = lane < count;
+        uint64_t packed[D + 1][simd::kLanes];
+        for (int r = 0; r <= d; ++r) {
+          Words key = {};
+          for (int j = 0; j < d; ++j) {
+            const Ints field = block.keys[r][j] - field_low[j];
+            outside |= ((field < 0) | (field >= field_width[j])) & live;
+            key |= (Words) __builtin_convertvector(field, Longs)
+                   << field_shift[j];
+          }
+          std::memcpy(packed[r], &key, sizeof(key));
+        }
+        for (int i = 0; i < count; ++i) {
+          const size_t p = static_cast<size_t>(p0) + i;
+          for (int r = 0; r <= d; ++r) {
+            const size_t at = p * d1 + r;
+            weights_[at] = block.barycentric[r][i];
+            pending.Next() = packed[r][i];
+            offsets_[at] = -1;
+            pending.Commit(at, ((repeats[r] >> i) & 1) == 0);
+          }
+          if (pending.Full(d1)) pending.Flush(&table, &offsets_);
+        }
+      });
   pending.Flush(&table, &offsets_);
   if (simd::MaskBits(outside) != 0 || table.overflowed()) return false;
   ResolveReused<D>(&offsets_);
@@ -640,56 +624,42 @@ void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
   weights_.resize(static_cast<size_t>(num_points) * d1);
   Table table(static_cast<size_t>(num_points));
 
-  float scale[kMaxDim];
-  LatticeScale<D>(scale);
-
   // Keys of a block of simplex vertices; the ones equal to the previous
   // point's key for the same vertex reuse its index (neighbouring points
   // usually share simplices), the others are prefetched, then looked up.
   PendingLookups<Table, Key> pending;
-  // Per simplex vertex r and coordinate, the keys of the previous block
-  // (its last lane is the point before the current block's first).
-  Ints previous_keys[D + 1][D] = {};
-  SimplexBlock<D> block;
-  for (int p0 = 0; p0 < num_points; p0 += kPointBlock) {
-    const int count = std::min(kPointBlock, num_points - p0);
-    FindSimplices<D>(features + static_cast<size_t>(p0) * d, count, scale,
-                     &block);
-    int repeats[D + 1];
-    RepeatedVertices<D>(block, p0 == 0, previous_keys, repeats);
-    for (int i = 0; i < count; ++i) {
-      const size_t p = static_cast<size_t>(p0) + i;
-      for (int r = 0; r <= d; ++r) {
-        const size_t at = p * d1 + r;
-        weights_[at] = block.barycentric[r][i];
-        // A repeated vertex gets -1, resolved below; a new one gets its
-        // index at the flush. Keys are written and read a short at a time
-        // (a word-sized read of just-written shorts stalls on store
-        // forwarding); the padding past `dim` stays zero from
-        // initialization.
-        Key& key = pending.Next();
-        for (int j = 0; j < d; ++j)
-          key[j] = static_cast<int16_t>(block.keys[r][j][i]);
-        offsets_[at] = -1;
-        pending.Commit(at, ((repeats[r] >> i) & 1) == 0);
-      }
-      if (pending.Full(d1)) pending.Flush(&table, &offsets_);
-    }
-  }
+  ForEachSimplexBlock<D>(
+      features, num_points,
+      [&](const SimplexBlock<D>& block, int p0, int count, const int* repeats) {
+        for (int i = 0; i < count; ++i) {
+          const size_t p = static_cast<size_t>(p0) + i;
+          for (int r = 0; r <= d; ++r) {
+            const size_t at = p * d1 + r;
+            weights_[at] = block.barycentric[r][i];
+            // A repeated vertex gets -1, resolved below; a new one gets its
+            // index at the flush. Keys are written and read a short at a time
+            // (a word-sized read of just-written shorts stalls on store
+            // forwarding); the padding past `dim` stays zero from
+            // initialization.
+            Key& key = pending.Next();
+            for (int j = 0; j < d; ++j)
+              key[j] = static_cast<int16_t>(block.keys[r][j][i]);
+            offsets_[at] = -1;
+            pending.Commit(at, ((repeats[r] >> i) & 1) == 0);
+          }
+          if (pending.Full(d1)) pending.Flush(&table, &offsets_);
+        }
+      });
   pending.Flush(&table, &offsets_);
   ResolveReused<D>(&offsets_);
 
   // Neighbours along each axis j: n1 = key + (-1, ..., -1, +d at j, -1, ...)
-  // (for the last axis, all -1) and n2 = key - that step. Found by sorting
-  // (NeighborsBySorting) where the keys pack into 64 bits, else by looking
-  // n1 up in the table: when u = n1(v), v = n2(u).
+  // (for the last axis, all -1) and n2 = key - that step. This is the
+  // fallback for features too wide (or not finite) to pack, so n1 is
+  // looked up in the table: when u = n1(v), v = n2(u).
   num_vertices_ = table.size();
   const int num_vertices = num_vertices_;
   neighbors_.assign(static_cast<size_t>(d1) * num_vertices * 2, 0);
-  if (search == NeighborSearch::kSort &&
-      NeighborsBySorting<D>(table.keys(), &neighbors_)) {
-    return;
-  }
   const size_t lookups = static_cast<size_t>(num_vertices) * d1;
   Key n1_keys[kLookupBlock];
   uint64_t n1_hashes[kLookupBlock];
