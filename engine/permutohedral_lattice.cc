@@ -11,6 +11,7 @@
 #include <immintrin.h>
 #endif
 
+#include "engine/lattice_rows.h"
 #include "engine/simd_lanes.h"
 
 namespace primaps {
@@ -695,58 +696,6 @@ namespace {
 // instructions instead of vectorized loops with run-time checks.
 constexpr int kDynamic = 0;
 
-// A row of C floats held in registers, C a fixed width (not kDynamic): as
-// 8-float vectors where the target has them and C allows, else 4-float
-// vectors, else single floats. Rows loaded once stay in registers, and sums
-// kept here do not round-trip through memory (a row in memory makes each
-// add wait on the previous store, and the compiler must reload a source row
-// after every store that might alias it). Each operation is the scalar
-// arithmetic lane by lane (multiply, then add: no fused multiply-add).
-template <int C>
-struct RowRegs {
-  typedef float V8 __attribute__((vector_size(32)));
-  typedef float V4 __attribute__((vector_size(16)));
-#if defined(__AVX__)
-  static constexpr bool kWide = C % 8 == 0;
-#else
-  static constexpr bool kWide = false;
-#endif
-  static constexpr int kWidth = kWide ? 8 : (C % 4 == 0 ? 4 : 1);
-  using V = std::conditional_t<kWidth == 8, V8,
-                               std::conditional_t<kWidth == 4, V4, float>>;
-  static constexpr int kCount = C / kWidth;
-  V v[kCount];
-
-  static RowRegs Load(const float* p) {
-    RowRegs row;
-    for (int i = 0; i < kCount; ++i)
-      std::memcpy(&row.v[i], p + i * kWidth, sizeof(V));
-    return row;
-  }
-  void Store(float* p) const {
-    for (int i = 0; i < kCount; ++i)
-      std::memcpy(p + i * kWidth, &v[i], sizeof(V));
-  }
-  // w * row.
-  static RowRegs Scaled(float w, const RowRegs& row) {
-    RowRegs out;
-    for (int i = 0; i < kCount; ++i) out.v[i] = w * row.v[i];
-    return out;
-  }
-  // this + w * row.
-  RowRegs PlusScaled(float w, const RowRegs& row) const {
-    RowRegs out;
-    for (int i = 0; i < kCount; ++i) out.v[i] = v[i] + w * row.v[i];
-    return out;
-  }
-  // this + 0.5 * (a + b).
-  RowRegs PlusHalfSum(const RowRegs& a, const RowRegs& b) const {
-    RowRegs out;
-    for (int i = 0; i < kCount; ++i) out.v[i] = v[i] + 0.5f * (a.v[i] + b.v[i]);
-    return out;
-  }
-};
-
 // The filter's buffers in the caller's workspace: two of the lattice's
 // rows, swapped after each blur axis, and one row of scratch. Only the
 // splat target needs zeroing; the blur overwrites every row of the other
@@ -768,32 +717,12 @@ struct FilterBuffers {
 
 }  // namespace
 
-// Fixed row width C: every row operation on registers.
-template <int D1, int C>
-void PermutohedralLattice::FilterRows(const float* in, float* out,
-                                      const Scaling& scaling,
-                                      std::vector<float>* workspace) const {
+// Blur along each axis: new = old + 0.5 * (left + right).
+template <int C>
+float* PermutohedralLattice::BlurRows(float* values, float* scratch) const {
   using Row = RowRegs<C>;
-  const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
-  // Loop bounds in locals: stores through float pointers would otherwise
-  // make the compiler reload them from *this on every iteration.
-  const int num_points = num_points_, num_vertices = num_vertices_;
-  FilterBuffers buffers(num_vertices, C, workspace);
-  float* values = buffers.values;
-  float* scratch = buffers.scratch;
-  // Splat.
-  for (int p = 0; p < num_points; ++p) {
-    const Row src = Row::Load(in + static_cast<size_t>(p) * C);
-    const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
-    const float* weights = &weights_[static_cast<size_t>(p) * d1];
-    const float in_scale = scaling.in_scale ? scaling.in_scale[p] : 1.f;
-    for (int r = 0; r < d1; ++r) {
-      float* dst = &values[static_cast<size_t>(offsets[r]) * C];
-      Row::Load(dst).PlusScaled(weights[r] * in_scale, src).Store(dst);
-    }
-  }
-  // Blur along each axis: new = old + 0.5 * (left + right).
-  for (int j = 0; j < d1; ++j) {
+  const int num_vertices = num_vertices_;
+  for (int j = 0; j <= dim_; ++j) {
     const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
     int v = 0;
 #if defined(__AVX__)
@@ -827,8 +756,36 @@ void PermutohedralLattice::FilterRows(const float* in, float* out,
     }
     std::swap(values, scratch);
   }
+  return values;
+}
+
+// Fixed row width C: every row operation on registers.
+template <int D1, int C>
+void PermutohedralLattice::FilterRows(const float* in, float* out,
+                                      const Scaling& scaling,
+                                      std::vector<float>* workspace) const {
+  using Row = RowRegs<C>;
+  const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
+  // Loop bounds in locals: stores through float pointers would otherwise
+  // make the compiler reload them from *this on every iteration.
+  const int num_points = num_points_, num_vertices = num_vertices_;
+  FilterBuffers buffers(num_vertices, C, workspace);
+  float* values = buffers.values;
+  float* scratch = buffers.scratch;
+  // Splat.
+  for (int p = 0; p < num_points; ++p) {
+    const Row src = Row::Load(in + static_cast<size_t>(p) * C);
+    const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
+    const float* weights = &weights_[static_cast<size_t>(p) * d1];
+    const float in_scale = scaling.in_scale ? scaling.in_scale[p] : 1.f;
+    for (int r = 0; r < d1; ++r) {
+      float* dst = &values[static_cast<size_t>(offsets[r]) * C];
+      Row::Load(dst).PlusScaled(weights[r] * in_scale, src).Store(dst);
+    }
+  }
+  values = BlurRows<C>(values, scratch);
   // Slice, each point's weighted sum in registers.
-  const float alpha = 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
+  const float alpha = slice_scale();
   for (int p = 0; p < num_points; ++p) {
     const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
     const float* weights = &weights_[static_cast<size_t>(p) * d1];
@@ -855,6 +812,25 @@ void PermutohedralLattice::FilterRows(const float* in, float* out,
   }
 }
 
+// The same for any row width, as plain loops over the row.
+float* PermutohedralLattice::BlurAnyRows(float* values, float* scratch,
+                                         int channels) const {
+  const int num_vertices = num_vertices_;
+  for (int j = 0; j <= dim_; ++j) {
+    const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
+    for (int v = 0; v < num_vertices; ++v) {
+      const float* self = &values[static_cast<size_t>(v + 1) * channels];
+      const float* a = &values[static_cast<size_t>(nb[2 * v]) * channels];
+      const float* b = &values[static_cast<size_t>(nb[2 * v + 1]) * channels];
+      float* dst = &scratch[static_cast<size_t>(v + 1) * channels];
+      for (int c = 0; c < channels; ++c)
+        dst[c] = self[c] + 0.5f * (a[c] + b[c]);
+    }
+    std::swap(values, scratch);
+  }
+  return values;
+}
+
 // Any row width: the same operations in the same order as FilterRows, as
 // plain loops over the row.
 template <int D1>
@@ -877,19 +853,8 @@ void PermutohedralLattice::FilterAnyRows(const float* in, int channels,
       for (int c = 0; c < channels; ++c) dst[c] = dst[c] + w * src[c];
     }
   }
-  for (int j = 0; j < d1; ++j) {
-    const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
-    for (int v = 0; v < num_vertices; ++v) {
-      const float* self = &values[static_cast<size_t>(v + 1) * channels];
-      const float* a = &values[static_cast<size_t>(nb[2 * v]) * channels];
-      const float* b = &values[static_cast<size_t>(nb[2 * v + 1]) * channels];
-      float* dst = &scratch[static_cast<size_t>(v + 1) * channels];
-      for (int c = 0; c < channels; ++c)
-        dst[c] = self[c] + 0.5f * (a[c] + b[c]);
-    }
-    std::swap(values, scratch);
-  }
-  const float alpha = 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
+  values = BlurAnyRows(values, scratch, channels);
+  const float alpha = slice_scale();
   for (int p = 0; p < num_points; ++p) {
     for (int r = 0; r < d1; ++r) {
       const size_t at = static_cast<size_t>(p) * d1 + r;
@@ -909,6 +874,30 @@ void PermutohedralLattice::FilterAnyRows(const float* in, int channels,
       dst[c] =
           base != nullptr ? base[c] + out_scale * acc[c] : out_scale * acc[c];
     }
+  }
+}
+
+float PermutohedralLattice::slice_scale() const {
+  return 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
+}
+
+float* PermutohedralLattice::Blur(float* values, float* scratch,
+                                  int channels) const {
+  switch (channels) {
+    case 4:
+      return BlurRows<4>(values, scratch);
+    case 8:
+      return BlurRows<8>(values, scratch);
+    case 12:
+      return BlurRows<12>(values, scratch);
+    case 16:
+      return BlurRows<16>(values, scratch);
+    case 24:
+      return BlurRows<24>(values, scratch);
+    case 32:
+      return BlurRows<32>(values, scratch);
+    default:
+      return BlurAnyRows(values, scratch, channels);
   }
 }
 

@@ -61,6 +61,21 @@ class PermutohedralLattice {
                     const Scaling& scaling,
                     std::vector<float>* workspace) const;
 
+  // The filter's stages, for callers that fuse the per-point work of
+  // several filters (the CRF's mean field does). Per point p and simplex
+  // vertex r, at p * (dim + 1) + r: the vertex's row in a value buffer
+  // (1-based; row 0 is the always-zero row of missing neighbours) and the
+  // point's barycentric weight on it.
+  int dim() const { return dim_; }
+  const int32_t* vertex_rows() const { return offsets_.data(); }
+  const float* vertex_weights() const { return weights_.data(); }
+  // The slice's scale, 1 / (1 + 2^-dim).
+  float slice_scale() const;
+  // Blurs `values`, (num_vertices + 1) rows of `channels` floats, along
+  // every axis, using `scratch` of the same size; row 0 of both must be
+  // zero. Returns whichever of the two holds the result.
+  float* Blur(float* values, float* scratch, int channels) const;
+
  private:
   // Builds the structure for D == dim_.
   template <int D>
@@ -76,6 +91,10 @@ class PermutohedralLattice {
   void FilterAnyWidth(const float* in, int channels, float* out,
                       const Scaling& scaling,
                       std::vector<float>* workspace) const;
+  // The blur for rows of a fixed width C, and for any width.
+  template <int C>
+  float* BlurRows(float* values, float* scratch) const;
+  float* BlurAnyRows(float* values, float* scratch, int channels) const;
   // For rows of a fixed width C, and for any width.
   template <int D1, int C>
   void FilterRows(const float* in, float* out, const Scaling& scaling,

@@ -10,7 +10,7 @@ out=out/fuzz
 mkdir -p "$out"
 
 core=(engine/image_header.cc engine/image_decode.cc engine/safetensors.cc engine/segmentation_head.cc
-      engine/dense_crf.cc engine/permutohedral_lattice.cc engine/preprocess.cc engine/tensor_record.cc
+      engine/dense_crf.cc engine/mean_field.cc engine/permutohedral_lattice.cc engine/preprocess.cc engine/tensor_record.cc
       engine/zip_reader.cc engine/pickle_reader.cc engine/pth_reader.cc engine/backbone_weights.cc
       engine/file_util.cc engine/vit_config.cc engine/label_image.cc)
 libs=$(pkg-config --libs opencv4)
