@@ -175,19 +175,11 @@ class FusedKernel {
   using Row = RowRegs<C>;
 
   FusedKernel(const MeanFieldKernel& kernel, size_t n)
-      : lattice_(*kernel.lattice), rows_(lattice_.vertex_rows()) {
-    const float* weights = lattice_.vertex_weights();
-    const float alpha = lattice_.slice_scale();
-    splat_weights_.resize(n * D1);
-    slice_weights_.resize(n * D1);
-    out_scale_.resize(n);
-    for (size_t p = 0; p < n; ++p) {
-      for (int r = 0; r < D1; ++r) {
-        splat_weights_[p * D1 + r] = weights[p * D1 + r] * kernel.norm[p];
-        slice_weights_[p * D1 + r] = weights[p * D1 + r] * alpha;
-      }
-      out_scale_[p] = kernel.weight * kernel.norm[p];
-    }
+      : lattice_(*kernel.lattice),
+        norm_(kernel.norm),
+        weight_(kernel.weight),
+        alpha_(lattice_.slice_scale()) {
+    (void)n;
     // Zero: the first splat's target, and row 0 of both buffers is the
     // blur's missing neighbour.
     cells_ = static_cast<size_t>(lattice_.num_vertices() + 1) * C;
@@ -209,38 +201,43 @@ class FusedKernel {
   // pointers would make the compiler reload members after each.
   struct View {
     const int32_t* rows;
-    const float* splat_weights;
-    const float* slice_weights;
-    const float* out_scale;
+    const float* weights;
+    const float* norm;
+    float alpha;
+    float weight;
     const float* blurred;
     float* target;
 
-    // The point's filtered row, before out_scale.
+    float OutScale(size_t p) const { return weight * norm[p]; }
+    // The point's filtered row, before OutScale.
     Row Slice(size_t p) const {
       const int32_t* r = rows + p * D1;
-      const float* w = slice_weights + p * D1;
-      Row acc =
-          Row::Scaled(w[0], Row::Load(blurred + static_cast<size_t>(r[0]) * C));
-      for (int k = 1; k < D1; ++k)
+      const float* w = weights + p * D1;
+      Row acc = Row::Scaled(w[0] * alpha,
+                            Row::Load(blurred + static_cast<size_t>(r[0]) * C));
+      for (int k = 1; k < D1; ++k) {
         acc = acc.PlusScaled(
-            w[k], Row::Load(blurred + static_cast<size_t>(r[k]) * C));
+            w[k] * alpha, Row::Load(blurred + static_cast<size_t>(r[k]) * C));
+      }
       return acc;
     }
     // Adds the point's row to its simplex's vertices in the target.
     void Splat(size_t p, const Row& q) const {
       const int32_t* r = rows + p * D1;
-      const float* w = splat_weights + p * D1;
+      const float* w = weights + p * D1;
+      const float scale = norm[p];
       for (int k = 0; k < D1; ++k) {
         float* dst = target + static_cast<size_t>(r[k]) * C;
-        Row::Load(dst).PlusScaled(w[k], q).Store(dst);
+        Row::Load(dst).PlusScaled(w[k] * scale, q).Store(dst);
       }
     }
   };
   View view() const {
-    return View{rows_,
-                splat_weights_.data(),
-                slice_weights_.data(),
-                out_scale_.data(),
+    return View{lattice_.vertex_rows(),
+                lattice_.vertex_weights(),
+                norm_,
+                alpha_,
+                weight_,
                 blurred_,
                 target_};
   }
@@ -253,8 +250,9 @@ class FusedKernel {
 
  private:
   const PermutohedralLattice& lattice_;
-  const int32_t* rows_;
-  std::vector<float> splat_weights_, slice_weights_, out_scale_;
+  const float* norm_;
+  float weight_;
+  float alpha_;
   size_t cells_ = 0;
   std::vector<float> buffers_;
   float* target_ = nullptr;
@@ -298,8 +296,8 @@ void FusedMeanField(const MeanFieldKernel& gaussian,
       for (int i = 0; i < count; ++i) {
         const size_t p = p0 + i;
         Row::Load(base + p * C)
-            .PlusScaled(gv.out_scale[p], gv.Slice(p))
-            .PlusScaled(bv.out_scale[p], bv.Slice(p))
+            .PlusScaled(gv.OutScale(p), gv.Slice(p))
+            .PlusScaled(bv.OutScale(p), bv.Slice(p))
             .Store(block + i * C);
       }
       std::fill(block + count * C, block + kLanes * C, 0.f);
