@@ -165,21 +165,20 @@ void SoftmaxRows(float* values, int num_points, int labels, int stride) {
 }
 
 // One pairwise kernel in the fused mean field (FusedMeanField): its
-// lattice's per-point data with the constant factors multiplied in once
-// (the same products FilterScaled forms per point and iteration), and two
-// vertex buffers: the splat target, and the blurred values that the
-// iteration slices.
+// lattice, normalization and weight, and two vertex buffers: the splat
+// target, and the blurred values that the iteration slices. Weights and
+// scales are multiplied as FilterScaled multiplies them, so the products,
+// and the results, are the same floats.
 template <int C, int D1>
 class FusedKernel {
  public:
   using Row = RowRegs<C>;
 
-  FusedKernel(const MeanFieldKernel& kernel, size_t n)
+  explicit FusedKernel(const MeanFieldKernel& kernel)
       : lattice_(*kernel.lattice),
         norm_(kernel.norm),
         weight_(kernel.weight),
         alpha_(lattice_.slice_scale()) {
-    (void)n;
     // Zero: the first splat's target, and row 0 of both buffers is the
     // blur's missing neighbour.
     cells_ = static_cast<size_t>(lattice_.num_vertices() + 1) * C;
@@ -261,11 +260,11 @@ class FusedKernel {
 
 // Mean field with each iteration's per-point work in one pass: per block
 // of kLanes points, both kernels' slices, the energy, the softmax and the
-// splats for the next iteration, the rows staying in registers and a block
-// on the stack. The same operations in the same order as UnfusedMeanField,
-// which writes the energy, the softmax and the splat input to memory and
-// reads them back in separate passes. Rows of C floats; simplices of G1 and
-// B1 vertices.
+// splats for the next iteration, the rows in registers and the block's rows
+// on the stack for the softmax's transpose. The same operations in the same
+// order as UnfusedMeanField, which writes the energy, the softmax and the splat
+// input to memory and reads them back in separate passes. Rows of C floats;
+// simplices of G1 and B1 vertices.
 template <int C, int G1, int B1>
 void FusedMeanField(const MeanFieldKernel& gaussian,
                     const MeanFieldKernel& bilateral,
@@ -276,8 +275,8 @@ void FusedMeanField(const MeanFieldKernel& gaussian,
   *q = neg_unary;
   SoftmaxRows<C>(q->data(), static_cast<int>(n), labels, C);
   if (iterations == 0) return;
-  FusedKernel<C, G1> g(gaussian, n);
-  FusedKernel<C, B1> b(bilateral, n);
+  FusedKernel<C, G1> g(gaussian);
+  FusedKernel<C, B1> b(bilateral);
   g.SplatFirst(q->data(), n);
   b.SplatFirst(q->data(), n);
   alignas(32) float block[kLanes * C];
