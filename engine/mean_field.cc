@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
 #include <vector>
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -347,16 +346,6 @@ void UnfusedMeanField(const MeanFieldKernel& gaussian,
   }
 }
 
-template <int C>
-bool TryFused(const MeanFieldKernel& gaussian, const MeanFieldKernel& bilateral,
-              const std::vector<float>& neg_unary, int iterations, int labels,
-              int stride, std::vector<float>* q) {
-  if (stride != C) return false;
-  FusedMeanField<C, 3, 6>(gaussian, bilateral, neg_unary, iterations, labels,
-                          q);
-  return true;
-}
-
 }  // namespace
 
 void MeanField(const MeanFieldKernel& gaussian,
@@ -366,17 +355,21 @@ void MeanField(const MeanFieldKernel& gaussian,
   // The dense CRF's kernels: position (d = 2) and position and colour
   // (d = 5).
   if (gaussian.lattice->dim() == 2 && bilateral.lattice->dim() == 5) {
-    const auto fused = [&](auto width) {
-      return TryFused<decltype(width)::value>(gaussian, bilateral, neg_unary,
-                                              iterations, labels, stride, q);
-    };
-    if (fused(std::integral_constant<int, 4>()) ||
-        fused(std::integral_constant<int, 8>()) ||
-        fused(std::integral_constant<int, 12>()) ||
-        fused(std::integral_constant<int, 16>()) ||
-        fused(std::integral_constant<int, 24>()) ||
-        fused(std::integral_constant<int, 32>())) {
-      return;
+    const auto& g = gaussian;
+    const auto& b = bilateral;
+    switch (stride) {
+      case 4:
+        return FusedMeanField<4, 3, 6>(g, b, neg_unary, iterations, labels, q);
+      case 8:
+        return FusedMeanField<8, 3, 6>(g, b, neg_unary, iterations, labels, q);
+      case 12:
+        return FusedMeanField<12, 3, 6>(g, b, neg_unary, iterations, labels, q);
+      case 16:
+        return FusedMeanField<16, 3, 6>(g, b, neg_unary, iterations, labels, q);
+      case 24:
+        return FusedMeanField<24, 3, 6>(g, b, neg_unary, iterations, labels, q);
+      case 32:
+        return FusedMeanField<32, 3, 6>(g, b, neg_unary, iterations, labels, q);
     }
   }
   UnfusedMeanField(gaussian, bilateral, neg_unary, iterations, labels, stride,
