@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -30,7 +31,17 @@ std::vector<double> Gram(const float* x, int64_t count, int dim) {
   std::vector<float> upper(static_cast<size_t>(dim) * dim, 0.f);
   const int n = dim, k = static_cast<int>(count), lda = dim, ldc = dim;
   const float one = 1.f, zero = 0.f;
-  ssyrk_("U", "N", &n, &k, &one, x, &lda, &zero, upper.data(), &ldc);
+  {
+    // One BLAS thread: a threaded ssyrk splits the sums over k as well on
+    // some CPUs (OpenBLAS 0.3.21 on AMD Zen 5 gives other bits at 2
+    // threads), and the result must not depend on the thread count. The
+    // OpenMP build of OpenBLAS sizes its team from the calling thread's
+    // OpenMP setting at each call, so this changes no other thread's.
+    const int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    ssyrk_("U", "N", &n, &k, &one, x, &lda, &zero, upper.data(), &ldc);
+    omp_set_num_threads(saved_threads);
+  }
   // Column-major upper triangle: element (i, j), i <= j, at j * dim + i.
   std::vector<double> a(upper.size());
   for (int j = 0; j < dim; ++j) {
@@ -136,9 +147,7 @@ std::vector<float> FirstPrincipalComponent(const float* rows, int64_t count,
   const at::Tensor x =
       at::from_blob(const_cast<float*>(rows), {count, dim}, at::kFloat);
   const at::Tensor centered = (x - x.mean(0, /*keepdim=*/true)).contiguous();
-  // Covariance up to a positive factor, which changes no eigenvector. The
-  // BLAS splits its output, not its sums, across threads, so the result is
-  // the same at any thread count.
+  // Covariance up to a positive factor, which changes no eigenvector.
   const std::vector<double> a = Gram(centered.data_ptr<float>(), count, dim);
   const std::vector<double> v = LeadingEigenvector(a, dim);
   // Sign rule (DESIGN.md step 2a): the largest |projection| of a centered
