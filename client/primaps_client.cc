@@ -45,8 +45,11 @@ absl::StatusOr<std::unique_ptr<PrimapsClient>> PrimapsClient::Create(
   args.SetMaxSendMessageSize(options.max_message_bytes);
   // Reconnect quickly after a server restart (gRPC's default backoff grows
   // to minutes), and spread calls over every address a name resolves to.
+  // GRPC_ARG_MIN_RECONNECT_BACKOFF_MS stays unset on purpose: gRPC also takes
+  // it as the minimum time a connection attempt may last (default 20 s), so
+  // a small value fails every TLS handshake slower than that on a loaded or
+  // distant server ("timed out before receiving SETTINGS frame").
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetLoadBalancingPolicyName("round_robin");
   auto channel = grpc::CreateCustomChannel(options.target, credentials, args);
