@@ -1,7 +1,10 @@
 // TLS and mTLS with certificates made by the test (Debian's openssl).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "client/primaps_client.h"
 #include "tests/integration/server_process.h"
@@ -56,55 +59,64 @@ std::string Health(const std::string& address, const std::string& dir, bool tls,
   return health.ok() ? *health : health.status().ToString();
 }
 
-TEST(TlsTest, TlsAndMutualTls) {
-  if (std::system("command -v openssl > /dev/null") != 0)
-    GTEST_SKIP() << "openssl not installed";
-  TempDir dir;
-  ASSERT_TRUE(MakeCertificates(dir.path()));
+// The port a ServerProcess listens on.
+std::string Port(const ServerProcess& server) {
+  return server.address().substr(server.address().rfind(':') + 1);
+}
+
+// Each test gets fresh certificates in its own directory.
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (std::system("command -v openssl > /dev/null") != 0)
+      GTEST_SKIP() << "openssl not installed";
+    ASSERT_TRUE(MakeCertificates(dir_.path()));
+  }
+
+  // primaps-server flags that serve TLS with the test's server certificate.
+  std::vector<std::string> TlsFlags() const {
+    return {"--tls_cert=" + dir_.path() + "/server.pem",
+            "--tls_key=" + dir_.path() + "/server.key"};
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(TlsTest, TlsAndMutualTls) {
   {
-    ServerProcess server({"--tls_cert=" + dir.path() + "/server.pem",
-                          "--tls_key=" + dir.path() + "/server.key"});
+    ServerProcess server(TlsFlags());
     ASSERT_TRUE(server.started()) << server.Log();
-    const std::string address =
-        "localhost:" + server.address().substr(server.address().rfind(':') + 1);
-    EXPECT_EQ(Health(address, dir.path(), /*tls=*/true, false), "SERVING");
-    EXPECT_NE(Health(address, dir.path(), /*tls=*/false, false),
+    const std::string address = "localhost:" + Port(server);
+    EXPECT_EQ(Health(address, dir_.path(), /*tls=*/true, false), "SERVING");
+    EXPECT_NE(Health(address, dir_.path(), /*tls=*/false, false),
               "SERVING");  // plaintext refused
   }
   {
-    ServerProcess server({"--tls_cert=" + dir.path() + "/server.pem",
-                          "--tls_key=" + dir.path() + "/server.key",
-                          "--tls_client_ca=" + dir.path() + "/ca.pem"});
+    std::vector<std::string> flags = TlsFlags();
+    flags.push_back("--tls_client_ca=" + dir_.path() + "/ca.pem");
+    ServerProcess server(flags);
     ASSERT_TRUE(server.started()) << server.Log();
-    const std::string address =
-        "localhost:" + server.address().substr(server.address().rfind(':') + 1);
-    EXPECT_EQ(Health(address, dir.path(), true, /*client_cert=*/true),
+    const std::string address = "localhost:" + Port(server);
+    EXPECT_EQ(Health(address, dir_.path(), true, /*client_cert=*/true),
               "SERVING");
-    EXPECT_NE(Health(address, dir.path(), true, /*client_cert=*/false),
+    EXPECT_NE(Health(address, dir_.path(), true, /*client_cert=*/false),
               "SERVING");  // no client cert
   }
 }
 
 // A handshake that takes a second (a loaded or distant server) still
 // connects: the client must not cap how long a connection attempt may take.
-TEST(TlsTest, SlowHandshakeStillConnects) {
-  if (std::system("command -v openssl > /dev/null") != 0)
-    GTEST_SKIP() << "openssl not installed";
-  TempDir dir;
-  ASSERT_TRUE(MakeCertificates(dir.path()));
-  ServerProcess server({"--tls_cert=" + dir.path() + "/server.pem",
-                        "--tls_key=" + dir.path() + "/server.key"});
+TEST_F(TlsTest, SlowHandshakeStillConnects) {
+  ServerProcess server(TlsFlags());
   ASSERT_TRUE(server.started()) << server.Log();
-  const int server_port =
-      std::stoi(server.address().substr(server.address().rfind(':') + 1));
-  SlowProxy proxy(server_port, std::chrono::milliseconds(1000));
+  SlowProxy proxy(std::stoi(Port(server)), std::chrono::milliseconds(1000));
   ASSERT_GT(proxy.port(), 0);
-  EXPECT_EQ(Health("localhost:" + std::to_string(proxy.port()), dir.path(),
+  EXPECT_EQ(Health("localhost:" + std::to_string(proxy.port()), dir_.path(),
                    /*tls=*/true, false),
             "SERVING");
 }
 
-TEST(TlsTest, HalfAConfigurationIsRefusedAtStartUp) {
+TEST(TlsConfigTest, HalfAConfigurationIsRefusedAtStartUp) {
   TempDir dir;
   ServerProcess server({"--tls_cert=" + dir.path() + "/missing.pem"});
   EXPECT_FALSE(server.started());
