@@ -274,7 +274,13 @@ TEST_F(ServerTest, HotSwapsUnderLoadLoseNothing) {
       EXPECT_EQ(admin->LoadCheckpoint(load).status().code(),
                 absl::StatusCode::kInvalidArgument);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // Let at least one more call finish before the next swap, so that calls
+    // and swaps interleave however slow the machine (a fixed pause gave too
+    // few calls under ASan on a loaded machine).
+    const int before = calls;
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while (calls == before && absl::Now() < give_up)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   stop = true;
   for (auto& t : clients) t.join();
