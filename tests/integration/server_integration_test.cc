@@ -590,6 +590,7 @@ TEST_F(ServerTest, AbandonedCallsReleaseTheirState) {
               "--resize=800", nullptr);
       ::_exit(127);
     }
+    ASSERT_GT(pid, 0) << "fork failed";  // kill(-1) would signal everything
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);

@@ -132,6 +132,7 @@ TEST_F(TrainerTest, KillDuringTrainingThenResume) {
   args.push_back("--eval_crf=false");
   const pid_t trainer =
       SpawnProcess(PRIMAPS_TRAINER_BIN, args, out_.path() + "/../first.log");
+  ASSERT_GT(trainer, 0) << "fork failed";  // kill(-1) would signal everything
   const std::string dir = out_.path() + "/checkpoints";
   auto count_checkpoints = [&] {
     int n = 0;
@@ -161,7 +162,8 @@ TEST_F(TrainerTest, KillDuringTrainingThenResume) {
   args.push_back("--eval_crf=false");
   const std::string log = out_.path() + "/../second.log";
   ASSERT_EQ(WaitProcess(SpawnProcess(PRIMAPS_TRAINER_BIN, args, log)), 0)
-      << ReadText(log);
+      << ReadText(log) << "\nserver log:\n"
+      << server_->Log();
   EXPECT_THAT(ReadText(log), HasSubstr("at step " + std::to_string(newest)));
   EXPECT_THAT(ReadText(log),
               HasSubstr("done at step " + std::to_string(newest + 30)));
