@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -87,6 +89,12 @@ int ServerProcess::Stop(int signal) {
 pid_t SpawnProcess(const std::string& binary, std::vector<std::string> args,
                    const std::string& log) {
   const pid_t pid = ::fork();
+  if (pid < 0) {
+    // Callers SIGKILL the pid they get, and kill(-1) would signal every
+    // process of the user: a test that cannot fork stops here.
+    std::perror("SpawnProcess: fork");
+    std::abort();
+  }
   if (pid == 0) {
     FILE* f = std::fopen(log.c_str(), "w");
     ::dup2(fileno(f), 1);

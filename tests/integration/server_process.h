@@ -38,7 +38,7 @@ class ServerProcess {
 };
 
 // Starts `binary` with `args`, its stdout and stderr going to `log`;
-// returns the pid (not waited for).
+// returns the pid (not waited for), always > 0 (aborts if fork fails).
 pid_t SpawnProcess(const std::string& binary, std::vector<std::string> args,
                    const std::string& log);
 

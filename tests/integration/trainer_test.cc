@@ -132,7 +132,6 @@ TEST_F(TrainerTest, KillDuringTrainingThenResume) {
   args.push_back("--eval_crf=false");
   const pid_t trainer =
       SpawnProcess(PRIMAPS_TRAINER_BIN, args, out_.path() + "/../first.log");
-  ASSERT_GT(trainer, 0) << "fork failed";  // kill(-1) would signal everything
   const std::string dir = out_.path() + "/checkpoints";
   auto count_checkpoints = [&] {
     int n = 0;
