@@ -17,12 +17,12 @@
 #include <vector>
 
 #include "bench/bench_flags.h"
-#include "engine/cpu_support.h"
-#include "engine/dense_crf.h"
-#include "engine/file_util.h"
-#include "engine/image_decode.h"
-#include "engine/permutohedral_lattice.h"
-#include "engine/preprocess.h"
+#include "base/cpu_support.h"
+#include "engine/crf/dense_crf.h"
+#include "base/file_util.h"
+#include "engine/image/image_decode.h"
+#include "engine/crf/permutohedral_lattice.h"
+#include "engine/image/preprocess.h"
 
 namespace primaps {
 namespace {

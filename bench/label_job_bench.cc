@@ -16,7 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "client/label_job.h"
 #include "client/primaps_client.h"
-#include "engine/file_util.h"
+#include "base/file_util.h"
 #include "server/server.h"
 
 namespace primaps {

@@ -17,14 +17,14 @@
 
 #include "absl/synchronization/blocking_counter.h"
 #include "bench/bench_flags.h"
-#include "engine/cpu_support.h"
-#include "engine/dense_crf.h"
-#include "engine/file_util.h"
-#include "engine/image_decode.h"
-#include "engine/preprocess.h"
+#include "base/cpu_support.h"
+#include "engine/crf/dense_crf.h"
+#include "base/file_util.h"
+#include "engine/image/image_decode.h"
+#include "engine/image/preprocess.h"
 #include "engine/primaps.h"
 #include "engine/primaps_batch.h"
-#include "engine/vit_backbone.h"
+#include "engine/vit/vit_backbone.h"
 
 namespace primaps {
 namespace {

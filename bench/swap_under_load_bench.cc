@@ -17,8 +17,8 @@
 
 #include "absl/strings/numbers.h"
 #include "client/primaps_client.h"
-#include "engine/builtin_backbone.h"
-#include "engine/file_util.h"
+#include "engine/backbone/builtin_backbone.h"
+#include "base/file_util.h"
 #include "engine/segmentation_head.h"
 #include "server/server.h"
 

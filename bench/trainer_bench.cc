@@ -14,9 +14,9 @@
 
 #include "absl/strings/numbers.h"
 #include "client/primaps_client.h"
-#include "engine/file_util.h"
-#include "engine/image_decode.h"
-#include "engine/preprocess.h"
+#include "base/file_util.h"
+#include "engine/image/image_decode.h"
+#include "engine/image/preprocess.h"
 #include "server/server.h"
 #include "trainer/synthetic_dataset.h"
 #include "trainer/trainer.h"

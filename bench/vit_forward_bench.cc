@@ -15,7 +15,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "engine/vit_backbone.h"
+#include "engine/vit/vit_backbone.h"
 
 namespace {
 

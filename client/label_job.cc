@@ -17,11 +17,11 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "client/primaps_client.h"
-#include "engine/file_util.h"
-#include "engine/image_decode.h"
-#include "engine/label_image.h"
-#include "engine/preprocess.h"
-#include "engine/status_macros.h"
+#include "base/file_util.h"
+#include "engine/image/image_decode.h"
+#include "engine/image/label_image.h"
+#include "engine/image/preprocess.h"
+#include "base/status_macros.h"
 
 namespace primaps {
 namespace fs = std::filesystem;

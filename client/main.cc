@@ -38,11 +38,11 @@
 #include "client/load_generator.h"
 #include "client/npy_writer.h"
 #include "client/primaps_client.h"
-#include "engine/file_util.h"
-#include "engine/image_decode.h"
-#include "engine/label_image.h"
-#include "engine/preprocess.h"
-#include "engine/status_macros.h"
+#include "base/file_util.h"
+#include "engine/image/image_decode.h"
+#include "engine/image/label_image.h"
+#include "engine/image/preprocess.h"
+#include "base/status_macros.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT.");
 ABSL_FLAG(std::string, image, "", "Input image.");

@@ -7,8 +7,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "engine/principal_component.h"
-#include "engine/simd_lanes.h"
-#include "engine/status_macros.h"
+#include "base/simd_lanes.h"
+#include "base/status_macros.h"
 
 namespace primaps {
 namespace {

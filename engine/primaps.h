@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/backbone.h"
-#include "engine/dense_crf.h"
-#include "engine/image.h"
-#include "engine/preprocess.h"
+#include "engine/backbone/backbone.h"
+#include "engine/crf/dense_crf.h"
+#include "engine/image/image.h"
+#include "engine/image/preprocess.h"
 
 namespace primaps {
 

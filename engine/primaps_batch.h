@@ -6,7 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/primaps.h"
-#include "engine/thread_pool.h"
+#include "base/thread_pool.h"
 
 namespace primaps {
 

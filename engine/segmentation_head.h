@@ -21,8 +21,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "engine/backbone.h"
-#include "engine/image.h"
+#include "engine/backbone/backbone.h"
+#include "engine/image/image.h"
 
 namespace primaps {
 

@@ -3,9 +3,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/backbone_weights.h"
-#include "engine/pickle_reader.h"
-#include "engine/pth_reader.h"
+#include "engine/backbone/backbone_weights.h"
+#include "engine/checkpoint/pickle_reader.h"
+#include "engine/checkpoint/pth_reader.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view bytes(reinterpret_cast<const char*>(data), size);

@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/image_decode.h"
+#include "engine/image/image_decode.h"
 #include "primaps/v1/service.pb.h"
 #include "server/proto_convert.h"
 

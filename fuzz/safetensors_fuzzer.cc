@@ -2,7 +2,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/safetensors.h"
+#include "engine/checkpoint/safetensors.h"
 #include "engine/segmentation_head.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

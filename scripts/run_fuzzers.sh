@@ -9,10 +9,10 @@ seconds="${1:-20}"
 out=out/fuzz
 mkdir -p "$out"
 
-core=(engine/image_header.cc engine/image_decode.cc engine/safetensors.cc engine/segmentation_head.cc
-      engine/dense_crf.cc engine/mean_field.cc engine/permutohedral_lattice.cc engine/preprocess.cc engine/tensor_record.cc
-      engine/zip_reader.cc engine/pickle_reader.cc engine/pth_reader.cc engine/backbone_weights.cc
-      engine/file_util.cc engine/vit_config.cc engine/label_image.cc)
+core=(engine/image/image_header.cc engine/image/image_decode.cc engine/checkpoint/safetensors.cc engine/segmentation_head.cc
+      engine/crf/dense_crf.cc engine/crf/mean_field.cc engine/crf/permutohedral_lattice.cc engine/image/preprocess.cc engine/checkpoint/tensor_record.cc
+      engine/checkpoint/zip_reader.cc engine/checkpoint/pickle_reader.cc engine/checkpoint/pth_reader.cc engine/backbone/backbone_weights.cc
+      base/file_util.cc engine/backbone/vit_config.cc engine/image/label_image.cc)
 libs=$(pkg-config --libs opencv4)
 cflags=$(pkg-config --cflags opencv4)
 absl=(-labsl_statusor -labsl_status -labsl_strings -labsl_str_format_internal -labsl_cord -labsl_cordz_info

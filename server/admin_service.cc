@@ -4,7 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "engine/file_util.h"
+#include "base/file_util.h"
 #include "server/proto_convert.h"
 
 namespace primaps {

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "engine/model_registry.h"
+#include "server/model_registry.h"
 #include "primaps/v1/admin.grpc.pb.h"
 #include "server/server_metrics.h"
 

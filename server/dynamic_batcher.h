@@ -19,7 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "engine/backbone.h"
+#include "engine/backbone/backbone.h"
 
 namespace primaps {
 

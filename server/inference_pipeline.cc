@@ -5,10 +5,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "engine/dense_crf.h"
-#include "engine/preprocess.h"
+#include "engine/crf/dense_crf.h"
+#include "engine/image/preprocess.h"
 #include "engine/segmentation_head.h"
-#include "engine/status_macros.h"
+#include "base/status_macros.h"
 
 namespace primaps {
 

@@ -15,11 +15,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "engine/backbone.h"
-#include "engine/image_decode.h"
-#include "engine/model_registry.h"
+#include "engine/backbone/backbone.h"
+#include "engine/image/image_decode.h"
+#include "server/model_registry.h"
 #include "engine/primaps.h"
-#include "engine/thread_pool.h"
+#include "base/thread_pool.h"
 #include "server/dynamic_batcher.h"
 
 namespace primaps {

@@ -9,7 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "engine/cpu_support.h"
+#include "base/cpu_support.h"
 #include "server/server.h"
 
 ABSL_FLAG(std::string, config, "",

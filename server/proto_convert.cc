@@ -3,8 +3,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "engine/label_image.h"
-#include "engine/status_macros.h"
+#include "engine/image/label_image.h"
+#include "base/status_macros.h"
 
 namespace primaps {
 namespace {

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/dense_crf.h"
-#include "engine/file_util.h"
-#include "engine/image_decode.h"
+#include "engine/crf/dense_crf.h"
+#include "base/file_util.h"
+#include "engine/image/image_decode.h"
 
 namespace {
 

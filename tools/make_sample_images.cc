@@ -10,8 +10,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "engine/file_util.h"
-#include "engine/label_image.h"
+#include "base/file_util.h"
+#include "engine/image/label_image.h"
 
 ABSL_FLAG(std::string, out, "", "Output directory (must exist).");
 ABSL_FLAG(int32_t, count, 4, "How many images.");

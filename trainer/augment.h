@@ -7,7 +7,7 @@
 
 #include <random>
 
-#include "engine/image.h"
+#include "engine/image/image.h"
 
 namespace primaps {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "engine/image.h"
+#include "engine/image/image.h"
 
 namespace primaps {
 

@@ -6,8 +6,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "engine/safetensors.h"
-#include "engine/status_macros.h"
+#include "engine/checkpoint/safetensors.h"
+#include "base/status_macros.h"
 #include "trainer/em_schedule.h"
 
 namespace primaps {

@@ -11,8 +11,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "engine/backbone.h"
-#include "engine/image.h"
+#include "engine/backbone/backbone.h"
+#include "engine/image/image.h"
 #include "engine/segmentation_head.h"
 
 namespace primaps {

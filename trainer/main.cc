@@ -6,6 +6,8 @@
 //       [--admin_token_file=PATH]
 //   primaps-trainer make-dataset --out=DIR --classes=K [--images=N] [--width=W]
 //   [--height=H] [--seed=S]
+//   primaps-trainer prepare --dataset=cityscapes|cocostuff27|potsdam3
+//       --data=ROOT --split=train|val|... --out=DIR [--list=FILE]
 #include <signal.h>
 
 #include <atomic>
@@ -16,8 +18,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_split.h"
-#include "engine/cpu_support.h"
-#include "engine/file_util.h"
+#include "base/cpu_support.h"
+#include "base/file_util.h"
+#include "datasets/prepare.h"
 #include "trainer/synthetic_dataset.h"
 #include "trainer/trainer.h"
 
@@ -50,6 +53,16 @@ ABSL_FLAG(int32_t, fetch_concurrency, 4, "Concurrent feature requests.");
 ABSL_FLAG(int32_t, images, 32, "make-dataset: number of images.");
 ABSL_FLAG(int32_t, width, 160, "make-dataset: image width.");
 ABSL_FLAG(int32_t, height, 120, "make-dataset: image height.");
+ABSL_FLAG(std::string, dataset, "",
+          "prepare: cityscapes, cocostuff27 or potsdam3.");
+ABSL_FLAG(std::string, data, "",
+          "prepare: the dataset's root in its official layout.");
+ABSL_FLAG(std::string, split, "train",
+          "prepare: the split (train, val; Potsdam also unlabelled_train, "
+          "train+val, all).");
+ABSL_FLAG(std::string, list, "",
+          "prepare: COCO-Stuff image list (default: "
+          "ROOT/curated/<split>2017/Coco164kFull_Stuff_Coarse_7.txt).");
 
 namespace {
 std::atomic<bool> g_stop{false};
@@ -78,6 +91,37 @@ int main(int argc, char** argv) {
     }
     std::printf("wrote %d images with %d classes to %s\n", options.images,
                 options.classes, absl::GetFlag(FLAGS_out).c_str());
+    return 0;
+  }
+  if (args.size() >= 2 && std::string(args[1]) == "prepare") {
+    primaps::PrepareOptions options;
+    options.dataset = absl::GetFlag(FLAGS_dataset);
+    options.layout.root = absl::GetFlag(FLAGS_data);
+    options.layout.split = absl::GetFlag(FLAGS_split);
+    options.layout.list_file = absl::GetFlag(FLAGS_list);
+    options.out = absl::GetFlag(FLAGS_out);
+    if (options.dataset.empty() || options.layout.root.empty() ||
+        options.out.empty()) {
+      std::fprintf(stderr,
+                   "primaps-trainer prepare: --dataset, --data and --out are "
+                   "required\n");
+      return 2;
+    }
+    options.progress = [](int64_t done, int64_t skipped) {
+      std::fprintf(stderr, "primaps-trainer prepare: %lld images (%lld already done)\n",
+                   static_cast<long long>(done), static_cast<long long>(skipped));
+    };
+    const auto report = primaps::PrepareDataset(options);
+    if (!report.ok()) {
+      std::fprintf(stderr, "primaps-trainer prepare: %s\n",
+                   report.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("prepared %lld images (%lld labelled) of %s %s in %s\n",
+                static_cast<long long>(report->images),
+                static_cast<long long>(report->labelled),
+                options.dataset.c_str(), options.layout.split.c_str(),
+                options.out.c_str());
     return 0;
   }
   primaps::TrainerOptions o;

@@ -7,9 +7,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/file_util.h"
-#include "engine/label_image.h"
-#include "engine/status_macros.h"
+#include "base/file_util.h"
+#include "engine/image/label_image.h"
+#include "base/status_macros.h"
 
 namespace primaps {
 namespace {

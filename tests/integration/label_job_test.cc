@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "client/primaps_client.h"
-#include "engine/label_image.h"
+#include "engine/image/label_image.h"
 #include "tests/integration/server_process.h"
 #include "tests/unit/test_images.h"
 

@@ -12,9 +12,9 @@
 #include <thread>
 
 #include "client/primaps_client.h"
-#include "engine/builtin_backbone.h"
-#include "engine/image_decode.h"
-#include "engine/preprocess.h"
+#include "engine/backbone/builtin_backbone.h"
+#include "engine/image/image_decode.h"
+#include "engine/image/preprocess.h"
 #include "engine/primaps.h"
 #include "engine/segmentation_head.h"
 #include "tests/integration/server_process.h"

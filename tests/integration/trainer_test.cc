@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "client/primaps_client.h"
-#include "engine/file_util.h"
+#include "base/file_util.h"
 #include "engine/segmentation_head.h"
 #include "tests/integration/server_process.h"
 #include "trainer/synthetic_dataset.h"

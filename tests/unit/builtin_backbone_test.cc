@@ -1,6 +1,6 @@
 // The builtin backbone through PriMaPs: regions that differ in colour and
 // texture come out as separate masks.
-#include "engine/builtin_backbone.h"
+#include "engine/backbone/builtin_backbone.h"
 
 #include <gtest/gtest.h>
 
@@ -9,9 +9,9 @@
 #include <random>
 #include <set>
 
-#include "engine/image_decode.h"
-#include "engine/label_image.h"
-#include "engine/preprocess.h"
+#include "engine/image/image_decode.h"
+#include "engine/image/label_image.h"
+#include "engine/image/preprocess.h"
 #include "engine/primaps.h"
 #include "tests/unit/test_images.h"
 

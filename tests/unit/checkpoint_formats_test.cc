@@ -5,11 +5,11 @@
 
 #include <cmath>
 
-#include "engine/backbone_weights.h"
-#include "engine/pickle_reader.h"
-#include "engine/pth_reader.h"
-#include "engine/safetensors.h"
-#include "engine/zip_reader.h"
+#include "engine/backbone/backbone_weights.h"
+#include "engine/checkpoint/pickle_reader.h"
+#include "engine/checkpoint/pth_reader.h"
+#include "engine/checkpoint/safetensors.h"
+#include "engine/checkpoint/zip_reader.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {

@@ -1,14 +1,14 @@
 // The lattice CRF against an exact O(N^2) dense CRF on small images.
-#include "engine/dense_crf.h"
+#include "engine/crf/dense_crf.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
-#include "engine/cpu_support.h"
-#include "engine/mean_field.h"
-#include "engine/permutohedral_lattice.h"
+#include "base/cpu_support.h"
+#include "engine/crf/mean_field.h"
+#include "engine/crf/permutohedral_lattice.h"
 
 namespace primaps {
 namespace {

@@ -6,7 +6,7 @@
 #include <mutex>
 #include <vector>
 
-#include "engine/builtin_backbone.h"
+#include "engine/backbone/builtin_backbone.h"
 
 namespace primaps {
 namespace {

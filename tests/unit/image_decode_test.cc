@@ -1,4 +1,4 @@
-#include "engine/image_decode.h"
+#include "engine/image/image_decode.h"
 
 #include <gtest/gtest.h>
 

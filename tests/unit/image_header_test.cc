@@ -1,4 +1,4 @@
-#include "engine/image_header.h"
+#include "engine/image/image_header.h"
 
 #include <gtest/gtest.h>
 

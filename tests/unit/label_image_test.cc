@@ -1,4 +1,4 @@
-#include "engine/label_image.h"
+#include "engine/image/label_image.h"
 
 #include <gtest/gtest.h>
 

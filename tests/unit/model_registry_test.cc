@@ -1,4 +1,4 @@
-#include "engine/model_registry.h"
+#include "server/model_registry.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

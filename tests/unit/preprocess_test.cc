@@ -1,4 +1,4 @@
-#include "engine/preprocess.h"
+#include "engine/image/preprocess.h"
 
 #include <gtest/gtest.h>
 

@@ -7,8 +7,8 @@
 #include <random>
 
 #include "engine/primaps_batch.h"
-#include "engine/safetensors.h"
-#include "engine/vit_backbone.h"
+#include "engine/checkpoint/safetensors.h"
+#include "engine/vit/vit_backbone.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {

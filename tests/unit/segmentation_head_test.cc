@@ -6,8 +6,8 @@
 #include <cmath>
 #include <random>
 
-#include "engine/preprocess.h"
-#include "engine/safetensors.h"
+#include "engine/image/preprocess.h"
+#include "engine/checkpoint/safetensors.h"
 
 namespace primaps {
 namespace {

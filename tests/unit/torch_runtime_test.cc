@@ -6,7 +6,7 @@
 #include <fstream>
 #include <string>
 
-#include "engine/vit_backbone.h"
+#include "engine/vit/vit_backbone.h"
 
 namespace primaps {
 namespace {

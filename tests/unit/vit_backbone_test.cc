@@ -1,15 +1,15 @@
 // ViT features against tests/golden/make_golden.py within 1e-4, for DINO and
 // DINOv2 (with and without registers), square and non-square inputs, every
 // checkpoint format; plus the backbone's refusals.
-#include "engine/vit_backbone.h"
+#include "engine/vit/vit_backbone.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "engine/backbone_weights.h"
-#include "engine/safetensors.h"
+#include "engine/backbone/backbone_weights.h"
+#include "engine/checkpoint/safetensors.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {

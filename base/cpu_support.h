@@ -1,0 +1,20 @@
+// Whether this CPU can run this build's numeric kernels (see PRIMAPS_AVX2 in
+// engine/CMakeLists.txt). Binaries call it first thing, so that a CPU
+// without AVX2 gets a clear message instead of an illegal instruction.
+#ifndef PRIMAPS_BASE_CPU_SUPPORT_H_
+#define PRIMAPS_BASE_CPU_SUPPORT_H_
+
+#include "absl/status/status.h"
+
+namespace primaps {
+
+// FailedPrecondition naming the missing instruction set, or OK.
+absl::Status CheckCpuSupport();
+
+// For main(): false, after printing "program: why" to stderr, when this CPU
+// cannot run this build.
+bool CpuCanRunThisBuild(const char* program);
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_BASE_CPU_SUPPORT_H_

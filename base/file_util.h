@@ -1,0 +1,27 @@
+// Whole-file reads and crash-safe writes.
+#ifndef PRIMAPS_BASE_FILE_UTIL_H_
+#define PRIMAPS_BASE_FILE_UTIL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace primaps {
+
+// Reads a whole file. Refuses files larger than `max_bytes` before reading.
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     uint64_t max_bytes = uint64_t{1} << 34);
+
+// Writes `contents` so that `path` either keeps its old contents or holds the
+// complete new ones, never a prefix: write to a temporary file in the same
+// directory, fsync it, rename it over `path`, fsync the directory. On error
+// the temporary file is removed.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::string_view contents);
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_BASE_FILE_UTIL_H_

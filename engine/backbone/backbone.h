@@ -1,0 +1,41 @@
+// The feature extractor interface the server and trainer use. Torch-free, so
+// that only the implementations pay LibTorch's compile time.
+#ifndef PRIMAPS_ENGINE_BACKBONE_BACKBONE_H_
+#define PRIMAPS_ENGINE_BACKBONE_BACKBONE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/image/preprocess.h"
+
+namespace primaps {
+
+// Dense features on the patch grid, channels first: data[(c*height + y)*width +
+// x].
+struct FeatureMap {
+  int dim = 0;
+  int height = 0;
+  int width = 0;
+  std::vector<float> data;
+};
+
+class Backbone {
+ public:
+  virtual ~Backbone() = default;
+
+  // The backbone id reported to clients, e.g. "dino_vits8".
+  virtual const std::string& id() const = 0;
+  virtual int patch_size() const = 0;
+  virtual int feature_dim() const = 0;
+
+  // Features of a batch of preprocessed images that all have the same size.
+  // The caller keeps ownership of the images. Safe to call from several
+  // threads; calls are serialized internally where the device needs it.
+  virtual absl::StatusOr<std::vector<FeatureMap>> Extract(
+      const std::vector<const NormalizedImage*>& images) = 0;
+};
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_ENGINE_BACKBONE_BACKBONE_H_

@@ -1,0 +1,131 @@
+#include "engine/checkpoint/pth_reader.h"
+
+#include <cstring>
+#include <map>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/checkpoint/pickle_reader.h"
+#include "base/status_macros.h"
+#include "engine/checkpoint/zip_reader.h"
+
+namespace primaps {
+namespace {
+
+using Kind = PickleValue::Kind;
+
+// Copies the (possibly strided) view a tensor makes of its storage.
+absl::StatusOr<TensorRecord> Materialize(const std::string& name,
+                                         const PickleValue& tensor,
+                                         const std::string& storage) {
+  TensorRecord record;
+  record.dtype = tensor.dtype;
+  record.shape = tensor.size;
+  const size_t elem = DTypeSize(tensor.dtype);
+  ASSIGN_OR_RETURN(const int64_t numel, CheckedNumElements(tensor.size));
+  const int64_t storage_numel = static_cast<int64_t>(storage.size() / elem);
+  // The largest element index the view touches must lie in the storage.
+  int64_t last = tensor.offset;
+  for (size_t d = 0; d < tensor.size.size(); ++d) {
+    if (tensor.stride[d] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor \"", name, "\" has a negative stride"));
+    }
+    if (tensor.size[d] > 0) last += (tensor.size[d] - 1) * tensor.stride[d];
+  }
+  if (tensor.offset < 0 || (numel > 0 && last >= storage_numel)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor \"", name, "\" of shape ", ShapeString(tensor.size),
+        " at offset ", tensor.offset, " reaches past its storage of ",
+        storage_numel, " elements"));
+  }
+  record.data.resize(static_cast<size_t>(numel) * elem);
+  const size_t rank = tensor.size.size();
+  std::vector<int64_t> index(rank, 0);
+  for (int64_t i = 0; i < numel; ++i) {
+    int64_t src = tensor.offset;
+    for (size_t d = 0; d < rank; ++d) src += index[d] * tensor.stride[d];
+    std::memcpy(&record.data[i * elem], &storage[src * elem], elem);
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < tensor.size[d]) break;
+      index[d] = 0;
+    }
+  }
+  return record;
+}
+
+}  // namespace
+
+absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
+  if (!bytes.empty() && static_cast<uint8_t>(bytes[0]) == 0x80) {
+    return absl::InvalidArgumentError(
+        "this is the legacy (pre-1.6) torch.save format; re-save it with a "
+        "current "
+        "PyTorch (torch.save(torch.load(f), f)) to get the zip format");
+  }
+  auto zip_or = ZipReader::Open(bytes);
+  if (!zip_or.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "not a torch.save checkpoint: ", zip_or.status().message()));
+  }
+  const ZipReader& zip = **zip_or;
+  std::string prefix;
+  for (const std::string& entry : zip.EntryNames()) {
+    const size_t slash = entry.find('/');
+    if (slash != std::string::npos && entry.substr(slash) == "/data.pkl") {
+      prefix = entry.substr(0, slash + 1);
+      break;
+    }
+  }
+  if (prefix.empty()) {
+    return absl::InvalidArgumentError(
+        "not a torch.save checkpoint: no <name>/data.pkl entry");
+  }
+  ASSIGN_OR_RETURN(const std::string pickle, zip.Read(prefix + "data.pkl"));
+  ASSIGN_OR_RETURN(const PickleGraph graph, ParsePickle(pickle));
+
+  PthStateDict result;
+  int32_t dict = graph.root;
+  if (graph.at(dict).kind != Kind::kDict) {
+    return absl::InvalidArgumentError(
+        "checkpoint does not hold a dict (state dict) at the top level");
+  }
+  for (const char* key : {"teacher", "model", "state_dict"}) {
+    const int32_t nested = graph.Find(graph.root, key);
+    if (nested >= 0 && graph.at(nested).kind == Kind::kDict) {
+      dict = nested;
+      result.source = key;
+      break;
+    }
+  }
+  std::map<std::string, std::string> storages;  // key -> bytes, read once
+  const PickleValue& d = graph.at(dict);
+  for (size_t i = 0; i + 1 < d.items.size(); i += 2) {
+    const PickleValue& key = graph.at(d.items[i]);
+    const PickleValue& value = graph.at(d.items[i + 1]);
+    if (key.kind != Kind::kString) {
+      return absl::InvalidArgumentError(
+          "state dict has a key that is not a string");
+    }
+    if (value.kind != Kind::kTensor) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("state dict entry \"", key.text, "\" is not a tensor"));
+    }
+    const PickleValue& storage = graph.at(value.items[0]);
+    auto it = storages.find(storage.text);
+    if (it == storages.end()) {
+      auto data = zip.Read(prefix + "data/" + storage.text);
+      if (!data.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "storage of \"", key.text, "\": ", data.status().message()));
+      }
+      it = storages.emplace(storage.text, *std::move(data)).first;
+    }
+    ASSIGN_OR_RETURN(result.tensors[key.text],
+                     Materialize(key.text, value, it->second));
+  }
+  return result;
+}
+
+}  // namespace primaps

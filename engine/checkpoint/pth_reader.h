@@ -1,0 +1,31 @@
+// Reads tensors from the zip-format files torch.save writes (PyTorch >= 1.6):
+// `<name>/data.pkl` holds a pickle whose tensors point at storages stored as
+// `<name>/data/<key>`. Uses the restricted unpickler; nothing is executed.
+#ifndef PRIMAPS_ENGINE_CHECKPOINT_PTH_READER_H_
+#define PRIMAPS_ENGINE_CHECKPOINT_PTH_READER_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/checkpoint/tensor_record.h"
+
+namespace primaps {
+
+struct PthStateDict {
+  TensorMap tensors;
+  // Where the state dict was found: "" for the top level, or the key of the
+  // nested dict ("teacher" for DINO training checkpoints, "model",
+  // "state_dict").
+  std::string source;
+};
+
+// Finds the state dict in a torch.save archive and materializes its tensors
+// as dense row-major records in their stored dtype. Non-tensor entries of a
+// nested training checkpoint (optimizer state, arguments) are ignored; a
+// non-tensor entry inside the state dict is an error naming it.
+absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes);
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_ENGINE_CHECKPOINT_PTH_READER_H_

@@ -1,0 +1,178 @@
+#include "engine/image/preprocess.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "engine/image/resize_antialias.h"
+
+namespace primaps {
+namespace {
+
+// torch's area_pixel_compute_source_index + compute_source_index_and_lambda
+// (UpSample.h) for linear modes with align_corners=false.
+struct LinearTap {
+  int64_t i0 = 0;
+  int64_t i1 = 0;
+  float w0 = 1.f;
+  float w1 = 0.f;
+};
+
+LinearTap ComputeTap(float scale, int64_t dst, int64_t in_size) {
+  const float real =
+      std::max(scale * (static_cast<float>(dst) + 0.5f) - 0.5f, 0.f);
+  LinearTap tap;
+  tap.i0 = static_cast<int64_t>(real);
+  tap.i1 = tap.i0 + (tap.i0 < in_size - 1 ? 1 : 0);
+  tap.w1 = std::min(std::max(real - static_cast<float>(tap.i0), 0.f), 1.f);
+  tap.w0 = 1.f - tap.w1;
+  return tap;
+}
+
+}  // namespace
+
+std::vector<float> ResizeBilinearWindow(const float* src, int channels,
+                                        int in_h, int in_w, int out_h,
+                                        int out_w, int top, int left,
+                                        int out_rows, int out_cols) {
+  const float scale_h = static_cast<float>(in_h) / static_cast<float>(out_h);
+  const float scale_w = static_cast<float>(in_w) / static_cast<float>(out_w);
+  std::vector<LinearTap> cols(out_cols);
+  for (int x = 0; x < out_cols; ++x)
+    cols[x] = ComputeTap(scale_w, left + x, in_w);
+  std::vector<float> out(static_cast<size_t>(channels) * out_rows * out_cols);
+  std::vector<float> row0(out_cols), row1(out_cols);
+  for (int c = 0; c < channels; ++c) {
+    const float* plane = src + static_cast<size_t>(c) * in_h * in_w;
+    for (int y = 0; y < out_rows; ++y) {
+      const LinearTap ty = ComputeTap(scale_h, top + y, in_h);
+      const float* r0 = plane + ty.i0 * in_w;
+      const float* r1 = plane + ty.i1 * in_w;
+      for (int x = 0; x < out_cols; ++x) {
+        const LinearTap& tx = cols[x];
+        row0[x] = r0[tx.i0] * tx.w0 + r0[tx.i1] * tx.w1;
+        row1[x] = r1[tx.i0] * tx.w0 + r1[tx.i1] * tx.w1;
+      }
+      float* dst =
+          out.data() + (static_cast<size_t>(c) * out_rows + y) * out_cols;
+      for (int x = 0; x < out_cols; ++x)
+        dst[x] = row0[x] * ty.w0 + row1[x] * ty.w1;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
+                                           const PreprocessOptions& options) {
+  if (image.width <= 0 || image.height <= 0 ||
+      image.pixels.size() !=
+          static_cast<size_t>(image.width) * image.height * 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image of ", image.width, "x", image.height, " has ",
+                     image.pixels.size(), " bytes of pixels"));
+  }
+  if (options.resize < 1 || options.resize > 8192) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("resize is ", options.resize, ", must be in [1, 8192]"));
+  }
+  if (options.patch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("patch_size is ", options.patch_size, ", must be >= 1"));
+  }
+  // torchvision Resize(int): the short side becomes `resize`, the long side
+  // int(resize * long / short) (truncated).
+  const int h = image.height, w = image.width;
+  const int short_side = std::min(h, w), long_side = std::max(h, w);
+  const int new_long = static_cast<int>(static_cast<int64_t>(options.resize) *
+                                        long_side / short_side);
+  const int new_h = h <= w ? options.resize : new_long;
+  const int new_w = h <= w ? new_long : options.resize;
+
+  if (options.crop == CropMode::kFull &&
+      static_cast<int64_t>(new_h) * new_w > options.max_output_pixels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a full crop of this ", w, "x", h, " image at resize ", options.resize,
+        " would be ", new_w, "x", new_h, " pixels, limit is ",
+        options.max_output_pixels, " (extreme aspect ratio; use crop=center)"));
+  }
+  int rows = new_h, cols = new_w, top = 0, left = 0;
+  if (options.crop == CropMode::kCenter) {
+    rows = cols = options.resize;
+    // torchvision CenterCrop: int(round((size - crop) / 2)), Python's
+    // round-half-to-even, which std::nearbyint gives in the default mode.
+    top = static_cast<int>(std::nearbyint((new_h - rows) / 2.0));
+    left = static_cast<int>(std::nearbyint((new_w - cols) / 2.0));
+  }
+
+  std::vector<float> resized;
+  if (options.filter == ResizeFilter::kAntialias) {
+    // PIL Resize and CenterCrop on 8-bit pixels, then ToTensor.
+    const RgbImage small = ResizeAntialias(image, new_w, new_h);
+    resized.resize(static_cast<size_t>(3) * rows * cols);
+    for (int y = 0; y < rows; ++y) {
+      const uint8_t* src =
+          &small.pixels[(static_cast<size_t>(top + y) * new_w + left) * 3];
+      for (int x = 0; x < cols; ++x) {
+        for (int c = 0; c < 3; ++c) {
+          resized[(static_cast<size_t>(c) * rows + y) * cols + x] =
+              static_cast<float>(src[3 * x + c]) / 255.f;
+        }
+      }
+    }
+  } else {
+    // ToTensor: float(x) / 255, channels first; then the tensor resize.
+    const size_t plane = static_cast<size_t>(h) * w;
+    std::vector<float> chw(3 * plane);
+    for (size_t i = 0; i < plane; ++i) {
+      for (int c = 0; c < 3; ++c) {
+        chw[c * plane + i] =
+            static_cast<float>(image.pixels[3 * i + c]) / 255.f;
+      }
+    }
+    resized = ResizeBilinearWindow(chw.data(), 3, h, w, new_h, new_w, top,
+                                   left, rows, cols);
+  }
+
+  NormalizedImage out;
+  out.valid_height = rows;
+  out.valid_width = cols;
+  const int p = options.patch_size;
+  out.height = options.crop == CropMode::kFull ? (rows + p - 1) / p * p : rows;
+  out.width = options.crop == CropMode::kFull ? (cols + p - 1) / p * p : cols;
+  // Padding is 0 after normalization, i.e. the mean colour.
+  out.data.assign(static_cast<size_t>(3) * out.height * out.width, 0.f);
+  for (int c = 0; c < 3; ++c) {
+    for (int y = 0; y < rows; ++y) {
+      const float* src =
+          resized.data() + (static_cast<size_t>(c) * rows + y) * cols;
+      float* dst = out.data.data() +
+                   (static_cast<size_t>(c) * out.height + y) * out.width;
+      // torchvision Normalize: (x - mean) / std.
+      for (int x = 0; x < cols; ++x)
+        dst[x] = (src[x] - kImageNetMean[c]) / kImageNetStd[c];
+    }
+  }
+  return out;
+}
+
+RgbImage DenormalizeToRgb(const NormalizedImage& image) {
+  RgbImage rgb;
+  rgb.width = image.width;
+  rgb.height = image.height;
+  const size_t plane = static_cast<size_t>(image.height) * image.width;
+  rgb.pixels.resize(3 * plane);
+  for (size_t i = 0; i < plane; ++i) {
+    for (int c = 0; c < 3; ++c) {
+      const float v =
+          (image.data[c * plane + i] * kImageNetStd[c] + kImageNetMean[c]) *
+          255.f;
+      rgb.pixels[3 * i + c] =
+          static_cast<uint8_t>(std::min(std::max(v, 0.f), 255.f));
+    }
+  }
+  return rgb;
+}
+
+}  // namespace primaps

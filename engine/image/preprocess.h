@@ -1,0 +1,75 @@
+// Preprocessing exactly as DESIGN.md section 2: RGB in [0,1], short side
+// resized with one of the reference's two filters, center crop or full image
+// padded to a patch multiple, ImageNet normalization.
+#ifndef PRIMAPS_ENGINE_IMAGE_PREPROCESS_H_
+#define PRIMAPS_ENGINE_IMAGE_PREPROCESS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/image/image.h"
+
+namespace primaps {
+
+enum class CropMode {
+  kCenter,  // resize x resize crop from the middle (torchvision CenterCrop).
+  kFull,    // the whole resized image, zero-padded (after normalization) at the
+            // bottom and right to a multiple of the patch size.
+};
+
+// How the short side is resized, as the reference does it per path.
+enum class ResizeFilter {
+  // torch's bilinear interpolation on the float tensor (align_corners=false,
+  // no antialias): the reference's validation images.
+  kBilinear,
+  // Pillow's bilinear with antialiasing on the 8-bit image, then to float:
+  // the reference's training, PCA-init and pseudo-label images.
+  kAntialias,
+};
+
+struct PreprocessOptions {
+  // Target length of the short side after resizing.
+  int resize = 320;
+  CropMode crop = CropMode::kCenter;
+  // kFull pads each side up to a multiple of this.
+  int patch_size = 8;
+  // kFull keeps the whole image, so an extreme aspect ratio (1x2000 at
+  // resize 320 is 320x640000) would be huge: refuse outputs above this.
+  int64_t max_output_pixels = int64_t{4096} * 4096;
+  ResizeFilter filter = ResizeFilter::kBilinear;
+};
+
+inline constexpr float kImageNetMean[3] = {0.485f, 0.456f, 0.406f};
+inline constexpr float kImageNetStd[3] = {0.229f, 0.224f, 0.225f};
+
+// A normalized image, channels-first (data.size() == 3*height*width).
+struct NormalizedImage {
+  int height = 0;
+  int width = 0;
+  // The part of the tensor that holds image content; the rest is padding.
+  int valid_height = 0;
+  int valid_width = 0;
+  std::vector<float> data;
+};
+
+absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
+                                           const PreprocessOptions& options);
+
+// Bilinear resize of a channels-first float image with the arithmetic of
+// torch.nn.functional.interpolate(mode="bilinear", align_corners=False):
+// horizontal blend first, then vertical, scales in float. Returns only the
+// output window [top, top+out_rows) x [left, left+out_cols) of the full
+// out_h x out_w result, so a center crop never computes discarded pixels.
+std::vector<float> ResizeBilinearWindow(const float* src, int channels,
+                                        int in_h, int in_w, int out_h,
+                                        int out_w, int top, int left,
+                                        int out_rows, int out_cols);
+
+// The de-normalized 8-bit image the dense CRF sees: (x*std+mean)*255,
+// clamped to [0,255] and truncated, as DESIGN.md's CRF section specifies.
+RgbImage DenormalizeToRgb(const NormalizedImage& image);
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_ENGINE_IMAGE_PREPROCESS_H_

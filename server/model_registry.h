@@ -1,0 +1,91 @@
+// The serving head, swapped live.
+//
+// Readers take a snapshot (a shared_ptr to an immutable ModelSnapshot) and
+// hold it for one request: a swap never changes a request's model halfway
+// and never waits for requests. IMPORTANT: hold a snapshot only for the
+// duration of a request, or old heads stay in memory.
+#ifndef PRIMAPS_SERVER_MODEL_REGISTRY_H_
+#define PRIMAPS_SERVER_MODEL_REGISTRY_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/segmentation_head.h"
+
+namespace primaps {
+
+struct ModelSnapshot {
+  std::string backbone;
+  // Null until a head is loaded.
+  std::shared_ptr<const SegmentationHead> head;
+  // 0 without a head; then 1, 2, ... one per publication, never reused.
+  uint64_t version = 0;
+  std::string digest;  // SHA-256 of the checkpoint bytes
+};
+
+class ModelRegistry {
+ public:
+  struct Options {
+    // The backbone the server runs; heads for another are refused.
+    std::string backbone;
+    int feature_dim = 0;
+    // LoadFromPath resolves paths inside this directory only; empty
+    // disables loading by path.
+    std::string checkpoint_dir;
+    // Earlier heads kept for Rollback.
+    size_t history = 8;
+  };
+
+  explicit ModelRegistry(Options options);
+
+  // The snapshot to use for one request. Lock-free; safe from any thread.
+  std::shared_ptr<const ModelSnapshot> Current() const;
+
+  // Validates `bytes` as a head checkpoint and publishes it. On error the
+  // current snapshot stays as it was.
+  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadFromBytes(
+      absl::string_view bytes) ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // Loads `relative_path` inside options.checkpoint_dir. Refuses absolute
+  // paths, ".." components and symlinks that lead outside the directory
+  // (PERMISSION_DENIED), and missing files (NOT_FOUND).
+  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadFromPath(
+      const std::string& relative_path) ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // Republishes the head that served before the current one, under a new
+  // version. FAILED_PRECONDITION when there is none.
+  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> Rollback()
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // Earlier snapshots, newest first.
+  std::vector<std::shared_ptr<const ModelSnapshot>> History() const
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+  uint64_t swaps() const ABSL_LOCKS_EXCLUDED(write_mu_);
+  uint64_t refused_swaps() const ABSL_LOCKS_EXCLUDED(write_mu_);
+
+ private:
+  void Publish(std::shared_ptr<const SegmentationHead> head, std::string digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
+
+  const Options options_;
+  // Read with std::atomic_load, written with std::atomic_store under
+  // write_mu_ (writers are serialized, readers never block).
+  std::shared_ptr<const ModelSnapshot> current_;
+  mutable absl::Mutex write_mu_;
+  std::deque<std::shared_ptr<const ModelSnapshot>> history_
+      ABSL_GUARDED_BY(write_mu_);
+  uint64_t next_version_ ABSL_GUARDED_BY(write_mu_) = 1;
+  uint64_t swaps_ ABSL_GUARDED_BY(write_mu_) = 0;
+  uint64_t refused_swaps_ ABSL_GUARDED_BY(write_mu_) = 0;
+};
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_SERVER_MODEL_REGISTRY_H_
