@@ -51,6 +51,9 @@ ABSL_FLAG(std::string, overlay, "",
           "Also write the image blended with the label colours.");
 ABSL_FLAG(int32_t, resize, 0, "Short side after resizing; 0 = server default.");
 ABSL_FLAG(std::string, crop, "", "center or full; empty = server default.");
+ABSL_FLAG(std::string, resize_filter, "",
+          "antialias (Pillow's, as the reference's pseudo labels) or bilinear "
+          "(torch's, as its evaluation); empty = server default.");
 ABSL_FLAG(std::optional<float>, threshold, std::nullopt,
           "PriMaPs threshold; unset = server default.");
 ABSL_FLAG(std::optional<bool>, crf, std::nullopt,
@@ -123,6 +126,15 @@ absl::StatusOr<v1::Preprocess> PreprocessFromFlags() {
     return absl::InvalidArgumentError(
         absl::StrCat("--crop is \"", crop, "\", expected center or full"));
   }
+  const std::string filter = absl::GetFlag(FLAGS_resize_filter);
+  if (filter == "antialias") {
+    p.set_resize_filter(v1::RESIZE_FILTER_ANTIALIAS);
+  } else if (filter == "bilinear") {
+    p.set_resize_filter(v1::RESIZE_FILTER_BILINEAR);
+  } else if (!filter.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--resize_filter is \"", filter, "\", expected antialias or bilinear"));
+  }
   if (absl::GetFlag(FLAGS_threshold).has_value())
     p.set_threshold(*absl::GetFlag(FLAGS_threshold));
   if (absl::GetFlag(FLAGS_crf).has_value())
@@ -138,7 +150,8 @@ LabelMap FromProto(const v1::LabelMap& m) {
 // The overlay is drawn on the image as the server preprocessed it (the same
 // resize and crop, done here), so labels and pixels line up.
 absl::Status WriteOverlay(const std::string& image_bytes,
-                          const LabelMap& labels, int patch_multiple) {
+                          const LabelMap& labels, int patch_multiple,
+                          const std::string& command) {
   const std::string path = absl::GetFlag(FLAGS_overlay);
   if (path.empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(RgbImage rgb, DecodeImage(image_bytes));
@@ -148,6 +161,12 @@ absl::Status WriteOverlay(const std::string& image_bytes,
   options.crop =
       absl::GetFlag(FLAGS_crop) == "full" ? CropMode::kFull : CropMode::kCenter;
   options.patch_size = patch_multiple;
+  // The server's default filter per method unless one was asked for.
+  const std::string filter = absl::GetFlag(FLAGS_resize_filter);
+  const bool antialias =
+      filter.empty() ? command != "segment" : filter == "antialias";
+  options.filter =
+      antialias ? ResizeFilter::kAntialias : ResizeFilter::kBilinear;
   ASSIGN_OR_RETURN(NormalizedImage image, Preprocess(rgb, options));
   RgbImage shown = DenormalizeToRgb(image);
   if (shown.width != labels.width || shown.height != labels.height) {
@@ -194,7 +213,7 @@ absl::Status RunLabels(const std::string& command) {
   }
   ASSIGN_OR_RETURN(const std::string png, EncodeLabelPng(labels));
   RETURN_IF_ERROR(WriteFileAtomically(out, png));
-  RETURN_IF_ERROR(WriteOverlay(bytes, labels, 8));
+  RETURN_IF_ERROR(WriteOverlay(bytes, labels, 8, command));
   std::printf("%s: %dx%d labels, %s -> %s\n", command.c_str(), labels.width,
               labels.height, summary.c_str(), out.c_str());
   return absl::OkStatus();

@@ -26,6 +26,7 @@ bash scripts/install_deps.sh
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRIMAPS_BUILD_BENCHMARKS=OFF
 cmake --build "$build_dir" --parallel "$(nproc)"
 ctest --test-dir "$build_dir" --output-on-failure --parallel "$(nproc)"
+echo "test.sh: install, build and test suite done in $SECONDS s"
 
 if [ "$full" -eq 1 ]; then
   step() {  # step NAME COMMAND...: runs and times one of the extra builds

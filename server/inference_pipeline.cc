@@ -46,6 +46,11 @@ absl::Status CheckAlive(const PipelineRequest& request, const char* stage) {
 
 }  // namespace
 
+ResizeFilter DefaultFilter(Task task) {
+  return task == Task::kSegment ? ResizeFilter::kBilinear
+                                : ResizeFilter::kAntialias;
+}
+
 absl::StatusOr<std::shared_ptr<InferencePipeline::Prepared>>
 InferencePipeline::Prepare(const PipelineRequest& request) const {
   auto prepared = std::make_shared<Prepared>();
@@ -90,6 +95,8 @@ InferencePipeline::Prepare(const PipelineRequest& request) const {
   PreprocessOptions preprocess;
   preprocess.resize = resize;
   preprocess.crop = request.crop.value_or(options_.default_crop);
+  preprocess.filter = request.filter.value_or(
+      options_.default_filter.value_or(DefaultFilter(request.task)));
   preprocess.patch_size = backbone_->patch_size();
   // A center crop must be a patch multiple for backbones that insist.
   if (preprocess.crop == CropMode::kCenter &&

@@ -35,6 +35,7 @@ struct PipelineRequest {
   // Overrides of the server defaults.
   int resize = 0;  // 0 = default
   std::optional<CropMode> crop;
+  std::optional<ResizeFilter> filter;
   std::optional<float> threshold;
   std::optional<bool> crf;
   // kFeatures: also compute PriMaPs masks.
@@ -60,6 +61,8 @@ struct PipelineOptions {
   DecodeOptions decode;
   int default_resize = 320;
   CropMode default_crop = CropMode::kCenter;
+  // Unset: the reference's filter per task (DefaultFilter).
+  std::optional<ResizeFilter> default_filter;
   PriMaPsOptions primaps;  // threshold and CRF defaults
   int max_resize = 2048;
   // Requests in the pipeline at once (queued for decoding, waiting for the
@@ -67,6 +70,11 @@ struct PipelineOptions {
   // RESOURCE_EXHAUSTED, so overload costs no memory and no waiting.
   int max_in_flight = 64;
 };
+
+// The reference's resize filter for a task: Segment is evaluation-like
+// (torch's bilinear), everything else is pseudo-label-like (Pillow's
+// antialiased bilinear).
+ResizeFilter DefaultFilter(Task task);
 
 class InferencePipeline {
  public:

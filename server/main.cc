@@ -39,6 +39,10 @@ ABSL_FLAG(int32_t, max_queue, 64,
 ABSL_FLAG(int32_t, resize, 320, "Default short side after resizing.");
 ABSL_FLAG(std::string, crop, "center", "Default crop: center or full.");
 ABSL_FLAG(float, threshold, 0.4f, "Default PriMaPs threshold.");
+ABSL_FLAG(std::string, resize_filter, "",
+          "Resize filter for every method: antialias (Pillow's, as the "
+          "reference's training and pseudo labels) or bilinear (torch's, as "
+          "its validation); empty = antialias except for Segment.");
 ABSL_FLAG(int64_t, max_image_pixels, int64_t{8192} * 8192,
           "Largest image accepted (pixels).");
 ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "Largest gRPC message.");
@@ -89,6 +93,7 @@ void ApplyFlags(const std::set<std::string>& given_flags,
   PRIMAPS_OVERRIDE(resize);
   PRIMAPS_OVERRIDE(crop);
   PRIMAPS_OVERRIDE(threshold);
+  PRIMAPS_OVERRIDE(resize_filter);
   PRIMAPS_OVERRIDE(max_image_pixels);
   PRIMAPS_OVERRIDE(max_message_bytes);
   PRIMAPS_OVERRIDE(admin_token_file);

@@ -81,6 +81,20 @@ absl::StatusOr<PipelineRequest> ToPipelineRequest(
       return absl::InvalidArgumentError(absl::StrCat(
           "preprocess.crop is ", preprocess.crop(), ", not a known CropMode"));
   }
+  switch (preprocess.resize_filter()) {
+    case v1::RESIZE_FILTER_UNSPECIFIED:
+      break;
+    case v1::RESIZE_FILTER_BILINEAR:
+      request.filter = ResizeFilter::kBilinear;
+      break;
+    case v1::RESIZE_FILTER_ANTIALIAS:
+      request.filter = ResizeFilter::kAntialias;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("preprocess.resize_filter is ",
+                       preprocess.resize_filter(), ", not a known ResizeFilter"));
+  }
   if (preprocess.has_threshold()) request.threshold = preprocess.threshold();
   if (preprocess.has_crf()) request.crf = preprocess.crf();
   return request;

@@ -147,6 +147,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("--crop is \"", c.crop(), "\", expected center or full"));
   }
+  if (!c.resize_filter().empty() && c.resize_filter() != "antialias" &&
+      c.resize_filter() != "bilinear") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--resize_filter is \"", c.resize_filter(),
+                     "\", expected antialias, bilinear or empty"));
+  }
   if (c.max_batch() < 1 || c.max_queue() < 1 || c.max_queue_delay_ms() < 0) {
     return absl::InvalidArgumentError(
         "--max_batch and --max_queue must be >= 1, --max_queue_delay_ms >= 0");
@@ -201,6 +207,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   pipeline_options.default_crop =
       c.crop() == "full" ? CropMode::kFull : CropMode::kCenter;
   pipeline_options.primaps.threshold = c.threshold();
+  if (!c.resize_filter().empty()) {
+    pipeline_options.default_filter = c.resize_filter() == "antialias"
+                                          ? ResizeFilter::kAntialias
+                                          : ResizeFilter::kBilinear;
+  }
   impl->pipeline = std::make_unique<InferencePipeline>(
       pipeline_options, impl->backbone.get(), registry, impl->batcher.get(),
       impl->cpu_pool.get());

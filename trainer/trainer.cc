@@ -51,33 +51,43 @@ std::vector<std::string> ListImages(const std::string& dir) {
 }
 
 // The square crop the features describe: short side `resize`, center crop,
-// as 8-bit RGB (the server gets exactly these pixels).
-absl::StatusOr<RgbImage> Crop(const std::string& path, int resize) {
+// as 8-bit RGB (the server gets exactly these pixels). As the reference:
+// training images through Pillow's antialiased resize, validation images
+// through torch's bilinear one.
+absl::StatusOr<RgbImage> Crop(const std::string& path, int resize,
+                              ResizeFilter filter) {
   ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
   ASSIGN_OR_RETURN(const RgbImage rgb, DecodeImage(bytes));
+  if (filter == ResizeFilter::kAntialias)
+    return ResizeAndCropAntialias(rgb, resize, CropMode::kCenter);
   PreprocessOptions options;
   options.resize = resize;
   ASSIGN_OR_RETURN(const NormalizedImage image, Preprocess(rgb, options));
   return DenormalizeToRgb(image);
 }
 
-// Labels through the same geometry as Crop, with nearest-neighbour resizing.
+// torch's nearest source index (UpSample.h nearest_idx): floor(dst * scale)
+// with the scale in float.
+int NearestSource(int dst, int in_size, int out_size) {
+  if (in_size == out_size) return dst;
+  if (out_size == 2 * in_size) return dst >> 1;
+  const float scale = static_cast<float>(in_size) / out_size;
+  return std::min(static_cast<int>(std::floor(dst * scale)), in_size - 1);
+}
+
+// Labels through the same geometry as Crop, resized with torch's nearest
+// as the reference resizes its validation ground truth.
 LabelMap CropLabels(const LabelMap& labels, int resize) {
   const int h = labels.height, w = labels.width;
-  const int short_side = std::min(h, w), long_side = std::max(h, w);
-  const int new_long =
-      static_cast<int>(static_cast<int64_t>(resize) * long_side / short_side);
-  const int nh = h <= w ? resize : new_long, nw = h <= w ? new_long : resize;
-  const int top = static_cast<int>(std::nearbyint((nh - resize) / 2.0));
-  const int left = static_cast<int>(std::nearbyint((nw - resize) / 2.0));
-  LabelMap out{resize, resize,
-               std::vector<uint8_t>(static_cast<size_t>(resize) * resize)};
-  for (int y = 0; y < resize; ++y) {
-    const int sy = std::min(h - 1, static_cast<int>((y + top + 0.5) * h / nh));
-    for (int x = 0; x < resize; ++x) {
-      const int sx =
-          std::min(w - 1, static_cast<int>((x + left + 0.5) * w / nw));
-      out.labels[static_cast<size_t>(y) * resize + x] =
+  const ResizeGeometry g =
+      ComputeResizeGeometry(w, h, resize, CropMode::kCenter);
+  LabelMap out{g.cols, g.rows,
+               std::vector<uint8_t>(static_cast<size_t>(g.rows) * g.cols)};
+  for (int y = 0; y < g.rows; ++y) {
+    const int sy = NearestSource(y + g.top, h, g.resized_height);
+    for (int x = 0; x < g.cols; ++x) {
+      const int sx = NearestSource(x + g.left, w, g.resized_width);
+      out.labels[static_cast<size_t>(y) * g.cols + x] =
           labels.labels[static_cast<size_t>(sy) * w + sx];
     }
   }
@@ -177,9 +187,10 @@ FeatureMap ToFeatureMap(const v1::FeatureResponse& r) {
 // change).
 absl::StatusOr<View> LoadView(FeatureSource* source, const std::string& dir,
                               const std::string& name,
-                              const std::string& cache_dir, int resize) {
+                              const std::string& cache_dir, int resize,
+                              ResizeFilter filter) {
   View view;
-  ASSIGN_OR_RETURN(view.crop, Crop(dir + "/images/" + name, resize));
+  ASSIGN_OR_RETURN(view.crop, Crop(dir + "/images/" + name, resize, filter));
   const std::string cache =
       cache_dir + "/" + fs::path(name).stem().string() + ".safetensors";
   if (auto bytes = ReadFile(cache); bytes.ok()) {
@@ -237,7 +248,8 @@ absl::StatusOr<std::vector<BatchItem>> FetchBatch(
         BatchItem item;
         ASSIGN_OR_RETURN(item.original,
                          LoadView(source, o.train_dir, names[i],
-                                  o.out_dir + "/cache/train", o.resize));
+                                  o.out_dir + "/cache/train", o.resize,
+                                  ResizeFilter::kAntialias));
         std::mt19937 rng(seed * 7919u + static_cast<uint32_t>(i));
         item.student = StudentAugment(item.original.crop, &rng);
         ASSIGN_OR_RETURN(const v1::FeatureResponse r,
@@ -428,7 +440,8 @@ absl::Status RunTrainer(const TrainerOptions& o) {
     for (const std::string& name : ListImages(o.val_dir)) {
       ValImage v;
       ASSIGN_OR_RETURN(v.view, LoadView(&source, o.val_dir, name,
-                                        o.out_dir + "/cache/val", o.resize));
+                                        o.out_dir + "/cache/val", o.resize,
+                                        ResizeFilter::kBilinear));
       ASSIGN_OR_RETURN(
           const std::string label_png,
           ReadFile(o.val_dir + "/labels/" +
@@ -443,7 +456,8 @@ absl::Status RunTrainer(const TrainerOptions& o) {
   // Feature dim from the first image.
   ASSIGN_OR_RETURN(const View first,
                    LoadView(&source, o.train_dir, train[0],
-                            o.out_dir + "/cache/train", o.resize));
+                            o.out_dir + "/cache/train", o.resize,
+                            ResizeFilter::kAntialias));
   HeadTrainerOptions head_options;
   head_options.classes = o.classes;
   head_options.dim = first.features.dim;
@@ -467,7 +481,8 @@ absl::Status RunTrainer(const TrainerOptions& o) {
                                 o.pca_images > 0 ? o.pca_images : o.batch);
     for (int i = 0; i < n; ++i) {
       ASSIGN_OR_RETURN(View v, LoadView(&source, o.train_dir, train[i],
-                                        o.out_dir + "/cache/train", o.resize));
+                                        o.out_dir + "/cache/train", o.resize,
+                                        ResizeFilter::kAntialias));
       features.push_back(std::move(v.features));
     }
     RETURN_IF_ERROR(trainer->InitFromPca(features));
@@ -482,7 +497,8 @@ absl::Status RunTrainer(const TrainerOptions& o) {
           ASSIGN_OR_RETURN(View v,
                            LoadView(&source, o.train_dir,
                                     train[(s * o.batch + b) % train.size()],
-                                    o.out_dir + "/cache/train", o.resize));
+                                    o.out_dir + "/cache/train", o.resize,
+                                    ResizeFilter::kAntialias));
           batch.push_back(std::move(v.features));
         }
         RETURN_IF_ERROR(trainer->BaselineStep(batch).status());

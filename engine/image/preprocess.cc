@@ -64,6 +64,48 @@ std::vector<float> ResizeBilinearWindow(const float* src, int channels,
   return out;
 }
 
+ResizeGeometry ComputeResizeGeometry(int width, int height, int resize,
+                                     CropMode crop) {
+  // torchvision Resize(int): the short side becomes `resize`, the long side
+  // int(resize * long / short) (truncated).
+  const int short_side = std::min(height, width);
+  const int long_side = std::max(height, width);
+  const int new_long = static_cast<int>(static_cast<int64_t>(resize) *
+                                        long_side / short_side);
+  ResizeGeometry g;
+  g.resized_height = height <= width ? resize : new_long;
+  g.resized_width = height <= width ? new_long : resize;
+  g.rows = g.resized_height;
+  g.cols = g.resized_width;
+  if (crop == CropMode::kCenter) {
+    g.rows = g.cols = resize;
+    // torchvision CenterCrop: int(round((size - crop) / 2)), Python's
+    // round-half-to-even, which std::nearbyint gives in the default mode.
+    g.top = static_cast<int>(std::nearbyint((g.resized_height - resize) / 2.0));
+    g.left = static_cast<int>(std::nearbyint((g.resized_width - resize) / 2.0));
+  }
+  return g;
+}
+
+RgbImage ResizeAndCropAntialias(const RgbImage& image, int resize,
+                                CropMode crop) {
+  const ResizeGeometry g =
+      ComputeResizeGeometry(image.width, image.height, resize, crop);
+  const RgbImage resized =
+      ResizeAntialias(image, g.resized_width, g.resized_height);
+  RgbImage out{g.cols, g.rows,
+               std::vector<uint8_t>(static_cast<size_t>(g.rows) * g.cols * 3)};
+  for (int y = 0; y < g.rows; ++y) {
+    const uint8_t* src = &resized.pixels[(static_cast<size_t>(g.top + y) *
+                                              g.resized_width +
+                                          g.left) *
+                                         3];
+    std::copy(src, src + static_cast<size_t>(g.cols) * 3,
+              &out.pixels[static_cast<size_t>(y) * g.cols * 3]);
+  }
+  return out;
+}
+
 absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
                                            const PreprocessOptions& options) {
   if (image.width <= 0 || image.height <= 0 ||
@@ -81,15 +123,10 @@ absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
     return absl::InvalidArgumentError(
         absl::StrCat("patch_size is ", options.patch_size, ", must be >= 1"));
   }
-  // torchvision Resize(int): the short side becomes `resize`, the long side
-  // int(resize * long / short) (truncated).
   const int h = image.height, w = image.width;
-  const int short_side = std::min(h, w), long_side = std::max(h, w);
-  const int new_long = static_cast<int>(static_cast<int64_t>(options.resize) *
-                                        long_side / short_side);
-  const int new_h = h <= w ? options.resize : new_long;
-  const int new_w = h <= w ? new_long : options.resize;
-
+  const ResizeGeometry g =
+      ComputeResizeGeometry(w, h, options.resize, options.crop);
+  const int new_h = g.resized_height, new_w = g.resized_width;
   if (options.crop == CropMode::kFull &&
       static_cast<int64_t>(new_h) * new_w > options.max_output_pixels) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -97,27 +134,21 @@ absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
         " would be ", new_w, "x", new_h, " pixels, limit is ",
         options.max_output_pixels, " (extreme aspect ratio; use crop=center)"));
   }
-  int rows = new_h, cols = new_w, top = 0, left = 0;
-  if (options.crop == CropMode::kCenter) {
-    rows = cols = options.resize;
-    // torchvision CenterCrop: int(round((size - crop) / 2)), Python's
-    // round-half-to-even, which std::nearbyint gives in the default mode.
-    top = static_cast<int>(std::nearbyint((new_h - rows) / 2.0));
-    left = static_cast<int>(std::nearbyint((new_w - cols) / 2.0));
-  }
+  const int rows = g.rows, cols = g.cols, top = g.top, left = g.left;
 
   std::vector<float> resized;
   if (options.filter == ResizeFilter::kAntialias) {
     // PIL Resize and CenterCrop on 8-bit pixels, then ToTensor.
-    const RgbImage small = ResizeAntialias(image, new_w, new_h);
+    const RgbImage crop = ResizeAndCropAntialias(image, options.resize,
+                                                 options.crop);
     resized.resize(static_cast<size_t>(3) * rows * cols);
     for (int y = 0; y < rows; ++y) {
-      const uint8_t* src =
-          &small.pixels[(static_cast<size_t>(top + y) * new_w + left) * 3];
       for (int x = 0; x < cols; ++x) {
         for (int c = 0; c < 3; ++c) {
           resized[(static_cast<size_t>(c) * rows + y) * cols + x] =
-              static_cast<float>(src[3 * x + c]) / 255.f;
+              static_cast<float>(
+                  crop.pixels[(static_cast<size_t>(y) * cols + x) * 3 + c]) /
+              255.f;
         }
       }
     }

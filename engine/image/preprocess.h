@@ -56,6 +56,26 @@ struct NormalizedImage {
 absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
                                            const PreprocessOptions& options);
 
+// Where Preprocess's pixels come from: the resized size (torchvision
+// Resize(int): short side `resize`, long side truncated) and the window kept
+// from it (the center crop, or all of it).
+struct ResizeGeometry {
+  int resized_width = 0;
+  int resized_height = 0;
+  int top = 0;
+  int left = 0;
+  int rows = 0;
+  int cols = 0;
+};
+ResizeGeometry ComputeResizeGeometry(int width, int height, int resize,
+                                     CropMode crop);
+
+// The 8-bit pixels the antialias path normalizes: Pillow's resize and the
+// crop, before ToTensor. Sending these to a server at the same resize gives
+// exactly Preprocess's kAntialias input (the resize is then the identity).
+RgbImage ResizeAndCropAntialias(const RgbImage& image, int resize,
+                                CropMode crop);
+
 // Bilinear resize of a channels-first float image with the arithmetic of
 // torch.nn.functional.interpolate(mode="bilinear", align_corners=False):
 // horizontal blend first, then vertical, scales in float. Returns only the

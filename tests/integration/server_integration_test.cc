@@ -105,24 +105,36 @@ TEST_F(ServerTest, ProposeMasksEqualsTheEngineBitForBit) {
   const std::string bytes =
       Demo("coco_example.jpg").empty() ? Scene(1) : Demo("coco_example.jpg");
   auto client = Client(*server_);
-  auto response = client->ProposeMasks(Request(bytes));
-  ASSERT_TRUE(response.ok()) << response.status();
-  EXPECT_EQ(response->model().backbone(), "builtin");
-  EXPECT_EQ(response->model().head_version(), 0u);
-  // The engine, called directly on the same image.
-  auto rgb = DecodeImage(bytes);
-  auto image = Preprocess(*rgb, PreprocessOptions{});
-  auto features = CreateBuiltinBackbone()->Extract({&*image});
-  auto direct = ComputePriMaPs((*features)[0], *image, PriMaPsOptions{});
-  ASSERT_TRUE(direct.ok());
-  EXPECT_EQ(response->mask_count(),
-            static_cast<uint32_t>(direct->proposals.num_masks));
-  EXPECT_EQ(response->masks().labels(),
-            std::string(direct->mask_labels.labels.begin(),
-                        direct->mask_labels.labels.end()));
-  uint64_t area = 0;
-  for (uint64_t a : response->mask_area()) area += a;
-  EXPECT_EQ(area, 320u * 320u);
+  // ProposeMasks resizes with Pillow's antialiased filter unless the request
+  // asks for torch's bilinear one.
+  for (const auto filter :
+       {v1::RESIZE_FILTER_UNSPECIFIED, v1::RESIZE_FILTER_BILINEAR}) {
+    SCOPED_TRACE(filter);
+    v1::ImageRequest request = Request(bytes);
+    request.mutable_preprocess()->set_resize_filter(filter);
+    auto response = client->ProposeMasks(request);
+    ASSERT_TRUE(response.ok()) << response.status();
+    EXPECT_EQ(response->model().backbone(), "builtin");
+    EXPECT_EQ(response->model().head_version(), 0u);
+    // The engine, called directly on the same image.
+    auto rgb = DecodeImage(bytes);
+    PreprocessOptions options;
+    options.filter = filter == v1::RESIZE_FILTER_BILINEAR
+                         ? ResizeFilter::kBilinear
+                         : ResizeFilter::kAntialias;
+    auto image = Preprocess(*rgb, options);
+    auto features = CreateBuiltinBackbone()->Extract({&*image});
+    auto direct = ComputePriMaPs((*features)[0], *image, PriMaPsOptions{});
+    ASSERT_TRUE(direct.ok());
+    EXPECT_EQ(response->mask_count(),
+              static_cast<uint32_t>(direct->proposals.num_masks));
+    EXPECT_EQ(response->masks().labels(),
+              std::string(direct->mask_labels.labels.begin(),
+                          direct->mask_labels.labels.end()));
+    uint64_t area = 0;
+    for (uint64_t a : response->mask_area()) area += a;
+    EXPECT_EQ(area, 320u * 320u);
+  }
 }
 
 TEST_F(ServerTest, PseudoLabelsFeaturesAndStreams) {

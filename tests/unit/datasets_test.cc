@@ -42,6 +42,10 @@ struct Case {
   int labelled;
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.dataset << " " << c.split;
+}
+
 class PrepareGoldenTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(PrepareGoldenTest, LabelsAndImagesAreTheReferences) {
