@@ -21,6 +21,10 @@ for arg in "$@"; do
 done
 
 bash scripts/install_deps.sh
+# ccache (when installed) shares its cache between checkouts in different
+# folders: paths relative to the checkout, the working directory not hashed.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 # Benchmarks are not tests: the suite builds without them (bench/ builds with
 # the default configuration, e.g. `cmake -S . -B build`).
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPRIMAPS_BUILD_BENCHMARKS=OFF
