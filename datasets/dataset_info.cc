@@ -15,13 +15,14 @@ DatasetInfo Cityscapes() {
                    "sky",           "person",       "rider",      "car",
                    "truck",         "bus",          "caravan",    "trailer",
                    "train",         "motorcycle",   "bicycle"};
-  d.palette = {{128, 64, 128}, {244, 35, 232}, {250, 170, 160}, {230, 150, 140},
-               {70, 70, 70},   {102, 102, 156}, {190, 153, 153}, {180, 165, 180},
-               {150, 100, 100}, {150, 120, 90}, {153, 153, 153}, {153, 153, 153},
-               {250, 170, 30}, {220, 220, 0},  {107, 142, 35},  {152, 251, 152},
-               {70, 130, 180}, {220, 20, 60},  {255, 0, 0},     {0, 0, 142},
-               {0, 0, 70},     {0, 60, 100},   {0, 0, 90},      {0, 0, 110},
-               {0, 80, 100},   {0, 0, 230},    {119, 11, 32}};
+  d.palette = {
+      {128, 64, 128},  {244, 35, 232},  {250, 170, 160}, {230, 150, 140},
+      {70, 70, 70},    {102, 102, 156}, {190, 153, 153}, {180, 165, 180},
+      {150, 100, 100}, {150, 120, 90},  {153, 153, 153}, {153, 153, 153},
+      {250, 170, 30},  {220, 220, 0},   {107, 142, 35},  {152, 251, 152},
+      {70, 130, 180},  {220, 20, 60},   {255, 0, 0},     {0, 0, 142},
+      {0, 0, 70},      {0, 60, 100},    {0, 0, 90},      {0, 0, 110},
+      {0, 80, 100},    {0, 0, 230},     {119, 11, 32}};
   // gtFine labelIds hold 0..33: the 27 classes are ids 7..33 (the
   // reference's IdsToTrainIds: id - 7, outside [0, 26] ignored).
   d.id_to_class.fill(kInvalidId);
@@ -45,28 +46,28 @@ DatasetInfo CocoStuff27() {
   d.name = "cocostuff27";
   // The reference's names: "food" and "furniture" appear twice, once for
   // the thing and once for the stuff category.
-  d.class_names = {"electronic", "appliance", "food",      "furniture",
-                   "indoor",     "kitchen",   "accessory", "animal",
-                   "outdoor",    "person",    "sports",    "vehicle",
-                   "ceiling",    "floor",     "food",      "furniture",
-                   "rawmaterial", "textile",  "wall",      "window",
-                   "building",   "ground",    "plant",     "sky",
-                   "solid",      "structural", "water"};
+  d.class_names = {"electronic",  "appliance",  "food",      "furniture",
+                   "indoor",      "kitchen",    "accessory", "animal",
+                   "outdoor",     "person",     "sports",    "vehicle",
+                   "ceiling",     "floor",      "food",      "furniture",
+                   "rawmaterial", "textile",    "wall",      "window",
+                   "building",    "ground",     "plant",     "sky",
+                   "solid",       "structural", "water"};
   for (int k = 0; k < 27; ++k) d.palette.push_back(PascalColor(k));
   // The 182 fine stuffthingmaps ids to the 27 coarse classes (the
   // reference's fine_to_coarse); 255 is unlabelled.
   static constexpr int16_t kFineToCoarse[182] = {
-      9,  11, 11, 11, 11, 11, 11, 11, 11, 8,  8,  8,  8,  8,  8,  7,  7,  7,
-      7,  7,  7,  7,  7,  7,  7,  6,  6,  6,  6,  6,  6,  6,  6,  10, 10, 10,
-      10, 10, 10, 10, 10, 10, 10, 5,  5,  5,  5,  5,  5,  5,  5,  2,  2,  2,
-      2,  2,  2,  2,  2,  2,  2,  3,  3,  3,  3,  3,  3,  3,  3,  3,  3,  0,
-      0,  0,  0,  0,  0,  1,  1,  1,  1,  1,  1,  4,  4,  4,  4,  4,  4,  4,
-      4,  17, 17, 22, 20, 20, 22, 15, 25, 16, 13, 12, 12, 17, 17, 23, 15, 15,
-      17, 15, 21, 15, 25, 13, 13, 13, 13, 13, 22, 26, 14, 14, 15, 22, 21, 21,
-      24, 20, 22, 15, 17, 16, 15, 22, 24, 21, 17, 25, 16, 21, 17, 22, 16, 21,
-      21, 25, 21, 26, 21, 24, 20, 17, 14, 21, 26, 15, 23, 20, 21, 24, 15, 24,
-      22, 25, 15, 20, 17, 17, 22, 14, 18, 18, 18, 18, 18, 18, 18, 26, 26, 19,
-      19, 24};
+      9,  11, 11, 11, 11, 11, 11, 11, 11, 8,  8,  8,  8,  8,  8,  7,  7,
+      7,  7,  7,  7,  7,  7,  7,  7,  6,  6,  6,  6,  6,  6,  6,  6,  10,
+      10, 10, 10, 10, 10, 10, 10, 10, 10, 5,  5,  5,  5,  5,  5,  5,  5,
+      2,  2,  2,  2,  2,  2,  2,  2,  2,  2,  3,  3,  3,  3,  3,  3,  3,
+      3,  3,  3,  0,  0,  0,  0,  0,  0,  1,  1,  1,  1,  1,  1,  4,  4,
+      4,  4,  4,  4,  4,  4,  17, 17, 22, 20, 20, 22, 15, 25, 16, 13, 12,
+      12, 17, 17, 23, 15, 15, 17, 15, 21, 15, 25, 13, 13, 13, 13, 13, 22,
+      26, 14, 14, 15, 22, 21, 21, 24, 20, 22, 15, 17, 16, 15, 22, 24, 21,
+      17, 25, 16, 21, 17, 22, 16, 21, 21, 25, 21, 26, 21, 24, 20, 17, 14,
+      21, 26, 15, 23, 20, 21, 24, 15, 24, 22, 25, 15, 20, 17, 17, 22, 14,
+      18, 18, 18, 18, 18, 18, 18, 26, 26, 19, 19, 24};
   d.id_to_class.fill(kInvalidId);
   for (int id = 0; id < 182; ++id) d.id_to_class[id] = kFineToCoarse[id];
   d.id_to_class[255] = kIgnoreLabel;
@@ -90,9 +91,9 @@ DatasetInfo Potsdam3() {
 }  // namespace
 
 absl::StatusOr<const DatasetInfo*> FindDataset(absl::string_view name) {
-  static const DatasetInfo* const kAll[] = {
-      new DatasetInfo(Cityscapes()), new DatasetInfo(CocoStuff27()),
-      new DatasetInfo(Potsdam3())};
+  static const DatasetInfo* const kAll[] = {new DatasetInfo(Cityscapes()),
+                                            new DatasetInfo(CocoStuff27()),
+                                            new DatasetInfo(Potsdam3())};
   for (const DatasetInfo* d : kAll) {
     if (d->name == name) return d;
   }
@@ -109,10 +110,10 @@ absl::StatusOr<LabelMap> MapLabelIds(const DatasetInfo& info,
   for (size_t i = 0; i < official.labels.size(); ++i) {
     const int16_t mapped = info.id_to_class[official.labels[i]];
     if (mapped == kInvalidId) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file, ": label id ", official.labels[i], " at pixel (",
-          i % official.width, ", ", i / official.width, ") is not a ",
-          info.name, " id"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file, ": label id ", official.labels[i], " at pixel (",
+                       i % official.width, ", ", i / official.width,
+                       ") is not a ", info.name, " id"));
     }
     out.labels[i] = static_cast<uint8_t>(mapped);
   }

@@ -46,19 +46,28 @@ absl::StatusOr<MatVar> ReadVariable(const std::string& path,
 // for classes that are not numeric.
 double Element(const matvar_t& v, size_t index) {
   switch (v.class_type) {
-    case MAT_C_DOUBLE: return static_cast<const double*>(v.data)[index];
-    case MAT_C_SINGLE: return static_cast<const float*>(v.data)[index];
-    case MAT_C_INT8: return static_cast<const int8_t*>(v.data)[index];
-    case MAT_C_UINT8: return static_cast<const uint8_t*>(v.data)[index];
-    case MAT_C_INT16: return static_cast<const int16_t*>(v.data)[index];
-    case MAT_C_UINT16: return static_cast<const uint16_t*>(v.data)[index];
-    case MAT_C_INT32: return static_cast<const int32_t*>(v.data)[index];
-    case MAT_C_UINT32: return static_cast<const uint32_t*>(v.data)[index];
+    case MAT_C_DOUBLE:
+      return static_cast<const double*>(v.data)[index];
+    case MAT_C_SINGLE:
+      return static_cast<const float*>(v.data)[index];
+    case MAT_C_INT8:
+      return static_cast<const int8_t*>(v.data)[index];
+    case MAT_C_UINT8:
+      return static_cast<const uint8_t*>(v.data)[index];
+    case MAT_C_INT16:
+      return static_cast<const int16_t*>(v.data)[index];
+    case MAT_C_UINT16:
+      return static_cast<const uint16_t*>(v.data)[index];
+    case MAT_C_INT32:
+      return static_cast<const int32_t*>(v.data)[index];
+    case MAT_C_UINT32:
+      return static_cast<const uint32_t*>(v.data)[index];
     case MAT_C_INT64:
       return static_cast<double>(static_cast<const int64_t*>(v.data)[index]);
     case MAT_C_UINT64:
       return static_cast<double>(static_cast<const uint64_t*>(v.data)[index]);
-    default: return std::nan("");
+    default:
+      return std::nan("");
   }
 }
 
@@ -130,8 +139,8 @@ absl::StatusOr<LabelMap> ReadMatLabels(const std::string& path,
       const double id = Element(v, y + rows * x);
       if (!(id >= 0 && id <= 255 && id == std::floor(id))) {
         return absl::InvalidArgumentError(
-            absl::StrCat(path, ": \"", variable, "\" at (row ", y, ", col ",
-                         x, ") is ", id, ", not a label id in [0, 255]"));
+            absl::StrCat(path, ": \"", variable, "\" at (row ", y, ", col ", x,
+                         ") is ", id, ", not a label id in [0, 255]"));
       }
       labels.labels[y * cols + x] = static_cast<uint8_t>(id);
     }

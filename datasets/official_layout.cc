@@ -39,8 +39,9 @@ absl::Status Cityscapes(const LayoutOptions& o, const Visit& visit) {
   const std::string images = o.root + "/leftImg8bit/" + o.split;
   const std::string labels = o.root + "/gtFine/" + o.split;
   if (!fs::is_directory(images))
-    return MissingDirectory(images, "missing split? Cityscapes splits are "
-                                    "train, val and test");
+    return MissingDirectory(images,
+                            "missing split? Cityscapes splits are "
+                            "train, val and test");
   const bool labelled = fs::is_directory(labels);
   const std::string suffix = "_leftImg8bit.png";
   for (const std::string& city : SortedEntries(images, /*dirs=*/true)) {
@@ -69,14 +70,15 @@ absl::StatusOr<std::string> FirstDirectory(
   for (const std::string& c : candidates) {
     if (fs::is_directory(root + "/" + c)) return root + "/" + c;
   }
-  return absl::NotFoundError(absl::StrCat(
-      "no ", what, " directory under ", root, ": looked for ",
-      absl::StrJoin(candidates, ", ")));
+  return absl::NotFoundError(absl::StrCat("no ", what, " directory under ",
+                                          root, ": looked for ",
+                                          absl::StrJoin(candidates, ", ")));
 }
 
 // Calls `line_visit` for each non-empty line of `path` (CRLF tolerated).
-absl::Status ForEachLine(const std::string& path,
-                         const std::function<absl::Status(std::string)>& line_visit) {
+absl::Status ForEachLine(
+    const std::string& path,
+    const std::function<absl::Status(std::string)>& line_visit) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::string line;
@@ -95,22 +97,21 @@ absl::Status CocoStuff(const LayoutOptions& o, const Visit& visit) {
   }
   const std::string dir = o.split + "2017";
   const std::string list =
-      o.list_file.empty()
-          ? absl::StrCat(o.root, "/curated/", dir,
-                         "/Coco164kFull_Stuff_Coarse_7.txt")
-          : o.list_file;
+      o.list_file.empty() ? absl::StrCat(o.root, "/curated/", dir,
+                                         "/Coco164kFull_Stuff_Coarse_7.txt")
+                          : o.list_file;
   if (!fs::is_regular_file(list)) {
     return absl::NotFoundError(absl::StrCat(
         list, ": no image list (give the curated list with --list)"));
   }
   ASSIGN_OR_RETURN(const std::string images,
                    FirstDirectory(o.root, {"images/" + dir, dir}, "image"));
-  ASSIGN_OR_RETURN(
-      const std::string labels,
-      FirstDirectory(o.root,
-                     {"annotations/" + dir, "stuffthingmaps_trainval2017/" + dir,
-                      "stuffthingmaps/" + dir},
-                     "label"));
+  ASSIGN_OR_RETURN(const std::string labels,
+                   FirstDirectory(o.root,
+                                  {"annotations/" + dir,
+                                   "stuffthingmaps_trainval2017/" + dir,
+                                   "stuffthingmaps/" + dir},
+                                  "label"));
   return ForEachLine(list, [&](std::string id) {
     DatasetItem item;
     item.stem = id;
@@ -122,11 +123,16 @@ absl::Status CocoStuff(const LayoutOptions& o, const Visit& visit) {
 
 absl::Status Potsdam(const LayoutOptions& o, const Visit& visit) {
   std::vector<std::string> lists;
-  if (o.split == "train") lists = {"labelled_train.txt"};
-  else if (o.split == "val") lists = {"labelled_test.txt"};
-  else if (o.split == "unlabelled_train") lists = {"unlabelled_train.txt"};
-  else if (o.split == "train+val") lists = {"labelled_train.txt", "labelled_test.txt"};
-  else if (o.split == "all") lists = {"all.txt"};
+  if (o.split == "train")
+    lists = {"labelled_train.txt"};
+  else if (o.split == "val")
+    lists = {"labelled_test.txt"};
+  else if (o.split == "unlabelled_train")
+    lists = {"unlabelled_train.txt"};
+  else if (o.split == "train+val")
+    lists = {"labelled_train.txt", "labelled_test.txt"};
+  else if (o.split == "all")
+    lists = {"all.txt"};
   else {
     return absl::InvalidArgumentError(
         absl::StrCat("Potsdam split \"", o.split,

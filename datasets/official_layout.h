@@ -38,8 +38,9 @@ struct DatasetItem {
 //                (val), unlabelled_train.txt (unlabelled_train), both
 //                labelled lists (train+val), all.txt (all); images
 //                imgs/<id>.mat, labels gt/<id>.mat where present
-absl::Status ForEachItem(const DatasetInfo& info, const LayoutOptions& options,
-                         const std::function<absl::Status(const DatasetItem&)>& visit);
+absl::Status ForEachItem(
+    const DatasetInfo& info, const LayoutOptions& options,
+    const std::function<absl::Status(const DatasetItem&)>& visit);
 
 }  // namespace primaps
 

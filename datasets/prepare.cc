@@ -45,7 +45,8 @@ absl::Status LinkOrCopy(const std::string& source, const std::string& dest,
 absl::StatusOr<Size> WriteImage(const DatasetItem& item,
                                 const std::string& dest) {
   if (absl::EndsWith(item.image_path, ".mat")) {
-    ASSIGN_OR_RETURN(const RgbImage image, ReadMatImage(item.image_path, "img"));
+    ASSIGN_OR_RETURN(const RgbImage image,
+                     ReadMatImage(item.image_path, "img"));
     ASSIGN_OR_RETURN(const std::string png, EncodeRgbPng(image));
     RETURN_IF_ERROR(WriteFileAtomically(dest, png));
     return Size{image.width, image.height};
@@ -58,7 +59,8 @@ absl::StatusOr<Size> WriteImage(const DatasetItem& item,
         absl::StrCat(item.image_path, ": ", header.status().message()));
   }
   RETURN_IF_ERROR(LinkOrCopy(item.image_path, dest, bytes));
-  return Size{static_cast<int>(header->width), static_cast<int>(header->height)};
+  return Size{static_cast<int>(header->width),
+              static_cast<int>(header->height)};
 }
 
 absl::StatusOr<LabelMap> ReadOfficialLabels(const std::string& path) {
@@ -125,9 +127,8 @@ absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& o) {
     // The label first: an item counts as done once its image is there.
     if (labelled) {
       if (!fs::exists(item.label_path)) {
-        return absl::NotFoundError(
-            absl::StrCat(item.label_path, ": label of ", item.image_path,
-                         " is missing"));
+        return absl::NotFoundError(absl::StrCat(
+            item.label_path, ": label of ", item.image_path, " is missing"));
       }
       ASSIGN_OR_RETURN(const LabelMap official,
                        ReadOfficialLabels(item.label_path));
@@ -139,10 +140,10 @@ absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& o) {
       if (size.width != classes.width || size.height != classes.height) {
         fs::remove(image_out, ec);
         fs::remove(label_out, ec);
-        return absl::InvalidArgumentError(absl::StrCat(
-            item.label_path, ": label map is ", classes.width, "x",
-            classes.height, " but its image ", item.image_path, " is ",
-            size.width, "x", size.height));
+        return absl::InvalidArgumentError(
+            absl::StrCat(item.label_path, ": label map is ", classes.width, "x",
+                         classes.height, " but its image ", item.image_path,
+                         " is ", size.width, "x", size.height));
       }
     } else {
       RETURN_IF_ERROR(WriteImage(item, image_out).status());
@@ -154,9 +155,8 @@ absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& o) {
     return absl::OkStatus();
   }));
   if (report.images == 0) {
-    return absl::NotFoundError(absl::StrCat("no images in split \"",
-                                            o.layout.split, "\" of ",
-                                            o.layout.root));
+    return absl::NotFoundError(absl::StrCat(
+        "no images in split \"", o.layout.split, "\" of ", o.layout.root));
   }
   if (o.progress) o.progress(report.images, report.skipped);
   RETURN_IF_ERROR(WriteDatasetJson(o, *info, report));

@@ -78,7 +78,8 @@ RgbImage Horizontal(const RgbImage& in, int out_width, int row0, int rows,
   RgbImage out{out_width, rows,
                std::vector<uint8_t>(static_cast<size_t>(out_width) * rows * 3)};
   for (int y = 0; y < rows; ++y) {
-    const uint8_t* src = &in.pixels[static_cast<size_t>(row0 + y) * in.width * 3];
+    const uint8_t* src =
+        &in.pixels[static_cast<size_t>(row0 + y) * in.width * 3];
     uint8_t* dst = &out.pixels[static_cast<size_t>(y) * out_width * 3];
     for (int xx = 0; xx < out_width; ++xx) {
       const Taps& t = c.taps[xx];
@@ -124,8 +125,7 @@ RgbImage Vertical(const RgbImage& in, int out_height, int row_offset,
 
 }  // namespace
 
-RgbImage ResizeAntialias(const RgbImage& image, int out_width,
-                         int out_height) {
+RgbImage ResizeAntialias(const RgbImage& image, int out_width, int out_height) {
   const bool horizontal = out_width != image.width;
   const bool vertical = out_height != image.height;
   if (!horizontal && !vertical) return image;

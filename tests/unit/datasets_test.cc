@@ -71,9 +71,11 @@ TEST_P(PrepareGoldenTest, LabelsAndImagesAreTheReferences) {
     if (name.size() > image_suffix.size() &&
         name.compare(name.size() - image_suffix.size(), image_suffix.size(),
                      image_suffix) == 0) {
-      const std::string stem = name.substr(0, name.size() - image_suffix.size());
+      const std::string stem =
+          name.substr(0, name.size() - image_suffix.size());
       auto want = DecodeImage(testing::ReadBinary(e.path().string()));
-      auto got = DecodeImage(testing::ReadBinary(o.out + "/images/" + stem + ".png"));
+      auto got =
+          DecodeImage(testing::ReadBinary(o.out + "/images/" + stem + ".png"));
       ASSERT_TRUE(want.ok() && got.ok());
       EXPECT_EQ(got->width, want->width);
       EXPECT_EQ(got->pixels, want->pixels);
@@ -90,7 +92,8 @@ TEST_P(PrepareGoldenTest, LabelsAndImagesAreTheReferences) {
   EXPECT_EQ(labels, c.labelled);
   if (c.dataset == "potsdam3") EXPECT_EQ(images, c.images);
 
-  const auto json = nlohmann::json::parse(testing::ReadBinary(o.out + "/dataset.json"));
+  const auto json =
+      nlohmann::json::parse(testing::ReadBinary(o.out + "/dataset.json"));
   EXPECT_EQ(json["dataset"], c.dataset);
   EXPECT_EQ(json["images"], c.images);
   const auto* info = *FindDataset(c.dataset);
@@ -114,9 +117,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"potsdam3", "potsdam", "val", 1, 1},
                       Case{"potsdam3", "potsdam", "unlabelled_train", 1, 0}),
     [](const auto& info) {
-      return info.param.dataset + "_" + (info.param.split == "unlabelled_train"
-                                             ? std::string("unlabelled")
-                                             : info.param.split);
+      return info.param.dataset + "_" +
+             (info.param.split == "unlabelled_train" ? std::string("unlabelled")
+                                                     : info.param.split);
     });
 
 TEST(DatasetInfoTest, ClassesAndMaps) {
@@ -187,7 +190,8 @@ TEST_F(BadInputTest, MissingSplitAndMissingLabel) {
   options_.layout.split = "test";
   auto report = PrepareDataset(options_);
   ASSERT_EQ(report.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_NE(report.status().message().find("leftImg8bit/test"), std::string::npos);
+  EXPECT_NE(report.status().message().find("leftImg8bit/test"),
+            std::string::npos);
 
   options_.layout.split = "train";
   fs::remove(Label("aachen_000001_000019"));
@@ -200,7 +204,8 @@ TEST_F(BadInputTest, MissingSplitAndMissingLabel) {
 TEST(PrepareBadMatTest, UnreadableMatNamesTheFile) {
   const std::string root = TempDir();
   fs::copy(Fixture("potsdam"), root, fs::copy_options::recursive);
-  ASSERT_TRUE(WriteFileAtomically(root + "/imgs/3_4_5.mat", "not a mat file").ok());
+  ASSERT_TRUE(
+      WriteFileAtomically(root + "/imgs/3_4_5.mat", "not a mat file").ok());
   PrepareOptions o;
   o.dataset = "potsdam3";
   o.layout.root = root;

@@ -30,8 +30,8 @@ TEST(ResizeAntialiasTest, EqualsPillowByteForByte) {
     std::smatch m;
     if (!std::regex_match(file, m, name)) continue;
     SCOPED_TRACE(file);
-    const RgbImage in = Load(dir + "/in_" + m[1].str() + "x" + m[2].str() +
-                             ".png");
+    const RgbImage in =
+        Load(dir + "/in_" + m[1].str() + "x" + m[2].str() + ".png");
     const RgbImage want = Load(entry.path().string());
     ASSERT_EQ(in.width, std::stoi(m[1].str()));
     const RgbImage got = ResizeAntialias(in, want.width, want.height);
@@ -39,8 +39,8 @@ TEST(ResizeAntialiasTest, EqualsPillowByteForByte) {
     ASSERT_EQ(got.height, want.height);
     int max_diff = 0;
     for (size_t i = 0; i < got.pixels.size(); ++i) {
-      max_diff = std::max(max_diff, std::abs(int{got.pixels[i]} -
-                                             int{want.pixels[i]}));
+      max_diff = std::max(max_diff,
+                          std::abs(int{got.pixels[i]} - int{want.pixels[i]}));
     }
     EXPECT_EQ(max_diff, 0);
     ++cases;
@@ -49,8 +49,8 @@ TEST(ResizeAntialiasTest, EqualsPillowByteForByte) {
 }
 
 TEST(ResizeAntialiasTest, SameSizeIsTheImage) {
-  const RgbImage in{3, 2, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-                           13, 14, 15, 16, 17, 18}};
+  const RgbImage in{
+      3, 2, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18}};
   EXPECT_EQ(ResizeAntialias(in, 3, 2).pixels, in.pixels);
 }
 
@@ -72,10 +72,9 @@ TEST(ResizeAntialiasTest, PreprocessCropsThePillowResult) {
   for (int c = 0; c < 3; ++c) {
     for (int y = 0; y < 160; y += 7) {
       for (int x = 0; x < 160; x += 5) {
-        const float want =
-            (small.pixels[(y * 239 + x + left) * 3 + c] / 255.f -
-             kImageNetMean[c]) /
-            kImageNetStd[c];
+        const float want = (small.pixels[(y * 239 + x + left) * 3 + c] / 255.f -
+                            kImageNetMean[c]) /
+                           kImageNetStd[c];
         ASSERT_EQ(out->data[(c * 160 + y) * 160 + x], want)
             << c << " " << y << " " << x;
       }
