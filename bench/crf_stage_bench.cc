@@ -16,12 +16,12 @@
 #include <string>
 #include <vector>
 
-#include "bench/bench_flags.h"
 #include "base/cpu_support.h"
-#include "engine/crf/dense_crf.h"
 #include "base/file_util.h"
-#include "engine/image/image_decode.h"
+#include "bench/bench_flags.h"
+#include "engine/crf/dense_crf.h"
 #include "engine/crf/permutohedral_lattice.h"
+#include "engine/image/image_decode.h"
 #include "engine/image/preprocess.h"
 
 namespace primaps {

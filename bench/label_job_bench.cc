@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "base/file_util.h"
 #include "client/label_job.h"
 #include "client/primaps_client.h"
-#include "base/file_util.h"
 #include "server/server.h"
 
 namespace primaps {

@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "absl/synchronization/blocking_counter.h"
-#include "bench/bench_flags.h"
 #include "base/cpu_support.h"
-#include "engine/crf/dense_crf.h"
 #include "base/file_util.h"
+#include "bench/bench_flags.h"
+#include "engine/crf/dense_crf.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/preprocess.h"
 #include "engine/primaps.h"

@@ -13,13 +13,13 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "base/file_util.h"
+#include "base/thread_pool.h"
 #include "client/primaps_client.h"
 #include "engine/backbone/builtin_backbone.h"
-#include "base/file_util.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/preprocess.h"
 #include "engine/primaps.h"
-#include "base/thread_pool.h"
 #include "server/server.h"
 
 namespace primaps {

@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "base/file_util.h"
 #include "client/primaps_client.h"
 #include "engine/backbone/builtin_backbone.h"
-#include "base/file_util.h"
 #include "engine/segmentation_head.h"
 #include "server/server.h"
 

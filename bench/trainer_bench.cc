@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
-#include "client/primaps_client.h"
 #include "base/file_util.h"
+#include "client/primaps_client.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/preprocess.h"
 #include "server/server.h"

@@ -16,12 +16,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "client/primaps_client.h"
 #include "base/file_util.h"
+#include "base/status_macros.h"
+#include "client/primaps_client.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
 #include "engine/image/preprocess.h"
-#include "base/status_macros.h"
 
 namespace primaps {
 namespace fs = std::filesystem;

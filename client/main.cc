@@ -34,15 +34,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/file_util.h"
+#include "base/status_macros.h"
 #include "client/label_job.h"
 #include "client/load_generator.h"
 #include "client/npy_writer.h"
 #include "client/primaps_client.h"
-#include "base/file_util.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
 #include "engine/image/preprocess.h"
-#include "base/status_macros.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT.");
 ABSL_FLAG(std::string, image, "", "Input image.");

@@ -6,9 +6,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "engine/principal_component.h"
 #include "base/simd_lanes.h"
 #include "base/status_macros.h"
+#include "engine/principal_component.h"
 
 namespace primaps {
 namespace {

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/primaps.h"
 #include "base/thread_pool.h"
+#include "engine/primaps.h"
 
 namespace primaps {
 

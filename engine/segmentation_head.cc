@@ -7,10 +7,10 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "engine/checkpoint/safetensors.h"
 #include "engine/crf/dense_crf.h"
 #include "engine/image/preprocess.h"
-#include "engine/checkpoint/safetensors.h"
-#include "base/status_macros.h"
 
 namespace primaps {
 namespace {

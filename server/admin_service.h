@@ -5,8 +5,8 @@
 
 #include <string>
 
-#include "server/model_registry.h"
 #include "primaps/v1/admin.grpc.pb.h"
+#include "server/model_registry.h"
 #include "server/server_metrics.h"
 
 namespace primaps {

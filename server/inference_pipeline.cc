@@ -1,14 +1,15 @@
 #include "server/inference_pipeline.h"
 
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "engine/crf/dense_crf.h"
 #include "engine/image/preprocess.h"
 #include "engine/segmentation_head.h"
-#include "base/status_macros.h"
 
 namespace primaps {
 
@@ -46,6 +47,41 @@ absl::Status CheckAlive(const PipelineRequest& request, const char* stage) {
 
 }  // namespace
 
+absl::StatusOr<NormalizedImage> InferencePipeline::TensorImage(
+    const PipelineRequest& request) const {
+  const int64_t h = request.tensor_height, w = request.tensor_width;
+  const int p = backbone_->patch_size();
+  if (h % p != 0 || w % p != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image.tensor is ", w, "x", h,
+                     "; both sides must be "
+                     "multiples of ",
+                     backbone_->id(), "'s patch size ", p));
+  }
+  if (h * w > options_.decode.max_pixels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image.tensor is ", w, "x", h, " (", h * w,
+                     " pixels), limit is ", options_.decode.max_pixels));
+  }
+  const size_t values = static_cast<size_t>(3 * h * w);
+  if (request.tensor_data.size() != values * sizeof(float)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "image.tensor.data holds ", request.tensor_data.size(), " bytes; 3 x ",
+        h, " x ", w, " float32 values are ", values * sizeof(float)));
+  }
+  NormalizedImage image;
+  image.height = image.valid_height = static_cast<int>(h);
+  image.width = image.valid_width = static_cast<int>(w);
+  image.data.resize(values);
+  std::memcpy(image.data.data(), request.tensor_data.data(),
+              request.tensor_data.size());
+  for (float v : image.data) {
+    if (!std::isfinite(v))
+      return absl::InvalidArgumentError("image.tensor holds NaN or Inf");
+  }
+  return image;
+}
+
 ResizeFilter DefaultFilter(Task task) {
   return task == Task::kSegment ? ResizeFilter::kBilinear
                                 : ResizeFilter::kAntialias;
@@ -82,6 +118,11 @@ InferencePipeline::Prepare(const PipelineRequest& request) const {
   }
   if (request.crf.has_value()) prepared->primaps.use_crf = *request.crf;
   RETURN_IF_ERROR(CheckAlive(request, "decoding"));
+  if (request.tensor_height > 0) {
+    ASSIGN_OR_RETURN(NormalizedImage image, TensorImage(request));
+    prepared->image = std::make_shared<const NormalizedImage>(std::move(image));
+    return prepared;
+  }
   absl::StatusOr<RgbImage> rgb =
       request.raw_channels > 0
           ? ImageFromRawPixels(request.raw_width, request.raw_height,

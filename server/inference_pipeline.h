@@ -15,12 +15,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/thread_pool.h"
 #include "engine/backbone/backbone.h"
 #include "engine/image/image_decode.h"
-#include "server/model_registry.h"
 #include "engine/primaps.h"
-#include "base/thread_pool.h"
 #include "server/dynamic_batcher.h"
+#include "server/model_registry.h"
 
 namespace primaps {
 
@@ -32,6 +32,9 @@ struct PipelineRequest {
   std::string encoded;
   std::string raw_pixels;
   int64_t raw_width = 0, raw_height = 0, raw_channels = 0;
+  // Or a normalized tensor (tensor_height > 0): 3 x h x w float32 bytes.
+  std::string tensor_data;
+  int64_t tensor_height = 0, tensor_width = 0;
   // Overrides of the server defaults.
   int resize = 0;  // 0 = default
   std::optional<CropMode> crop;
@@ -98,6 +101,10 @@ class InferencePipeline {
 
  private:
   struct Prepared;
+  // A request's normalized tensor, checked (patch multiples, pixel limit,
+  // size, finite values).
+  absl::StatusOr<NormalizedImage> TensorImage(
+      const PipelineRequest& request) const;
   absl::StatusOr<std::shared_ptr<Prepared>> Prepare(
       const PipelineRequest& request) const;
   absl::StatusOr<PipelineResult> Finish(const Prepared& prepared,

@@ -3,8 +3,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "engine/image/label_image.h"
 #include "base/status_macros.h"
+#include "engine/image/label_image.h"
 
 namespace primaps {
 namespace {
@@ -63,9 +63,18 @@ absl::StatusOr<PipelineRequest> ToPipelineRequest(
       request.raw_channels = image.raw().channels();
       request.raw_pixels = image.raw().pixels();
       break;
+    case v1::Image::kTensor:
+      if (image.tensor().height() == 0 || image.tensor().width() == 0) {
+        return absl::InvalidArgumentError(
+            "image.tensor: height and width must be positive");
+      }
+      request.tensor_height = image.tensor().height();
+      request.tensor_width = image.tensor().width();
+      request.tensor_data = image.tensor().data();
+      break;
     default:
       return absl::InvalidArgumentError(
-          "image is missing: set image.encoded or image.raw");
+          "image is missing: set image.encoded, image.raw or image.tensor");
   }
   request.resize = static_cast<int>(preprocess.resize());
   switch (preprocess.crop()) {
@@ -91,9 +100,9 @@ absl::StatusOr<PipelineRequest> ToPipelineRequest(
       request.filter = ResizeFilter::kAntialias;
       break;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("preprocess.resize_filter is ",
-                       preprocess.resize_filter(), ", not a known ResizeFilter"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "preprocess.resize_filter is ", preprocess.resize_filter(),
+          ", not a known ResizeFilter"));
   }
   if (preprocess.has_threshold()) request.threshold = preprocess.threshold();
   if (preprocess.has_crf()) request.crf = preprocess.crf();

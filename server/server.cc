@@ -11,15 +11,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "engine/backbone/builtin_backbone.h"
 #include "base/file_util.h"
-#include "server/model_registry.h"
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
+#include "engine/backbone/builtin_backbone.h"
 #include "engine/vit/vit_backbone.h"
 #include "server/admin_service.h"
 #include "server/dynamic_batcher.h"
 #include "server/inference_pipeline.h"
+#include "server/model_registry.h"
 #include "server/primaps_service.h"
 #include "server/server_metrics.h"
 

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/crf/dense_crf.h"
 #include "base/file_util.h"
+#include "engine/crf/dense_crf.h"
 #include "engine/image/image_decode.h"
 
 namespace {

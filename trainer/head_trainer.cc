@@ -6,8 +6,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "engine/checkpoint/safetensors.h"
 #include "base/status_macros.h"
+#include "engine/checkpoint/safetensors.h"
 #include "trainer/em_schedule.h"
 
 namespace primaps {
@@ -46,13 +46,14 @@ torch::Tensor Weights(const torch::Tensor& v, const torch::Tensor& g) {
   return g.unsqueeze(1) * v / v.norm(2, 1, /*keepdim=*/true);
 }
 
-// The focal loss of DESIGN.md: cross entropy (ignore 255) with class
-// weights (1 - mean softmax confidence of the class over the batch)^gamma,
-// the confidences taken over valid pixels and not differentiated.
+// The focal loss as the reference normalizes it (DESIGN.md): class weights
+// (1 - mean softmax confidence of the class over all pixels of the batch,
+// ignored ones included)^gamma, not differentiated; the weighted cross
+// entropy of the valid pixels summed and divided by the number of all
+// pixels (cross_entropy with reduction "none", then mean).
 torch::Tensor FocalLoss(const torch::Tensor& logits,
                         const torch::Tensor& targets, double gamma) {
   // logits: [N, K] or [B, K, H, W]; class dimension 1.
-  const torch::Tensor valid = (targets != 255).unsqueeze(1).to(torch::kFloat);
   std::vector<int64_t> other_dims;
   for (int64_t d = 0; d < logits.dim(); ++d) {
     if (d != 1) other_dims.push_back(d);
@@ -60,13 +61,15 @@ torch::Tensor FocalLoss(const torch::Tensor& logits,
   torch::Tensor confidence;
   {
     torch::NoGradGuard no_grad;
-    confidence =
-        (logits.softmax(1) * valid).sum(other_dims) / valid.sum().clamp_min(1);
+    confidence = logits.softmax(1).mean(other_dims);
   }
   const torch::Tensor weights = (1 - confidence).pow(gamma);
-  return F::cross_entropy(
-      logits, targets,
-      F::CrossEntropyFuncOptions().weight(weights).ignore_index(255));
+  return F::cross_entropy(logits, targets,
+                          F::CrossEntropyFuncOptions()
+                              .weight(weights)
+                              .ignore_index(255)
+                              .reduction(torch::kNone))
+      .mean();
 }
 
 }  // namespace

@@ -108,8 +108,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     options.progress = [](int64_t done, int64_t skipped) {
-      std::fprintf(stderr, "primaps-trainer prepare: %lld images (%lld already done)\n",
-                   static_cast<long long>(done), static_cast<long long>(skipped));
+      std::fprintf(
+          stderr, "primaps-trainer prepare: %lld images (%lld already done)\n",
+          static_cast<long long>(done), static_cast<long long>(skipped));
     };
     const auto report = primaps::PrepareDataset(options);
     if (!report.ok()) {

@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/file_util.h"
-#include "engine/image/label_image.h"
 #include "base/status_macros.h"
+#include "engine/image/label_image.h"
 
 namespace primaps {
 namespace {

@@ -17,17 +17,17 @@
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "client/primaps_client.h"
-#include "engine/crf/dense_crf.h"
 #include "base/file_util.h"
+#include "base/status_macros.h"
+#include "base/thread_pool.h"
+#include "client/primaps_client.h"
+#include "engine/checkpoint/safetensors.h"
+#include "engine/crf/dense_crf.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
 #include "engine/image/preprocess.h"
 #include "engine/primaps.h"
-#include "engine/checkpoint/safetensors.h"
 #include "engine/segmentation_head.h"
-#include "base/status_macros.h"
-#include "base/thread_pool.h"
 #include "trainer/augment.h"
 #include "trainer/evaluation.h"
 #include "trainer/head_trainer.h"
@@ -124,6 +124,21 @@ class FeatureSource {
     raw->set_pixels(crop.pixels.data(), crop.pixels.size());
     request.mutable_preprocess()->set_resize(resize_);
     request.set_masks(masks);
+    return Send(request);
+  }
+
+  // Features of a normalized tensor (the student view, augmented in that
+  // space as the reference does, so never requantized to 8 bits).
+  absl::StatusOr<v1::FeatureResponse> Features(const FloatImage& image) {
+    v1::FeatureRequest request;
+    v1::NormalizedTensor* t = request.mutable_image()->mutable_tensor();
+    t->set_height(image.height);
+    t->set_width(image.width);
+    t->set_data(image.data.data(), image.data.size() * sizeof(float));
+    return Send(request);
+  }
+
+  absl::StatusOr<v1::FeatureResponse> Send(const v1::FeatureRequest& request) {
     PrimapsClient* client = clients_[next_++ % clients_.size()].get();
     Begin();
     auto response = client->ExtractFeatures(request);
@@ -228,9 +243,36 @@ absl::StatusOr<View> LoadView(FeatureSource* source, const std::string& dir,
   return view;
 }
 
+// The mirrored original view's features, for the teacher when the student
+// is flipped: from the cache, or from the server (then cached).
+absl::StatusOr<FeatureMap> FlippedFeatures(FeatureSource* source,
+                                           const View& view,
+                                           const std::string& cache) {
+  if (auto bytes = ReadFile(cache); bytes.ok()) {
+    auto file = ParseSafetensors(*bytes);
+    if (file.ok() && file->tensors.count("features")) {
+      const TensorRecord& f = file->tensors.at("features");
+      return FeatureMap{static_cast<int>(f.shape[0]),
+                        static_cast<int>(f.shape[1]),
+                        static_cast<int>(f.shape[2]), Float32Values(f)};
+    }
+  }
+  ASSIGN_OR_RETURN(const v1::FeatureResponse r,
+                   source->Features(FlipHorizontal(view.crop), false));
+  FeatureMap features = ToFeatureMap(r);
+  SafetensorsFile file;
+  file.tensors["features"] = MakeFloat32(
+      {features.dim, features.height, features.width}, features.data);
+  RETURN_IF_ERROR(WriteFileAtomically(cache, SerializeSafetensors(file)));
+  return features;
+}
+
+// One training image of a step. As in the reference, the flip applies to the
+// image before both views are taken: the teacher's features and the masks
+// are those of the mirrored image when the student is mirrored.
 struct BatchItem {
-  View original;
-  StudentView student;
+  FeatureMap teacher_features;
+  LabelMap masks;  // PriMaPs masks, oriented like the views
   FeatureMap student_features;
 };
 
@@ -242,18 +284,34 @@ absl::StatusOr<std::vector<BatchItem>> FetchBatch(
   std::vector<absl::StatusOr<BatchItem>> items(
       names.size(), absl::UnknownError("not fetched"));
   absl::BlockingCounter done(static_cast<int>(names.size()));
+  const std::string cache_dir = o.out_dir + "/cache/train";
   for (size_t i = 0; i < names.size(); ++i) {
     pool->Schedule([&, i] {
       items[i] = [&]() -> absl::StatusOr<BatchItem> {
-        BatchItem item;
-        ASSIGN_OR_RETURN(item.original,
-                         LoadView(source, o.train_dir, names[i],
-                                  o.out_dir + "/cache/train", o.resize,
-                                  ResizeFilter::kAntialias));
+        ASSIGN_OR_RETURN(View view,
+                         LoadView(source, o.train_dir, names[i], cache_dir,
+                                  o.resize, ResizeFilter::kAntialias));
         std::mt19937 rng(seed * 7919u + static_cast<uint32_t>(i));
-        item.student = StudentAugment(item.original.crop, &rng);
-        ASSIGN_OR_RETURN(const v1::FeatureResponse r,
-                         source->Features(item.student.image, false));
+        const StudentDraws draws = DrawStudent(&rng);
+        BatchItem item;
+        RgbImage crop;
+        if (draws.flip) {
+          ASSIGN_OR_RETURN(
+              item.teacher_features,
+              FlippedFeatures(source, view,
+                              absl::StrCat(cache_dir, "/",
+                                           fs::path(names[i]).stem().string(),
+                                           ".flipped.safetensors")));
+          item.masks = FlipHorizontal(view.masks);
+          crop = FlipHorizontal(view.crop);
+        } else {
+          item.teacher_features = std::move(view.features);
+          item.masks = std::move(view.masks);
+          crop = std::move(view.crop);
+        }
+        ASSIGN_OR_RETURN(
+            const v1::FeatureResponse r,
+            source->Features(StudentAugment(Normalize(crop), draws)));
         item.student_features = ToFeatureMap(r);
         return item;
       }();
@@ -269,14 +327,13 @@ absl::StatusOr<std::vector<BatchItem>> FetchBatch(
   return out;
 }
 
-// E-step: each mask takes theta_M's majority class; flipped like the
-// student view.
-LabelMap PseudoTarget(const SegmentationHead& head, const BatchItem& item) {
+// E-step: each mask takes theta_M's majority class on the teacher's view.
+absl::StatusOr<LabelMap> PseudoTarget(const SegmentationHead& head,
+                                      const BatchItem& item) {
   const LabelMap prior =
-      HeadClassMap(head, HeadKind::kClusterProbe, item.original.features,
-                   item.original.masks.height, item.original.masks.width);
-  LabelMap target = *PseudoLabels(item.original.masks, &prior);
-  return item.student.flipped ? FlipHorizontal(target) : target;
+      HeadClassMap(head, HeadKind::kClusterProbe, item.teacher_features,
+                   item.masks.height, item.masks.width);
+  return PseudoLabels(item.masks, &prior);
 }
 
 struct ValImage {
@@ -439,9 +496,9 @@ absl::Status RunTrainer(const TrainerOptions& o) {
   if (!o.val_dir.empty()) {
     for (const std::string& name : ListImages(o.val_dir)) {
       ValImage v;
-      ASSIGN_OR_RETURN(v.view, LoadView(&source, o.val_dir, name,
-                                        o.out_dir + "/cache/val", o.resize,
-                                        ResizeFilter::kBilinear));
+      ASSIGN_OR_RETURN(
+          v.view, LoadView(&source, o.val_dir, name, o.out_dir + "/cache/val",
+                           o.resize, ResizeFilter::kBilinear));
       ASSIGN_OR_RETURN(
           const std::string label_png,
           ReadFile(o.val_dir + "/labels/" +
@@ -454,10 +511,10 @@ absl::Status RunTrainer(const TrainerOptions& o) {
   }
 
   // Feature dim from the first image.
-  ASSIGN_OR_RETURN(const View first,
-                   LoadView(&source, o.train_dir, train[0],
-                            o.out_dir + "/cache/train", o.resize,
-                            ResizeFilter::kAntialias));
+  ASSIGN_OR_RETURN(
+      const View first,
+      LoadView(&source, o.train_dir, train[0], o.out_dir + "/cache/train",
+               o.resize, ResizeFilter::kAntialias));
   HeadTrainerOptions head_options;
   head_options.classes = o.classes;
   head_options.dim = first.features.dim;
@@ -567,9 +624,10 @@ absl::Status RunTrainer(const TrainerOptions& o) {
     t = absl::Now();
     const SegmentationHead head = trainer->Head();
     std::vector<TrainingSample> samples;
-    for (BatchItem& item : batch)
-      samples.push_back(
-          {std::move(item.student_features), PseudoTarget(head, item)});
+    for (BatchItem& item : batch) {
+      ASSIGN_OR_RETURN(LabelMap target, PseudoTarget(head, item));
+      samples.push_back({std::move(item.student_features), std::move(target)});
+    }
     e_step_time += absl::Now() - t;
     t = absl::Now();
     ASSIGN_OR_RETURN(loss, trainer->EmStep(samples));

@@ -9,9 +9,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "base/file_util.h"
+#include "base/status_macros.h"
 #include "engine/checkpoint/pth_reader.h"
 #include "engine/checkpoint/safetensors.h"
-#include "base/status_macros.h"
 
 namespace primaps {
 namespace {

@@ -8,8 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "engine/checkpoint/tensor_record.h"
 #include "engine/backbone/vit_config.h"
+#include "engine/checkpoint/tensor_record.h"
 
 namespace primaps {
 

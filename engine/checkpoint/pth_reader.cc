@@ -6,8 +6,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/checkpoint/pickle_reader.h"
 #include "base/status_macros.h"
+#include "engine/checkpoint/pickle_reader.h"
 #include "engine/checkpoint/zip_reader.h"
 
 namespace primaps {

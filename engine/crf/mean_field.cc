@@ -11,9 +11,9 @@
 #endif
 
 #include "absl/container/inlined_vector.h"
+#include "base/simd_lanes.h"
 #include "engine/crf/lattice_rows.h"
 #include "engine/crf/permutohedral_lattice.h"
-#include "base/simd_lanes.h"
 
 namespace primaps {
 namespace {

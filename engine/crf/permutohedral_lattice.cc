@@ -11,8 +11,8 @@
 #include <immintrin.h>
 #endif
 
-#include "engine/crf/lattice_rows.h"
 #include "base/simd_lanes.h"
+#include "engine/crf/lattice_rows.h"
 
 namespace primaps {
 namespace {

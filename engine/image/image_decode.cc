@@ -7,8 +7,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/image/image_header.h"
 #include "base/status_macros.h"
+#include "engine/image/image_header.h"
 
 namespace primaps {
 namespace {

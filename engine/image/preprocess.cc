@@ -70,8 +70,8 @@ ResizeGeometry ComputeResizeGeometry(int width, int height, int resize,
   // int(resize * long / short) (truncated).
   const int short_side = std::min(height, width);
   const int long_side = std::max(height, width);
-  const int new_long = static_cast<int>(static_cast<int64_t>(resize) *
-                                        long_side / short_side);
+  const int new_long =
+      static_cast<int>(static_cast<int64_t>(resize) * long_side / short_side);
   ResizeGeometry g;
   g.resized_height = height <= width ? resize : new_long;
   g.resized_width = height <= width ? new_long : resize;
@@ -96,10 +96,10 @@ RgbImage ResizeAndCropAntialias(const RgbImage& image, int resize,
   RgbImage out{g.cols, g.rows,
                std::vector<uint8_t>(static_cast<size_t>(g.rows) * g.cols * 3)};
   for (int y = 0; y < g.rows; ++y) {
-    const uint8_t* src = &resized.pixels[(static_cast<size_t>(g.top + y) *
-                                              g.resized_width +
-                                          g.left) *
-                                         3];
+    const uint8_t* src =
+        &resized.pixels[(static_cast<size_t>(g.top + y) * g.resized_width +
+                         g.left) *
+                        3];
     std::copy(src, src + static_cast<size_t>(g.cols) * 3,
               &out.pixels[static_cast<size_t>(y) * g.cols * 3]);
   }
@@ -139,8 +139,8 @@ absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
   std::vector<float> resized;
   if (options.filter == ResizeFilter::kAntialias) {
     // PIL Resize and CenterCrop on 8-bit pixels, then ToTensor.
-    const RgbImage crop = ResizeAndCropAntialias(image, options.resize,
-                                                 options.crop);
+    const RgbImage crop =
+        ResizeAndCropAntialias(image, options.resize, options.crop);
     resized.resize(static_cast<size_t>(3) * rows * cols);
     for (int y = 0; y < rows; ++y) {
       for (int x = 0; x < cols; ++x) {
@@ -162,8 +162,8 @@ absl::StatusOr<NormalizedImage> Preprocess(const RgbImage& image,
             static_cast<float>(image.pixels[3 * i + c]) / 255.f;
       }
     }
-    resized = ResizeBilinearWindow(chw.data(), 3, h, w, new_h, new_w, top,
-                                   left, rows, cols);
+    resized = ResizeBilinearWindow(chw.data(), 3, h, w, new_h, new_w, top, left,
+                                   rows, cols);
   }
 
   NormalizedImage out;

@@ -106,19 +106,22 @@ RgbImage Vertical(const RgbImage& in, int out_height, int row_offset,
   const int w = in.width;
   RgbImage out{w, out_height,
                std::vector<uint8_t>(static_cast<size_t>(w) * out_height * 3)};
+  // Whole rows at a time: each tap adds its row to an accumulator row, so
+  // the input is read sequentially. Integer sums, so the order does not
+  // change the result.
+  std::vector<int32_t> sum(static_cast<size_t>(w) * 3);
   for (int yy = 0; yy < out_height; ++yy) {
     const Taps& t = c.taps[yy];
     const int32_t* k = &c.weights[static_cast<size_t>(yy) * c.ksize];
-    uint8_t* dst = &out.pixels[static_cast<size_t>(yy) * w * 3];
-    for (int i = 0; i < w * 3; ++i) {
-      int32_t s = 1 << (kPrecisionBits - 1);
-      for (int y = 0; y < t.count; ++y) {
-        s += in.pixels[static_cast<size_t>(t.first - row_offset + y) * w * 3 +
-                       i] *
-             k[y];
-      }
-      dst[i] = Clip8(s);
+    std::fill(sum.begin(), sum.end(), 1 << (kPrecisionBits - 1));
+    for (int y = 0; y < t.count; ++y) {
+      const uint8_t* row =
+          &in.pixels[static_cast<size_t>(t.first - row_offset + y) * w * 3];
+      const int32_t weight = k[y];
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += row[i] * weight;
     }
+    uint8_t* dst = &out.pixels[static_cast<size_t>(yy) * w * 3];
+    for (size_t i = 0; i < sum.size(); ++i) dst[i] = Clip8(sum[i]);
   }
   return out;
 }

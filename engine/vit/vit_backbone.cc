@@ -15,8 +15,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/backbone/backbone_weights.h"
 #include "base/status_macros.h"
+#include "engine/backbone/backbone_weights.h"
 
 namespace primaps {
 namespace {

@@ -8,8 +8,8 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backbone/backbone.h"
-#include "engine/checkpoint/tensor_record.h"
 #include "engine/backbone/vit_config.h"
+#include "engine/checkpoint/tensor_record.h"
 
 namespace primaps {
 

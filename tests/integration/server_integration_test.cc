@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <fstream>
 #include <random>
 #include <set>
@@ -135,6 +136,53 @@ TEST_F(ServerTest, ProposeMasksEqualsTheEngineBitForBit) {
     for (uint64_t a : response->mask_area()) area += a;
     EXPECT_EQ(area, 320u * 320u);
   }
+}
+
+// A normalized tensor skips preprocessing: the features of Preprocess's
+// output sent as a tensor equal those of the image it came from.
+TEST_F(ServerTest, NormalizedTensorInputEqualsItsImage) {
+  auto client = Client(*server_);
+  const std::string bytes = Scene(4);
+  v1::FeatureRequest from_image;
+  from_image.mutable_image()->set_encoded(bytes);
+  from_image.mutable_preprocess()->set_resize_filter(
+      v1::RESIZE_FILTER_BILINEAR);
+  auto want = client->ExtractFeatures(from_image);
+  ASSERT_TRUE(want.ok()) << want.status();
+
+  auto rgb = DecodeImage(bytes);
+  auto image = Preprocess(*rgb, PreprocessOptions{});
+  ASSERT_TRUE(image.ok());
+  v1::FeatureRequest from_tensor;
+  v1::NormalizedTensor* t = from_tensor.mutable_image()->mutable_tensor();
+  t->set_height(image->height);
+  t->set_width(image->width);
+  t->set_data(image->data.data(), image->data.size() * sizeof(float));
+  auto got = client->ExtractFeatures(from_tensor);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->data(), want->data());
+
+  // Bad tensors: not patch multiples, the wrong byte count, a NaN.
+  v1::FeatureRequest bad = from_tensor;
+  bad.mutable_image()->mutable_tensor()->set_width(image->width - 3);
+  auto refused = client->ExtractFeatures(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::HasSubstr("multiples of builtin's patch size 8"));
+  bad = from_tensor;
+  bad.mutable_image()->mutable_tensor()->mutable_data()->resize(100);
+  refused = client->ExtractFeatures(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::HasSubstr("image.tensor.data holds 100 bytes"));
+  bad = from_tensor;
+  const float nan = std::nanf("");
+  bad.mutable_image()->mutable_tensor()->mutable_data()->replace(
+      40, sizeof(float), reinterpret_cast<const char*>(&nan), sizeof(float));
+  refused = client->ExtractFeatures(bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              ::testing::HasSubstr("NaN or Inf"));
 }
 
 TEST_F(ServerTest, PseudoLabelsFeaturesAndStreams) {

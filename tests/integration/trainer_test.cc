@@ -13,8 +13,8 @@
 #include <sstream>
 #include <thread>
 
-#include "client/primaps_client.h"
 #include "base/file_util.h"
+#include "client/primaps_client.h"
 #include "engine/segmentation_head.h"
 #include "tests/integration/server_process.h"
 #include "trainer/synthetic_dataset.h"

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/crf/dense_crf.h"
-#include "engine/crf/permutohedral_lattice.h"
 #include "engine/checkpoint/safetensors.h"
 #include "engine/checkpoint/tensor_record.h"
+#include "engine/crf/dense_crf.h"
+#include "engine/crf/permutohedral_lattice.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {

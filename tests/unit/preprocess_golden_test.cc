@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "engine/image/preprocess.h"
 #include "engine/checkpoint/safetensors.h"
+#include "engine/image/preprocess.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {

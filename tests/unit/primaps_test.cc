@@ -6,8 +6,8 @@
 #include <cmath>
 #include <random>
 
-#include "engine/primaps_batch.h"
 #include "engine/checkpoint/safetensors.h"
+#include "engine/primaps_batch.h"
 #include "engine/vit/vit_backbone.h"
 #include "tests/unit/test_images.h"
 

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <random>
 
-#include "engine/image/preprocess.h"
 #include "engine/checkpoint/safetensors.h"
+#include "engine/image/preprocess.h"
 
 namespace primaps {
 namespace {

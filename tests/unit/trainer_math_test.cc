@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 
+#include "base/file_util.h"
+#include "engine/checkpoint/safetensors.h"
 #include "trainer/augment.h"
 #include "trainer/em_schedule.h"
 #include "trainer/evaluation.h"
@@ -110,17 +113,50 @@ TEST(FocalLossTest, WeightsClassesByOneMinusMeanConfidence) {
   const std::vector<float> logits = {2, 0, 0, 1, 5, -5};
   const std::vector<int64_t> targets = {0, 1, 255};
   const double p00 = std::exp(2) / (std::exp(2) + 1),
-               p11 = std::exp(1) / (std::exp(1) + 1);
-  // Mean confidence per class over the valid pixels.
-  const double c0 = (p00 + (1 - p11)) / 2, c1 = ((1 - p00) + p11) / 2;
+               p11 = std::exp(1) / (std::exp(1) + 1),
+               p20 = std::exp(5) / (std::exp(5) + std::exp(-5));
+  // Mean confidence per class over all pixels, the ignored one included.
+  const double c0 = (p00 + (1 - p11) + p20) / 3,
+               c1 = ((1 - p00) + p11 + (1 - p20)) / 3;
   const double w0 = std::pow(1 - c0, 2), w1 = std::pow(1 - c1, 2);
-  const double expected =
-      (w0 * -std::log(p00) + w1 * -std::log(p11)) / (w0 + w1);
+  // The weighted losses of the valid pixels over the count of all pixels.
+  const double expected = (w0 * -std::log(p00) + w1 * -std::log(p11)) / 3;
   EXPECT_NEAR(HeadTrainer::FocalLossForTest(logits, targets, 2, 2.0), expected,
               1e-6);
-  // gamma = 0 is plain cross entropy.
+  // gamma = 0: cross entropy, still divided by all three pixels.
   EXPECT_NEAR(HeadTrainer::FocalLossForTest(logits, targets, 2, 0.0),
-              (-std::log(p00) - std::log(p11)) / 2, 1e-6);
+              (-std::log(p00) - std::log(p11)) / 3, 1e-6);
+}
+
+// Against tests/golden/make_trainer_golden.py: the reference's focal loss on
+// random logits (2-27 classes, 30% of the pixels ignored, two gammas).
+TEST(FocalLossTest, EqualsTheReferenceGolden) {
+  auto bytes = ReadFile(std::string(PRIMAPS_SOURCE_DIR) +
+                        "/tests/golden/fixtures/trainer_golden.safetensors");
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto file = ParseSafetensors(*bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  for (int c = 0; c < 3; ++c) {
+    SCOPED_TRACE(c);
+    const std::string name = "focal" + std::to_string(c);
+    const TensorRecord& l = file->tensors.at(name + ".logits");
+    const std::vector<float> logits = Float32Values(l);
+    const int64_t b = l.shape[0], k = l.shape[1], hw = l.shape[2] * l.shape[3];
+    // [B, K, H, W] to pixel-major [B*H*W, K].
+    std::vector<float> rows(logits.size());
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t j = 0; j < k; ++j)
+        for (int64_t p = 0; p < hw; ++p)
+          rows[(i * hw + p) * k + j] = logits[(i * k + j) * hw + p];
+    const TensorRecord& t = file->tensors.at(name + ".target");
+    std::vector<int64_t> targets(t.data.size() / 8);
+    std::memcpy(targets.data(), t.data.data(), t.data.size());
+    const double gamma = Float32Values(file->tensors.at(name + ".gamma"))[0];
+    const double want = Float32Values(file->tensors.at(name + ".loss"))[0];
+    EXPECT_NEAR(HeadTrainer::FocalLossForTest(rows, targets,
+                                              static_cast<int>(k), gamma),
+                want, 1e-5 * std::abs(want));
+  }
 }
 
 TEST(HeadTrainerTest, PcaInitAndCheckpointRoundTrip) {
@@ -159,22 +195,79 @@ TEST(HeadTrainerTest, PcaInitAndCheckpointRoundTrip) {
   EXPECT_TRUE(ParseHeadCheckpoint(bytes, "builtin", 3).ok());
 }
 
-TEST(AugmentTest, FlipMirrorsAndSizesStay) {
-  RgbImage image{8, 2, std::vector<uint8_t>(48)};
-  for (size_t i = 0; i < image.pixels.size(); ++i)
-    image.pixels[i] = static_cast<uint8_t>(i * 5);
+TEST(AugmentTest, DrawsFollowTheReferenceProbabilities) {
   std::mt19937 rng(1);
-  int flips = 0;
-  for (int i = 0; i < 40; ++i) {
-    StudentView view = StudentAugment(image, &rng);
-    EXPECT_EQ(view.image.width, 8);
-    EXPECT_EQ(view.image.height, 2);
-    flips += view.flipped;
+  int flips = 0, jitter_branch = 0, jitters = 0, grays = 0;
+  const int n = 4000;
+  for (int i = 0; i < n; ++i) {
+    const StudentDraws d = DrawStudent(&rng);
+    flips += d.flip;
+    jitter_branch += d.jitter_branch;
+    jitters += d.jitter_branch && d.jitter;
+    grays += !d.jitter_branch && d.grayscale;
+    EXPECT_GE(d.sigma, 0.1f);
+    EXPECT_LE(d.sigma, 2.f);
+    EXPECT_LE(std::abs(d.hue), 0.1f);
+    std::array<int, 4> sorted = d.order;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, (std::array<int, 4>{0, 1, 2, 3}));
   }
-  EXPECT_GT(flips, 5);
-  EXPECT_LT(flips, 35);
+  EXPECT_NEAR(flips / double(n), 0.5, 0.05);
+  EXPECT_NEAR(jitter_branch / double(n), 0.5, 0.05);
+  EXPECT_NEAR(jitters / double(n), 0.15, 0.03);  // 0.5 * 0.3
+  EXPECT_NEAR(grays / double(n), 0.05, 0.02);    // 0.5 * 0.1
   EXPECT_EQ(FlipHorizontal(LabelMap{3, 2, {1, 2, 3, 4, 5, 6}}).labels,
             (std::vector<uint8_t>{3, 2, 1, 6, 5, 4}));
+  EXPECT_EQ(FlipHorizontal(RgbImage{2, 1, {1, 2, 3, 4, 5, 6}}).pixels,
+            (std::vector<uint8_t>{4, 5, 6, 1, 2, 3}));
+}
+
+// Against tests/golden/make_trainer_golden.py: torchvision's gaussian_blur,
+// adjust_brightness/contrast/saturation/hue and rgb_to_grayscale on the
+// normalized tensor, with the reference's branch structure and fixed draws.
+TEST(AugmentTest, EqualsTorchvisionOnTheNormalizedTensor) {
+  auto bytes = ReadFile(std::string(PRIMAPS_SOURCE_DIR) +
+                        "/tests/golden/fixtures/trainer_golden.safetensors");
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto file = ParseSafetensors(*bytes);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const TensorRecord& px = file->tensors.at("aug.pixels");
+  const RgbImage pixels{static_cast<int>(px.shape[1]),
+                        static_cast<int>(px.shape[0]),
+                        std::vector<uint8_t>(px.data.begin(), px.data.end())};
+  const FloatImage normalized = Normalize(pixels);
+  const std::vector<float> want_normalized =
+      Float32Values(file->tensors.at("aug.normalized"));
+  ASSERT_EQ(normalized.data.size(), want_normalized.size());
+  for (size_t i = 0; i < want_normalized.size(); ++i)
+    ASSERT_NEAR(normalized.data[i], want_normalized[i], 1e-6);
+  for (int c = 0; c < 6; ++c) {
+    SCOPED_TRACE(c);
+    const std::string name = "aug" + std::to_string(c);
+    if (!file->tensors.count(name + ".draws")) break;
+    const std::vector<float> v =
+        Float32Values(file->tensors.at(name + ".draws"));
+    StudentDraws d;
+    d.sigma = v[0];
+    d.jitter_branch = v[1] != 0;
+    d.jitter = v[2] != 0;
+    for (int i = 0; i < 4; ++i) d.order[i] = static_cast<int>(v[3 + i]);
+    d.brightness = v[7];
+    d.contrast = v[8];
+    d.saturation = v[9];
+    d.hue = v[10];
+    d.grayscale = v[11] != 0;
+    const FloatImage got = StudentAugment(normalized, d);
+    const std::vector<float> want =
+        Float32Values(file->tensors.at(name + ".expected"));
+    ASSERT_EQ(got.data.size(), want.size());
+    double max_diff = 0;
+    for (size_t i = 0; i < want.size(); ++i)
+      max_diff = std::max(max_diff, double(std::abs(got.data[i] - want[i])));
+    // Separable blur and sum order against torchvision's 21x21 convolution:
+    // rounding only.
+    EXPECT_LT(max_diff, 1e-5);  // measured: at most 3.3e-6
+  }
 }
 
 TEST(SyntheticDatasetTest, DeterministicWithEveryClass) {
