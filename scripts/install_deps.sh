@@ -16,9 +16,10 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libjpeg-dev
   # Datasets: Potsdam's MATLAB .mat files.
   libmatio-dev
-  # Golden fixtures (Pillow's resize, SciPy's .mat writer) and the Python
-  # example client.
-  python3 python3-torch python3-numpy python3-pil python3-scipy python3-grpcio python3-protobuf
+  # Golden fixtures (Pillow's resize, SciPy's .mat writer, torchvision's
+  # augmentations) and the Python example client.
+  python3 python3-torch python3-torchvision python3-numpy python3-pil python3-scipy python3-grpcio
+  python3-protobuf
   # promtool (metrics and config checks) and the Prometheus server for the
   # deployment test; docker-compose and kubectl to validate deploy/.
   prometheus docker-compose
