@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "base/command_line.h"
 #include "base/cpu_support.h"
 #include "server/server.h"
 
@@ -59,20 +60,6 @@ ABSL_FLAG(int32_t, drain_grace_ms, 0,
 
 namespace {
 
-// The names of the flags on the command line ("--name=value", "--name value"
-// or "-name"), which override the config file.
-std::set<std::string> GivenFlags(int argc, char** argv) {
-  std::set<std::string> names;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--") break;
-    if (arg.rfind("-", 0) != 0) continue;
-    arg = arg.substr(arg.find_first_not_of('-'));
-    names.insert(arg.substr(0, arg.find('=')));
-  }
-  return names;
-}
-
 // Applies each flag given on the command line over the config.
 void ApplyFlags(const std::set<std::string>& given_flags,
                 primaps::v1::ServerConfig* c) {
@@ -112,7 +99,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves PriMaPs mask proposals, pseudo labels, segmentation and features "
       "over gRPC.");
-  const std::set<std::string> given_flags = GivenFlags(argc, argv);
+  const std::set<std::string> given_flags = primaps::FlagsGiven(argc, argv);
   absl::ParseCommandLine(argc, argv);
   if (!primaps::CpuCanRunThisBuild("primaps-server")) return 1;
   // Block the shutdown signals in every thread (threads inherit the mask)

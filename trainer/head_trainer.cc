@@ -82,6 +82,10 @@ struct HeadTrainer::Impl {
   int64_t adam_step = 0;
   int64_t step = 0;
   int64_t ema_updates = 0;
+  // PCA accumulators: sum of the feature vectors and of their outer
+  // products, and their count.
+  torch::Tensor pca_sum, pca_scatter;
+  int64_t pca_count = 0;
 
   void AdamUpdate() {
     torch::NoGradGuard no_grad;
@@ -140,24 +144,46 @@ absl::StatusOr<std::unique_ptr<HeadTrainer>> HeadTrainer::Create(
 }
 
 absl::Status HeadTrainer::InitFromPca(const std::vector<FeatureMap>& features) {
+  if (features.empty())
+    return absl::InvalidArgumentError("PCA initialization needs features");
+  for (const FeatureMap& f : features) RETURN_IF_ERROR(AddPcaFeatures(f));
+  return FinishPca();
+}
+
+absl::Status HeadTrainer::AddPcaFeatures(const FeatureMap& f) {
+  const int d = impl_->options.dim;
+  if (f.dim != d) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("features have dim ", f.dim, ", expected ", d));
+  }
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = Features(f).reshape({d, -1}).to(torch::kDouble);
+  if (impl_->pca_count == 0) {
+    impl_->pca_sum = torch::zeros({d}, torch::kDouble);
+    impl_->pca_scatter = torch::zeros({d, d}, torch::kDouble);
+  }
+  impl_->pca_sum += x.sum(1);
+  impl_->pca_scatter.addmm_(x, x.t());
+  impl_->pca_count += x.size(1);
+  return absl::OkStatus();
+}
+
+absl::Status HeadTrainer::FinishPca() {
   const int k = impl_->options.classes, d = impl_->options.dim;
   if (k > d)
     return absl::InvalidArgumentError(
         absl::StrCat(k, " classes need at most ", d, " feature dims"));
-  std::vector<torch::Tensor> rows;
-  for (const FeatureMap& f : features) {
-    if (f.dim != d)
-      return absl::InvalidArgumentError(
-          absl::StrCat("features have dim ", f.dim, ", expected ", d));
-    rows.push_back(Features(f).reshape({d, -1}).t());
-  }
-  if (rows.empty())
+  if (impl_->pca_count == 0)
     return absl::InvalidArgumentError("PCA initialization needs features");
   torch::NoGradGuard no_grad;
-  const torch::Tensor x = torch::cat(rows, 0).to(torch::kDouble);
-  const torch::Tensor centered = x - x.mean(0, true);
+  // The centered scatter matrix: sum x x^T - n mean mean^T.
+  const torch::Tensor mean = impl_->pca_sum / impl_->pca_count;
+  const torch::Tensor covariance =
+      impl_->pca_scatter - impl_->pca_count * mean.outer(mean);
   const torch::Tensor vectors =
-      std::get<1>(torch::linalg::eigh(centered.t().mm(centered), "L"));
+      std::get<1>(torch::linalg::eigh(covariance, "L"));
+  impl_->pca_count = 0;
+  impl_->pca_sum = impl_->pca_scatter = torch::Tensor();
   // Largest eigenvalues last: take the last K columns, largest first.
   const torch::Tensor top =
       vectors.slice(1, d - k, d).flip({1}).t().to(torch::kFloat).contiguous();

@@ -43,6 +43,11 @@ class HeadTrainer {
   // PCA initialization: the top-K principal directions of the features at
   // every position become theta_M and theta_R (gain 1).
   absl::Status InitFromPca(const std::vector<FeatureMap>& features);
+  // The same, one image at a time: the sum and the scatter matrix (D x D,
+  // double) are accumulated, so the reference's ~3,000 PCA images cost no
+  // more memory than one (their features together would be ~15 GB).
+  absl::Status AddPcaFeatures(const FeatureMap& features);
+  absl::Status FinishPca();
 
   // One step of the cosine k-means baseline on theta_R (loss = -mean of
   // the best cosine score); theta_M copies theta_R. Returns the loss.

@@ -12,12 +12,14 @@
 
 #include <atomic>
 #include <cstdio>
+#include <set>
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_split.h"
+#include "base/command_line.h"
 #include "base/cpu_support.h"
 #include "base/file_util.h"
 #include "datasets/prepare.h"
@@ -30,8 +32,22 @@ ABSL_FLAG(std::string, train, "", "Training set: DIR/images.");
 ABSL_FLAG(std::string, val, "", "Validation set: DIR/images and DIR/labels.");
 ABSL_FLAG(std::string, out, "",
           "Output directory (checkpoints, cache, metrics.jsonl).");
+ABSL_FLAG(std::string, preset, "",
+          "cityscapes, cocostuff27 or potsdam3: the reference's protocol "
+          "(experiments.sh) for the dataset: classes, 320 crops, batch 32, "
+          "PCA over 93 shuffled batches, 2 baseline epochs, 50 PriMaPs-EM "
+          "epochs, evaluation every epoch (every 100 steps on COCO-Stuff). "
+          "Flags given on the command line override it.");
 ABSL_FLAG(int32_t, classes, 27, "Number of classes K.");
 ABSL_FLAG(int32_t, steps, 1000, "PriMaPs-EM steps.");
+ABSL_FLAG(int32_t, epochs, 0,
+          "PriMaPs-EM epochs of floor(images / batch) steps; overrides "
+          "--steps when > 0.");
+ABSL_FLAG(int32_t, baseline_epochs, 0,
+          "Cosine k-means baseline epochs; overrides --baseline_steps when > "
+          "0.");
+ABSL_FLAG(bool, eval_every_epoch, false,
+          "Evaluate after every PriMaPs-EM epoch (overrides --eval_every).");
 ABSL_FLAG(int32_t, batch, 32, "Images per step.");
 ABSL_FLAG(int32_t, resize, 320, "Crop size (short side, center crop).");
 ABSL_FLAG(double, lr, 5e-3, "Adam learning rate.");
@@ -66,6 +82,40 @@ ABSL_FLAG(std::string, list, "",
 
 namespace {
 std::atomic<bool> g_stop{false};
+
+// The reference's experiments.sh for one dataset, over the options the user
+// did not set on the command line (`given`).
+bool ApplyPreset(const std::string& name, const std::set<std::string>& given,
+                 primaps::TrainerOptions* o) {
+  auto Given = [&](const char* flag) { return given.count(flag) > 0; };
+  int classes;
+  if (name == "cityscapes" || name == "cocostuff27") {
+    classes = 27;
+  } else if (name == "potsdam3") {
+    classes = 3;
+  } else {
+    return false;
+  }
+  if (!Given("classes")) o->classes = classes;
+  if (!Given("resize")) o->resize = 320;
+  if (!Given("batch")) o->batch = 32;
+  if (!Given("lr")) o->learning_rate = 5e-3;
+  if (!Given("gamma")) o->focal_gamma = 2.0;
+  // --num-batch-pcainit 92: batches 0..92 of the shuffled loader.
+  if (!Given("pca_images")) o->pca_images = 93 * o->batch;
+  if (!Given("baseline_steps") && !Given("baseline_epochs"))
+    o->baseline_epochs = 2;
+  if (!Given("steps") && !Given("epochs")) o->epochs = 50;
+  if (!Given("eval_every") && !Given("eval_every_epoch")) {
+    // COCO-Stuff validates every 100 steps, the others every epoch.
+    if (name == "cocostuff27") {
+      o->eval_every = 100;
+    } else {
+      o->eval_every_epoch = true;
+    }
+  }
+  return true;
+}
 void RequestStop(int) { g_stop = true; }
 }  // namespace
 
@@ -139,6 +189,9 @@ int main(int argc, char** argv) {
   }
   o.classes = absl::GetFlag(FLAGS_classes);
   o.steps = absl::GetFlag(FLAGS_steps);
+  o.epochs = absl::GetFlag(FLAGS_epochs);
+  o.baseline_epochs = absl::GetFlag(FLAGS_baseline_epochs);
+  o.eval_every_epoch = absl::GetFlag(FLAGS_eval_every_epoch);
   o.batch = absl::GetFlag(FLAGS_batch);
   o.resize = absl::GetFlag(FLAGS_resize);
   o.learning_rate = absl::GetFlag(FLAGS_lr);
@@ -165,6 +218,15 @@ int main(int argc, char** argv) {
            (o.admin_token.back() == '\n' || o.admin_token.back() == ' ')) {
       o.admin_token.pop_back();
     }
+  }
+  const std::string preset = absl::GetFlag(FLAGS_preset);
+  if (!preset.empty() &&
+      !ApplyPreset(preset, primaps::FlagsGiven(argc, argv), &o)) {
+    std::fprintf(stderr,
+                 "primaps-trainer: --preset is \"%s\"; expected cityscapes, "
+                 "cocostuff27 or potsdam3\n",
+                 preset.c_str());
+    return 2;
   }
   o.stop = &g_stop;
   ::signal(SIGTERM, RequestStop);

@@ -381,7 +381,11 @@ absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
           confusion[variant++].Add(ArgmaxLabels(q, k, w, h), v.truth));
     }
   }
-  nlohmann::json line = {{"step", step}, {"phase", phase}};
+  nlohmann::json line = {
+      {"step", step},
+      {"phase", phase},
+      // The paper reports theta_M without CRF, best of run (best.json).
+      {"paper_figure", "theta_m"}};
   const char* names[4] = {"theta_m", "theta_m_crf", "theta_r", "theta_r_crf"};
   for (int i = 0; i < 4; ++i) {
     if (!o.eval_crf && i % 2 == 1) continue;
@@ -409,6 +413,33 @@ absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
       line["theta_r"]["accuracy"].get<double>()));
   return line;
 }
+
+// The best evaluation of the run by theta_M's mIoU without CRF (the figure
+// the paper reports), kept with its head: OUT/best.json and
+// OUT/best.safetensors. A resumed run continues from the recorded best.
+class BestOfRun {
+ public:
+  explicit BestOfRun(const std::string& out_dir) : out_dir_(out_dir) {
+    if (auto bytes = ReadFile(out_dir_ + "/best.json"); bytes.ok()) {
+      const auto j = nlohmann::json::parse(*bytes, nullptr, false);
+      if (j.is_object() && j.contains("theta_m"))
+        best_miou_ = j["theta_m"].value("miou", -1.0);
+    }
+  }
+
+  absl::Status Offer(const nlohmann::json& line, const SegmentationHead& head) {
+    const double miou = line["theta_m"]["miou"].get<double>();
+    if (miou <= best_miou_) return absl::OkStatus();
+    best_miou_ = miou;
+    RETURN_IF_ERROR(WriteFileAtomically(out_dir_ + "/best.safetensors",
+                                        SerializeHeadCheckpoint(head)));
+    return WriteFileAtomically(out_dir_ + "/best.json", line.dump(2) + "\n");
+  }
+
+ private:
+  const std::string out_dir_;
+  double best_miou_ = -1;
+};
 
 std::string CheckpointPath(const TrainerOptions& o, int64_t step) {
   return absl::StrFormat("%s/checkpoints/step_%08d.safetensors", o.out_dir,
@@ -472,19 +503,56 @@ void Push(const TrainerOptions& o, FeatureSource* source,
   }
 }
 
+// Steps from the schedules given in epochs.
+TrainerOptions ResolveEpochs(TrainerOptions o, size_t train_images) {
+  const int per_epoch =
+      std::max<int>(1, static_cast<int>(train_images) / std::max(1, o.batch));
+  if (o.epochs > 0) o.steps = o.epochs * per_epoch;
+  if (o.baseline_epochs > 0) o.baseline_steps = o.baseline_epochs * per_epoch;
+  if (o.eval_every_epoch) o.eval_every = per_epoch;
+  return o;
+}
+
+// A permutation of `n` indices fixed by `seed`.
+std::vector<size_t> Shuffled(size_t n, uint32_t seed) {
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937(seed));
+  return order;
+}
+
+// The images of step `step` as the reference's loader gives them: epochs of
+// floor(n / batch) steps (the last partial batch dropped), each a fresh
+// permutation fixed by the seed, so a resumed run sees the same batches.
+std::vector<size_t> BatchIndices(int64_t step, size_t n, int batch,
+                                 uint32_t seed) {
+  const int64_t per_epoch =
+      std::max<int64_t>(1, static_cast<int64_t>(n) / batch);
+  const std::vector<size_t> order =
+      Shuffled(n, seed + static_cast<uint32_t>(step / per_epoch));
+  std::vector<size_t> out;
+  for (int b = 0; b < batch; ++b)
+    out.push_back(order[((step % per_epoch) * batch + b) % n]);
+  return out;
+}
+
 }  // namespace
 
-absl::Status RunTrainer(const TrainerOptions& o) {
-  if (o.servers.empty())
+absl::Status RunTrainer(const TrainerOptions& options) {
+  if (options.servers.empty())
     return absl::InvalidArgumentError("no servers (--server)");
-  if (o.classes < 1 || o.batch < 1 || o.steps < 0) {
+  if (options.classes < 1 || options.batch < 1 || options.steps < 0) {
     return absl::InvalidArgumentError(
         "--classes and --batch must be >= 1, --steps >= 0");
   }
-  const std::vector<std::string> train = ListImages(o.train_dir);
+  const std::vector<std::string> train = ListImages(options.train_dir);
   if (train.empty())
     return absl::NotFoundError(
-        absl::StrCat("no images in ", o.train_dir, "/images"));
+        absl::StrCat("no images in ", options.train_dir, "/images"));
+  const TrainerOptions o = ResolveEpochs(options, train.size());
+  Log(absl::StrCat(train.size(), " training images: ", o.baseline_steps,
+                   " baseline steps, ", o.steps, " PriMaPs-EM steps of ",
+                   o.batch, " images"));
   std::error_code ec;
   fs::create_directories(o.out_dir + "/cache/train", ec);
   fs::create_directories(o.out_dir + "/cache/val", ec);
@@ -526,34 +594,39 @@ absl::Status RunTrainer(const TrainerOptions& o) {
   ASSIGN_OR_RETURN(std::unique_ptr<HeadTrainer> trainer,
                    HeadTrainer::Create(head_options));
 
+  BestOfRun best(o.out_dir);
+  auto evaluate = [&](const std::string& phase, int64_t step) -> absl::Status {
+    ASSIGN_OR_RETURN(const nlohmann::json line,
+                     Evaluate(o, trainer->Head(), val, phase, step));
+    return best.Offer(line, trainer->Head());
+  };
   const std::string newest = o.resume ? NewestCheckpoint(o) : "";
   if (!newest.empty()) {
     ASSIGN_OR_RETURN(const std::string bytes, ReadFile(newest));
     RETURN_IF_ERROR(trainer->RestoreCheckpoint(bytes));
     Log(absl::StrCat("resumed from ", newest, " at step ", trainer->step()));
   } else {
-    // PCA initialization on the first images' features.
-    std::vector<FeatureMap> features;
+    // PCA initialization on the features of shuffled training images, as
+    // the reference draws its PCA batches.
     const int n = std::min<int>(static_cast<int>(train.size()),
                                 o.pca_images > 0 ? o.pca_images : o.batch);
+    const std::vector<size_t> order = Shuffled(train.size(), o.seed + 1000003u);
     for (int i = 0; i < n; ++i) {
-      ASSIGN_OR_RETURN(View v, LoadView(&source, o.train_dir, train[i],
+      ASSIGN_OR_RETURN(View v, LoadView(&source, o.train_dir, train[order[i]],
                                         o.out_dir + "/cache/train", o.resize,
                                         ResizeFilter::kAntialias));
-      features.push_back(std::move(v.features));
+      RETURN_IF_ERROR(trainer->AddPcaFeatures(v.features));
     }
-    RETURN_IF_ERROR(trainer->InitFromPca(features));
+    RETURN_IF_ERROR(trainer->FinishPca());
     Log(absl::StrCat("PCA initialization on ", n, " images"));
-    if (!val.empty())
-      RETURN_IF_ERROR(
-          Evaluate(o, trainer->Head(), val, "pca_init", 0).status());
+    if (!val.empty()) RETURN_IF_ERROR(evaluate("pca_init", 0));
     if (o.baseline_steps > 0) {
       for (int s = 0; s < o.baseline_steps; ++s) {
         std::vector<FeatureMap> batch;
-        for (int b = 0; b < o.batch; ++b) {
+        for (size_t i :
+             BatchIndices(s, train.size(), o.batch, o.seed + 2000003u)) {
           ASSIGN_OR_RETURN(View v,
-                           LoadView(&source, o.train_dir,
-                                    train[(s * o.batch + b) % train.size()],
+                           LoadView(&source, o.train_dir, train[i],
                                     o.out_dir + "/cache/train", o.resize,
                                     ResizeFilter::kAntialias));
           batch.push_back(std::move(v.features));
@@ -562,28 +635,17 @@ absl::Status RunTrainer(const TrainerOptions& o) {
       }
       trainer->ResetOptimizer();
       Log(absl::StrCat(o.baseline_steps, " baseline steps"));
-      if (!val.empty())
-        RETURN_IF_ERROR(
-            Evaluate(o, trainer->Head(), val, "baseline", 0).status());
+      if (!val.empty()) RETURN_IF_ERROR(evaluate("baseline", 0));
     }
   }
 
-  // The batch order: a permutation per epoch, fixed by the seed, so a
-  // resumed run sees the same batches.
   auto batch_names = [&](int64_t step) {
     std::vector<std::string> names;
-    const int64_t per_epoch = static_cast<int64_t>(train.size());
-    for (int b = 0; b < o.batch; ++b) {
-      const int64_t global = step * o.batch + b;
-      const int64_t epoch = global / per_epoch;
-      std::vector<size_t> order(train.size());
-      std::iota(order.begin(), order.end(), 0);
-      std::shuffle(order.begin(), order.end(),
-                   std::mt19937(o.seed + static_cast<uint32_t>(epoch)));
-      names.push_back(train[order[global % per_epoch]]);
-    }
+    for (size_t i : BatchIndices(step, train.size(), o.batch, o.seed))
+      names.push_back(train[i]);
     return names;
   };
+
   const absl::Time start = absl::Now();
   absl::Time last_log = start;
   const int64_t first_step = trainer->step();
@@ -648,7 +710,7 @@ absl::Status RunTrainer(const TrainerOptions& o) {
       Push(o, &source, *trainer);
     if (o.eval_every > 0 && step % o.eval_every == 0 && !val.empty() &&
         step != o.steps) {
-      RETURN_IF_ERROR(Evaluate(o, trainer->Head(), val, "em", step).status());
+      RETURN_IF_ERROR(evaluate("em", step));
     }
   }
   if (trainer->step() > first_step) {
@@ -663,9 +725,7 @@ absl::Status RunTrainer(const TrainerOptions& o) {
                         100 * source.BusyFraction()));
   }
   RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
-  if (!val.empty())
-    RETURN_IF_ERROR(
-        Evaluate(o, trainer->Head(), val, "em", trainer->step()).status());
+  if (!val.empty()) RETURN_IF_ERROR(evaluate("em", trainer->step()));
   // The last step may already have been pushed.
   if (o.push_every > 0 && trainer->step() % o.push_every != 0) {
     Push(o, &source, *trainer);

@@ -20,6 +20,12 @@ struct TrainerOptions {
   std::string out_dir;
   int classes = 27;
   int steps = 1000;
+  // Schedules in epochs, as the reference counts them (an epoch is
+  // floor(images / batch) steps, the last partial batch dropped); when > 0
+  // they set steps, baseline_steps and eval_every.
+  int epochs = 0;
+  int baseline_epochs = 0;
+  bool eval_every_epoch = false;
   int batch = 32;
   // Short side and center crop of the training images (square crops).
   int resize = 320;
