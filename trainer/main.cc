@@ -5,7 +5,7 @@
 //       [--steps=N] [--batch=32] [--push_every=N] [--resume]
 //       [--admin_token_file=PATH]
 //   primaps-trainer make-dataset --out=DIR --classes=K [--images=N] [--width=W]
-//   [--height=H] [--seed=S]
+//   [--height=H] [--seed=S] [--layout=project|cityscapes [--split=S]]
 //   primaps-trainer prepare --dataset=cityscapes|cocostuff27|potsdam3
 //       --data=ROOT --split=train|val|... --out=DIR [--list=FILE]
 #include <signal.h>
@@ -67,6 +67,10 @@ ABSL_FLAG(std::string, admin_token_file, "", "Admin token for --push_every.");
 ABSL_FLAG(int32_t, seed, 1, "Seed for the batch order and the augmentations.");
 ABSL_FLAG(int32_t, fetch_concurrency, 4, "Concurrent feature requests.");
 ABSL_FLAG(int32_t, images, 32, "make-dataset: number of images.");
+ABSL_FLAG(std::string, layout, "project",
+          "make-dataset: project (DIR/images + DIR/labels) or cityscapes (a "
+          "miniature Cityscapes split, --split, in the official layout under "
+          "--out).");
 ABSL_FLAG(int32_t, width, 160, "make-dataset: image width.");
 ABSL_FLAG(int32_t, height, 120, "make-dataset: image height.");
 ABSL_FLAG(std::string, dataset, "",
@@ -132,8 +136,19 @@ int main(int argc, char** argv) {
     options.width = absl::GetFlag(FLAGS_width);
     options.height = absl::GetFlag(FLAGS_height);
     options.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
+    const std::string layout = absl::GetFlag(FLAGS_layout);
+    if (layout != "project" && layout != "cityscapes") {
+      std::fprintf(stderr,
+                   "primaps-trainer make-dataset: --layout is \"%s\"; "
+                   "expected project or cityscapes\n",
+                   layout.c_str());
+      return 2;
+    }
     const absl::Status status =
-        primaps::WriteSyntheticDataset(absl::GetFlag(FLAGS_out), options);
+        layout == "cityscapes"
+            ? primaps::WriteSyntheticCityscapes(
+                  absl::GetFlag(FLAGS_out), absl::GetFlag(FLAGS_split), options)
+            : primaps::WriteSyntheticDataset(absl::GetFlag(FLAGS_out), options);
     if (!status.ok()) {
       std::fprintf(stderr, "primaps-trainer make-dataset: %s\n",
                    std::string(status.message()).c_str());

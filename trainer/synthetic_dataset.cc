@@ -84,6 +84,43 @@ void SyntheticImage(const SyntheticDatasetOptions& o, int index,
   }
 }
 
+absl::Status WriteSyntheticCityscapes(const std::string& root,
+                                      const std::string& split,
+                                      const SyntheticDatasetOptions& options) {
+  if (options.classes < 1 || options.classes > 27 || options.images < 1 ||
+      options.cells < 1) {
+    return absl::InvalidArgumentError(
+        "a synthetic Cityscapes split needs 1..27 classes, >= 1 image and >= "
+        "1 cell");
+  }
+  const char* const cities[2] = {"aachen", "bremen"};
+  for (int i = 0; i < options.images; ++i) {
+    const std::string city = cities[i % 2];
+    const std::string stem = absl::StrFormat("%s_%06d_000019", city, i);
+    const std::string images =
+        absl::StrCat(root, "/leftImg8bit/", split, "/", city);
+    const std::string labels = absl::StrCat(root, "/gtFine/", split, "/", city);
+    std::error_code ec;
+    std::filesystem::create_directories(images, ec);
+    std::filesystem::create_directories(labels, ec);
+    if (ec) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot create ", images, ": ", ec.message()));
+    }
+    RgbImage image;
+    LabelMap classes;
+    SyntheticImage(options, i, &image, &classes);
+    for (uint8_t& id : classes.labels) id = static_cast<uint8_t>(id + 7);
+    ASSIGN_OR_RETURN(const std::string image_png, EncodeRgbPng(image));
+    ASSIGN_OR_RETURN(const std::string label_png, EncodeLabelPng(classes));
+    RETURN_IF_ERROR(WriteFileAtomically(
+        absl::StrCat(images, "/", stem, "_leftImg8bit.png"), image_png));
+    RETURN_IF_ERROR(WriteFileAtomically(
+        absl::StrCat(labels, "/", stem, "_gtFine_labelIds.png"), label_png));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteSyntheticDataset(const std::string& dir,
                                    const SyntheticDatasetOptions& options) {
   if (options.classes < 1 || options.classes > 254 || options.images < 1 ||

@@ -31,6 +31,15 @@ void SyntheticImage(const SyntheticDatasetOptions& options, int index,
 absl::Status WriteSyntheticDataset(const std::string& dir,
                                    const SyntheticDatasetOptions& options);
 
+// The same images as a miniature Cityscapes split in the official layout
+// (for the tutorial and its test): <root>/leftImg8bit/<split>/<city>/
+// <city>_NNNNNN_000019_leftImg8bit.png and gtFine/.../..._gtFine_labelIds.png,
+// two cities, class k stored as Cityscapes label id k + 7 (at most 27
+// classes), so that `primaps-trainer prepare` maps it back to k.
+absl::Status WriteSyntheticCityscapes(const std::string& root,
+                                      const std::string& split,
+                                      const SyntheticDatasetOptions& options);
+
 }  // namespace primaps
 
 #endif  // PRIMAPS_TRAINER_SYNTHETIC_DATASET_H_
