@@ -66,34 +66,6 @@ absl::StatusOr<RgbImage> Crop(const std::string& path, int resize,
   return DenormalizeToRgb(image);
 }
 
-// torch's nearest source index (UpSample.h nearest_idx): floor(dst * scale)
-// with the scale in float.
-int NearestSource(int dst, int in_size, int out_size) {
-  if (in_size == out_size) return dst;
-  if (out_size == 2 * in_size) return dst >> 1;
-  const float scale = static_cast<float>(in_size) / out_size;
-  return std::min(static_cast<int>(std::floor(dst * scale)), in_size - 1);
-}
-
-// Labels through the same geometry as Crop, resized with torch's nearest
-// as the reference resizes its validation ground truth.
-LabelMap CropLabels(const LabelMap& labels, int resize) {
-  const int h = labels.height, w = labels.width;
-  const ResizeGeometry g =
-      ComputeResizeGeometry(w, h, resize, CropMode::kCenter);
-  LabelMap out{g.cols, g.rows,
-               std::vector<uint8_t>(static_cast<size_t>(g.rows) * g.cols)};
-  for (int y = 0; y < g.rows; ++y) {
-    const int sy = NearestSource(y + g.top, h, g.resized_height);
-    for (int x = 0; x < g.cols; ++x) {
-      const int sx = NearestSource(x + g.left, w, g.resized_width);
-      out.labels[static_cast<size_t>(y) * g.cols + x] =
-          labels.labels[static_cast<size_t>(sy) * w + sx];
-    }
-  }
-  return out;
-}
-
 struct View {
   RgbImage crop;        // original view
   FeatureMap features;  // of the original view
@@ -572,7 +544,9 @@ absl::Status RunTrainer(const TrainerOptions& options) {
           ReadFile(o.val_dir + "/labels/" +
                    fs::path(name).replace_extension(".png").string()));
       ASSIGN_OR_RETURN(const LabelMap truth, DecodeLabelPng(label_png));
-      v.truth = CropLabels(truth, o.resize);
+      // As the reference resizes its validation labels.
+      v.truth = ResizeAndCropLabels(truth, o.resize, CropMode::kCenter,
+                                    LabelResize::kTorchNearest);
       val.push_back(std::move(v));
     }
     Log(absl::StrCat(val.size(), " validation images"));

@@ -87,6 +87,57 @@ ResizeGeometry ComputeResizeGeometry(int width, int height, int resize,
   return g;
 }
 
+namespace {
+
+// Source index of each destination index along one axis.
+std::vector<int> NearestSources(int in_size, int out_size, LabelResize rule) {
+  std::vector<int> src(out_size);
+  if (rule == LabelResize::kTorchNearest) {
+    // UpSample.h nearest_idx.
+    const float scale = static_cast<float>(in_size) / out_size;
+    for (int i = 0; i < out_size; ++i) {
+      if (in_size == out_size) {
+        src[i] = i;
+      } else if (out_size == 2 * in_size) {
+        src[i] = i >> 1;
+      } else {
+        src[i] = std::min(static_cast<int>(std::floor(i * scale)), in_size - 1);
+      }
+    }
+  } else {
+    // Pillow's ImagingScaleAffine: the source coordinate of pixel centres,
+    // accumulated step by step.
+    const double scale = static_cast<double>(in_size) / out_size;
+    double coordinate = 0.5 * scale;
+    for (int i = 0; i < out_size; ++i) {
+      src[i] = std::min(static_cast<int>(coordinate), in_size - 1);
+      coordinate += scale;
+    }
+  }
+  return src;
+}
+
+}  // namespace
+
+LabelMap ResizeAndCropLabels(const LabelMap& labels, int resize, CropMode crop,
+                             LabelResize rule) {
+  const ResizeGeometry g =
+      ComputeResizeGeometry(labels.width, labels.height, resize, crop);
+  const std::vector<int> sy =
+      NearestSources(labels.height, g.resized_height, rule);
+  const std::vector<int> sx =
+      NearestSources(labels.width, g.resized_width, rule);
+  LabelMap out{g.cols, g.rows,
+               std::vector<uint8_t>(static_cast<size_t>(g.rows) * g.cols)};
+  for (int y = 0; y < g.rows; ++y) {
+    const uint8_t* row =
+        &labels.labels[static_cast<size_t>(sy[g.top + y]) * labels.width];
+    for (int x = 0; x < g.cols; ++x)
+      out.labels[static_cast<size_t>(y) * g.cols + x] = row[sx[g.left + x]];
+  }
+  return out;
+}
+
 RgbImage ResizeAndCropAntialias(const RgbImage& image, int resize,
                                 CropMode crop) {
   const ResizeGeometry g =

@@ -70,6 +70,22 @@ struct ResizeGeometry {
 ResizeGeometry ComputeResizeGeometry(int width, int height, int resize,
                                      CropMode crop);
 
+// How label maps are resized (nearest neighbour, as the reference does per
+// path).
+enum class LabelResize {
+  // torch's interpolate "nearest": src = floor(dst * in / out), the scale in
+  // float. The reference's validation labels.
+  kTorchNearest,
+  // Pillow's NEAREST: src = int((dst + 0.5) * in / out), accumulated in
+  // double as Pillow does. The reference's training and precomputed labels.
+  kPillowNearest,
+};
+
+// A label map through the geometry of Preprocess (resize the short side to
+// `resize`, then the crop), resized with `rule`.
+LabelMap ResizeAndCropLabels(const LabelMap& labels, int resize, CropMode crop,
+                             LabelResize rule);
+
 // The 8-bit pixels the antialias path normalizes: Pillow's resize and the
 // crop, before ToTensor. Sending these to a server at the same resize gives
 // exactly Preprocess's kAntialias input (the resize is then the identity).

@@ -3,7 +3,8 @@
 
 Each case is an input PNG and Pillow's bilinear resize of it (with
 antialiasing, Image.resize(size, Image.BILINEAR), as torchvision's Resize runs
-it on PIL images), for odd sizes and down/up scales. Run with Debian's
+it on PIL images), for odd sizes and down/up scales; and label maps (mode L)
+with Pillow's NEAREST resize to torchvision's Resize(int) sizes. Run with Debian's
 python3-pil:  /usr/bin/python3 tests/golden/make_resize_golden.py
 Deterministic: rerunning rewrites the same bytes.
 """
@@ -40,8 +41,33 @@ def make_input(w, h, seed):
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
+# Label maps resized with Pillow's NEAREST the way torchvision's Resize(int)
+# sizes them (short side r, long side int(r * long / short)): input size ->
+# short sides.
+LABEL_CASES = {
+    (205, 103): [32, 103, 7],
+    (37, 23): [13, 40],
+    (23, 37): [10, 64],
+    (17, 9): [40, 1],
+}
+
+
+def resized_size(w, h, r):
+    if w <= h:
+        return r, int(r * h / w)
+    return int(r * w / h), r
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
+    rng = np.random.RandomState(99)
+    for (w, h), shorts in sorted(LABEL_CASES.items()):
+        labels = Image.fromarray(rng.randint(0, 30, (h, w)).astype(np.uint8), "L")
+        labels.save(os.path.join(OUT, f"lbl_{w}x{h}.png"))
+        for r in shorts:
+            ow, oh = resized_size(w, h, r)
+            labels.resize((ow, oh), Image.NEAREST).save(
+                os.path.join(OUT, f"lbl_{w}x{h}_short_{r}.png"))
     for seed, ((w, h), outs) in enumerate(sorted(CASES.items())):
         src = make_input(w, h, seed)
         src.save(os.path.join(OUT, f"in_{w}x{h}.png"))

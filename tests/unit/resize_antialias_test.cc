@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "engine/image/image_decode.h"
+#include "engine/image/label_image.h"
 #include "engine/image/preprocess.h"
 #include "tests/unit/test_images.h"
 
@@ -96,6 +97,57 @@ TEST(ResizeAntialiasTest, AntialiasAveragesWhereBilinearSamples) {
     EXPECT_GE(v, 100);
     EXPECT_LE(v, 155);
   }
+}
+
+}  // namespace
+}  // namespace primaps
+
+namespace primaps {
+namespace {
+
+LabelMap LoadLabels(const std::string& path) {
+  auto labels = DecodeLabelPng(testing::ReadBinary(path));
+  EXPECT_TRUE(labels.ok()) << path << ": " << labels.status();
+  return labels.ok() ? *labels : LabelMap{};
+}
+
+// Label maps against Pillow's NEAREST at torchvision's Resize(int) sizes.
+TEST(ResizeLabelsTest, PillowNearestEqualsPillow) {
+  const std::string dir = testing::FixturePath("pil_resize");
+  const std::regex name(R"(lbl_(\d+)x(\d+)_short_(\d+)\.png)");
+  int cases = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string file = entry.path().filename().string();
+    std::smatch m;
+    if (!std::regex_match(file, m, name)) continue;
+    SCOPED_TRACE(file);
+    const LabelMap in =
+        LoadLabels(dir + "/lbl_" + m[1].str() + "x" + m[2].str() + ".png");
+    const LabelMap want = LoadLabels(entry.path().string());
+    const LabelMap got =
+        ResizeAndCropLabels(in, std::stoi(m[3].str()), CropMode::kFull,
+                            LabelResize::kPillowNearest);
+    ASSERT_EQ(got.width, want.width);
+    ASSERT_EQ(got.height, want.height);
+    EXPECT_EQ(got.labels, want.labels);
+    ++cases;
+  }
+  EXPECT_GE(cases, 9);
+}
+
+// torch's nearest takes floor(dst * scale), Pillow's the pixel centres: 5
+// rows to 2 keep rows 0 and 2 with torch, 1 and 3 with Pillow.
+TEST(ResizeLabelsTest, TorchAndPillowNearestDiffer) {
+  const LabelMap tall{2, 5, {10, 10, 11, 11, 12, 12, 13, 13, 14, 14}};
+  // 2x5 at short side 1: width 1, height int(1 * 5 / 2) = 2.
+  EXPECT_EQ(
+      ResizeAndCropLabels(tall, 1, CropMode::kFull, LabelResize::kTorchNearest)
+          .labels,
+      (std::vector<uint8_t>{10, 12}));
+  EXPECT_EQ(
+      ResizeAndCropLabels(tall, 1, CropMode::kFull, LabelResize::kPillowNearest)
+          .labels,
+      (std::vector<uint8_t>{11, 13}));
 }
 
 }  // namespace
