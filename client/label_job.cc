@@ -191,6 +191,32 @@ absl::StatusOr<std::vector<std::string>> ListShard(
   return shard;
 }
 
+namespace {
+
+// The reference layout's imgs/<stem>.png (the crop the pseudo labels
+// describe) and, with ground truth, gts/<stem>.png cropped the same way
+// (Pillow's nearest, as the reference's training transforms).
+absl::Status WriteReferenceExtras(const LabelJobOptions& options,
+                                  const std::string& rel, const RgbImage& crop,
+                                  int resize) {
+  const std::string stem = PngStem(rel);
+  ASSIGN_OR_RETURN(const std::string image_png, EncodeRgbPng(crop));
+  RETURN_IF_ERROR(WriteCreatingDirs(
+      absl::StrCat(options.output, "/imgs/", stem), image_png));
+  if (options.labels_dir.empty()) return absl::OkStatus();
+  auto gt_png = ReadFile(absl::StrCat(options.labels_dir, "/", stem));
+  if (!gt_png.ok()) return absl::OkStatus();  // an unlabelled image
+  ASSIGN_OR_RETURN(const LabelMap gt, DecodeLabelPng(*gt_png));
+  ASSIGN_OR_RETURN(
+      const std::string cropped,
+      EncodeLabelPng(ResizeAndCropLabels(gt, resize, CropMode::kCenter,
+                                         LabelResize::kPillowNearest)));
+  return WriteCreatingDirs(absl::StrCat(options.output, "/gts/", stem),
+                           cropped);
+}
+
+}  // namespace
+
 absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
   if (options.servers.empty())
     return absl::InvalidArgumentError("no servers (--server)");
@@ -235,6 +261,7 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
         absl::StrCat("cannot write the manifest in ", options.output));
 
   const bool reference = options.layout == "reference";
+  const int reference_resize = options.resize > 0 ? options.resize : 320;
   auto label_path = [&](const std::string& rel) {
     const std::string stem = PngStem(rel);
     return reference ? absl::StrCat(options.output, "/pseudos/", stem)
@@ -315,15 +342,37 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
       nlohmann::json entry = {{"path", rel}};
       absl::Status status;
       absl::StatusOr<Labelled> result = absl::UnknownError("not run");
+      RgbImage crop;  // the reference layout's training crop
       auto bytes = ReadFile(input_path(rel));
       if (!bytes.ok()) {
         status = bytes.status();
       } else {
         v1::ImageRequest request;
         request.set_request_id(rel);
-        request.mutable_image()->set_encoded(*bytes);
+        if (reference) {
+          // The crop is made here and sent as pixels, so that imgs/ holds
+          // exactly what the pseudo labels describe.
+          auto rgb = DecodeImage(*bytes);
+          if (rgb.ok()) {
+            crop = ResizeAndCropAntialias(*rgb, reference_resize,
+                                          CropMode::kCenter);
+            v1::RawImage* raw = request.mutable_image()->mutable_raw();
+            raw->set_width(crop.width);
+            raw->set_height(crop.height);
+            raw->set_channels(3);
+            raw->set_pixels(crop.pixels.data(), crop.pixels.size());
+            request.mutable_preprocess()->set_resize(reference_resize);
+            request.mutable_preprocess()->set_crop(v1::CROP_MODE_CENTER);
+          } else {
+            status = rgb.status();
+          }
+        } else {
+          request.mutable_image()->set_encoded(*bytes);
+          request.mutable_preprocess()->set_resize(options.resize);
+        }
         absl::Duration backoff = options.initial_backoff;
-        for (int attempt = 0; attempt <= options.retries; ++attempt) {
+        for (int attempt = 0; status.ok() && attempt <= options.retries;
+             ++attempt) {
           result = Call(clients[server].get(), options.mode, request);
           if (result.ok() || !Retryable(result.status().code())) break;
           server = (server + 1) % clients.size();  // fail over
@@ -332,7 +381,7 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
           absl::SleepFor(backoff * jitter(rng));
           backoff = std::min(backoff * 2, options.max_backoff);
         }
-        status = result.status();
+        if (status.ok()) status = result.status();
       }
       if (status.ok()) {
         auto png = EncodeLabelPng(result->labels);
@@ -356,17 +405,7 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
           }
         }
         if (status.ok() && reference) {
-          (void)WriteCreatingDirs(absl::StrCat(options.output, "/imgs/",
-                                               absl::StripPrefix(rel, "/")),
-                                  *bytes);
-          if (!options.labels_dir.empty()) {
-            auto gt =
-                ReadFile(absl::StrCat(options.labels_dir, "/", PngStem(rel)));
-            if (gt.ok()) {
-              (void)WriteCreatingDirs(
-                  absl::StrCat(options.output, "/gts/", PngStem(rel)), *gt);
-            }
-          }
+          status = WriteReferenceExtras(options, rel, crop, reference_resize);
         }
       }
       entry["ms"] =

@@ -44,8 +44,14 @@ struct LabelJobOptions {
   bool overlays = false;
   // "mirror": <output>/<relative path>.png. "reference": imgs/, pseudos/
   // and (with labels_dir) gts/, as the reference PriMaPs code lays out
-  // precomputed pseudo labels.
+  // precomputed pseudo labels: all three at the training crop (Pillow's
+  // antialiased resize of the short side to `resize` and the center crop;
+  // labels with Pillow's nearest), so that primaps-trainer --train reads
+  // them as they are.
   std::string layout = "mirror";
+  // Short side after resizing; 0 = the server's default (320 for the
+  // reference layout, whose crop the client makes).
+  int resize = 0;
   // Ground-truth label PNGs (same relative stems), for the reference layout.
   std::string labels_dir;
   // Progress: a bar when stderr is a terminal, else a line this often.

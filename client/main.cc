@@ -272,6 +272,7 @@ absl::StatusOr<int> RunLabelCommand() {
   options.overlays = absl::GetFlag(FLAGS_overlays);
   options.layout = absl::GetFlag(FLAGS_layout);
   options.labels_dir = absl::GetFlag(FLAGS_labels);
+  options.resize = absl::GetFlag(FLAGS_resize);
   options.resume = absl::GetFlag(FLAGS_resume);
   const std::string shard = absl::GetFlag(FLAGS_shard);
   const std::vector<std::string> parts = absl::StrSplit(shard, '/');

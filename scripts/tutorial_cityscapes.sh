@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's Cityscapes tutorial, end to end on a generated miniature
 # Cityscapes (official layout, 5 classes stored as Cityscapes label ids):
-# prepare the splits, pseudo labels for the training images with the batch
-# job, PriMaPs-EM with the cityscapes preset scaled down (64-pixel crops,
+# prepare the splits, pseudo labels for the training images precomputed by
+# the batch job in the reference's layout, PriMaPs-EM on them with the cityscapes preset scaled down (64-pixel crops,
 # batches of 8, 8 epochs), then checks that the run kept its best head and
 # that PriMaPs-EM beat the PCA initialization. ctest runs it (about 20 s).
 #
@@ -48,14 +48,16 @@ done
 port=$(grep -oE "serving on port [0-9]+" "$work/server.log" | grep -oE "[0-9]+$")
 phase "server up on port $port"
 
-# 4. Pseudo labels for every training image (the batch job; resumable).
+# 4. PriMaPs pseudo labels for every training image, precomputed in the
+#    reference's layout (imgs/, pseudos/, gts/ at the training crop).
 "$client" label --server=127.0.0.1:$port --input="$work/cs/train/images" \
-    --output="$work/pseudo" --mode=pseudo --resize=64
+    --labels="$work/cs/train/labels" --output="$work/precomputed" \
+    --layout=reference --mode=pseudo --resize=64
 phase "pseudo labels"
 
 # 5. PriMaPs-EM with the Cityscapes protocol, scaled down.
 "$trainer" --server=127.0.0.1:$port --preset=cityscapes \
-    --train="$work/cs/train" --val="$work/cs/val" --out="$work/run" \
+    --train="$work/precomputed" --val="$work/cs/val" --out="$work/run" \
     --resize=64 --batch=8 --epochs=8 --pca_images=32 \
     --admin_token_file="$work/token" --push_every=24 2> "$work/trainer.log"
 phase "trained"
@@ -65,7 +67,10 @@ trap - EXIT
 
 # 6. What the run must have produced.
 test -s "$work/run/best.json" && test -s "$work/run/best.safetensors"
-test "$(ls "$work/pseudo" | grep -c '\.png$')" -ge 48
+for d in imgs pseudos gts; do
+  test "$(ls "$work/precomputed/$d" | grep -c '\.png$')" -eq 48
+done
+grep -q "precomputed pseudo labels from" "$work/trainer.log"
 /usr/bin/python3 - "$work/run" <<'PY'
 import json, sys
 run = sys.argv[1]

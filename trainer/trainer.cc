@@ -40,10 +40,26 @@ void Log(const std::string& line) {
   std::fprintf(stderr, "primaps-trainer: %s\n", line.c_str());
 }
 
-std::vector<std::string> ListImages(const std::string& dir) {
+// Where a dataset's images are, and its precomputed PriMaPs masks if any.
+struct DatasetDirs {
+  std::string images;
+  // The reference's precomputed layout (imgs/, pseudos/, gts/, as
+  // `primaps-client label --layout=reference` writes it): pseudo labels at
+  // the training crop, mask k as id k, background 255. Empty: the server
+  // computes the masks.
+  std::string masks;
+};
+
+DatasetDirs FindDatasetDirs(const std::string& dir) {
+  if (fs::is_directory(dir + "/imgs") && fs::is_directory(dir + "/pseudos"))
+    return {dir + "/imgs", dir + "/pseudos"};
+  return {dir + "/images", ""};
+}
+
+std::vector<std::string> ListImages(const std::string& images_dir) {
   std::vector<std::string> names;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir + "/images", ec)) {
+  for (const auto& e : fs::directory_iterator(images_dir, ec)) {
     if (e.is_regular_file()) names.push_back(e.path().filename().string());
   }
   std::sort(names.begin(), names.end());
@@ -169,15 +185,36 @@ FeatureMap ToFeatureMap(const v1::FeatureResponse& r) {
   return f;
 }
 
-// The original view of image `name` in `dir`: from the cache, or from the
-// server (then cached; features and masks of a frozen backbone never
-// change).
-absl::StatusOr<View> LoadView(FeatureSource* source, const std::string& dir,
+// A precomputed pseudo-label file as a mask map (0 = background).
+absl::StatusOr<LabelMap> PrecomputedMasks(const std::string& path,
+                                          const RgbImage& crop) {
+  ASSIGN_OR_RETURN(const std::string png, ReadFile(path));
+  auto pseudo = DecodeLabelPng(png);
+  if (!pseudo.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", pseudo.status().message()));
+  }
+  if (pseudo->width != crop.width || pseudo->height != crop.height) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, " is ", pseudo->width, "x", pseudo->height,
+        " but the training crop of its image is ", crop.width, "x", crop.height,
+        " (pseudo labels must be at the crop, --resize)"));
+  }
+  for (uint8_t& id : pseudo->labels) {
+    if (id == kIgnoreLabel) id = 0;
+  }
+  return *pseudo;
+}
+
+// The original view of image `name`: from the cache, or from the server
+// (then cached; features and masks of a frozen backbone never change). The
+// masks come from the server, or from the precomputed pseudo labels.
+absl::StatusOr<View> LoadView(FeatureSource* source, const DatasetDirs& dirs,
                               const std::string& name,
                               const std::string& cache_dir, int resize,
                               ResizeFilter filter) {
   View view;
-  ASSIGN_OR_RETURN(view.crop, Crop(dir + "/images/" + name, resize, filter));
+  ASSIGN_OR_RETURN(view.crop, Crop(dirs.images + "/" + name, resize, filter));
   const std::string cache =
       cache_dir + "/" + fs::path(name).stem().string() + ".safetensors";
   if (auto bytes = ReadFile(cache); bytes.ok()) {
@@ -195,13 +232,22 @@ absl::StatusOr<View> LoadView(FeatureSource* source, const std::string& dir,
       return view;
     }
   }
+  const bool precomputed = !dirs.masks.empty();
   ASSIGN_OR_RETURN(const v1::FeatureResponse r,
-                   source->Features(view.crop, /*masks=*/true));
+                   source->Features(view.crop, /*masks=*/!precomputed));
   view.features = ToFeatureMap(r);
-  view.masks = LabelMap{static_cast<int>(r.masks().width()),
-                        static_cast<int>(r.masks().height()),
-                        std::vector<uint8_t>(r.masks().labels().begin(),
-                                             r.masks().labels().end())};
+  if (precomputed) {
+    ASSIGN_OR_RETURN(
+        view.masks,
+        PrecomputedMasks(dirs.masks + "/" +
+                             fs::path(name).replace_extension(".png").string(),
+                         view.crop));
+  } else {
+    view.masks = LabelMap{static_cast<int>(r.masks().width()),
+                          static_cast<int>(r.masks().height()),
+                          std::vector<uint8_t>(r.masks().labels().begin(),
+                                               r.masks().labels().end())};
+  }
   SafetensorsFile file;
   file.tensors["features"] = MakeFloat32(
       {view.features.dim, view.features.height, view.features.width},
@@ -260,9 +306,9 @@ absl::StatusOr<std::vector<BatchItem>> FetchBatch(
   for (size_t i = 0; i < names.size(); ++i) {
     pool->Schedule([&, i] {
       items[i] = [&]() -> absl::StatusOr<BatchItem> {
-        ASSIGN_OR_RETURN(View view,
-                         LoadView(source, o.train_dir, names[i], cache_dir,
-                                  o.resize, ResizeFilter::kAntialias));
+        ASSIGN_OR_RETURN(
+            View view, LoadView(source, FindDatasetDirs(o.train_dir), names[i],
+                                cache_dir, o.resize, ResizeFilter::kAntialias));
         std::mt19937 rng(seed * 7919u + static_cast<uint32_t>(i));
         const StudentDraws draws = DrawStudent(&rng);
         BatchItem item;
@@ -517,10 +563,13 @@ absl::Status RunTrainer(const TrainerOptions& options) {
     return absl::InvalidArgumentError(
         "--classes and --batch must be >= 1, --steps >= 0");
   }
-  const std::vector<std::string> train = ListImages(options.train_dir);
+  const DatasetDirs train_dirs = FindDatasetDirs(options.train_dir);
+  const std::vector<std::string> train = ListImages(train_dirs.images);
   if (train.empty())
     return absl::NotFoundError(
-        absl::StrCat("no images in ", options.train_dir, "/images"));
+        absl::StrCat("no images in ", train_dirs.images));
+  if (!train_dirs.masks.empty())
+    Log(absl::StrCat("precomputed pseudo labels from ", train_dirs.masks));
   const TrainerOptions o = ResolveEpochs(options, train.size());
   Log(absl::StrCat(train.size(), " training images: ", o.baseline_steps,
                    " baseline steps, ", o.steps, " PriMaPs-EM steps of ",
@@ -534,10 +583,11 @@ absl::Status RunTrainer(const TrainerOptions& options) {
   // Validation set: original views and cropped ground truth.
   std::vector<ValImage> val;
   if (!o.val_dir.empty()) {
-    for (const std::string& name : ListImages(o.val_dir)) {
+    const DatasetDirs val_dirs = FindDatasetDirs(o.val_dir);
+    for (const std::string& name : ListImages(val_dirs.images)) {
       ValImage v;
       ASSIGN_OR_RETURN(
-          v.view, LoadView(&source, o.val_dir, name, o.out_dir + "/cache/val",
+          v.view, LoadView(&source, val_dirs, name, o.out_dir + "/cache/val",
                            o.resize, ResizeFilter::kBilinear));
       ASSIGN_OR_RETURN(
           const std::string label_png,
@@ -555,7 +605,7 @@ absl::Status RunTrainer(const TrainerOptions& options) {
   // Feature dim from the first image.
   ASSIGN_OR_RETURN(
       const View first,
-      LoadView(&source, o.train_dir, train[0], o.out_dir + "/cache/train",
+      LoadView(&source, train_dirs, train[0], o.out_dir + "/cache/train",
                o.resize, ResizeFilter::kAntialias));
   HeadTrainerOptions head_options;
   head_options.classes = o.classes;
@@ -586,7 +636,7 @@ absl::Status RunTrainer(const TrainerOptions& options) {
                                 o.pca_images > 0 ? o.pca_images : o.batch);
     const std::vector<size_t> order = Shuffled(train.size(), o.seed + 1000003u);
     for (int i = 0; i < n; ++i) {
-      ASSIGN_OR_RETURN(View v, LoadView(&source, o.train_dir, train[order[i]],
+      ASSIGN_OR_RETURN(View v, LoadView(&source, train_dirs, train[order[i]],
                                         o.out_dir + "/cache/train", o.resize,
                                         ResizeFilter::kAntialias));
       RETURN_IF_ERROR(trainer->AddPcaFeatures(v.features));
@@ -600,7 +650,7 @@ absl::Status RunTrainer(const TrainerOptions& options) {
         for (size_t i :
              BatchIndices(s, train.size(), o.batch, o.seed + 2000003u)) {
           ASSIGN_OR_RETURN(View v,
-                           LoadView(&source, o.train_dir, train[i],
+                           LoadView(&source, train_dirs, train[i],
                                     o.out_dir + "/cache/train", o.resize,
                                     ResizeFilter::kAntialias));
           batch.push_back(std::move(v.features));

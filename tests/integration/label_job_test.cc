@@ -16,7 +16,9 @@
 #include <thread>
 
 #include "client/primaps_client.h"
+#include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
+#include "engine/image/preprocess.h"
 #include "tests/integration/server_process.h"
 #include "tests/unit/test_images.h"
 
@@ -292,10 +294,17 @@ TEST_F(LabelJobTest, ShardsAreDisjointAndTogetherComplete) {
 TEST_F(LabelJobTest, ReferenceLayoutAndListFiles) {
   ServerProcess server(ServerFlags(FreePort()));
   ASSERT_TRUE(server.started()) << server.Log();
+  auto original = DecodeImage(ReadText(data_.path() + "/part1/img1.png"));
+  ASSERT_TRUE(original.ok());
   TempDir gts;
   fs::create_directories(gts.path() + "/part1");
+  LabelMap truth{original->width, original->height,
+                 std::vector<uint8_t>(static_cast<size_t>(original->width) *
+                                      original->height)};
+  for (size_t i = 0; i < truth.labels.size(); ++i)
+    truth.labels[i] = static_cast<uint8_t>(i % 7);
   std::ofstream(gts.path() + "/part1/img1.png", std::ios::binary)
-      << *EncodeLabelPng(LabelMap{2, 1, {0, 1}});
+      << *EncodeLabelPng(truth);
   const std::string list = data_.path() + "/list.txt";
   std::ofstream(list) << "# two images\npart1/img1.png\n\npart3/img3.png\n";
   LabelJobOptions options;
@@ -304,15 +313,29 @@ TEST_F(LabelJobTest, ReferenceLayoutAndListFiles) {
   options.output = out_.path();
   options.layout = "reference";
   options.labels_dir = gts.path();
+  options.resize = 64;
   auto summary = RunLabelJob(options);
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->total, 2);
   EXPECT_EQ(summary->done, 2);
   EXPECT_TRUE(IsCompletePng(out_.path() + "/pseudos/part1/img1.png"));
   EXPECT_TRUE(IsCompletePng(out_.path() + "/pseudos/part3/img3.png"));
-  EXPECT_EQ(ReadText(out_.path() + "/imgs/part1/img1.png"),
-            ReadText(data_.path() + "/part1/img1.png"));
-  EXPECT_TRUE(fs::exists(out_.path() + "/gts/part1/img1.png"));
+  // imgs/, pseudos/ and gts/ all hold the training crop: Pillow's resize
+  // and the center crop, labels with Pillow's nearest.
+  auto img = DecodeImage(ReadText(out_.path() + "/imgs/part1/img1.png"));
+  ASSERT_TRUE(img.ok());
+  EXPECT_EQ(img->pixels,
+            ResizeAndCropAntialias(*original, 64, CropMode::kCenter).pixels);
+  auto pseudo =
+      DecodeLabelPng(ReadText(out_.path() + "/pseudos/part1/img1.png"));
+  ASSERT_TRUE(pseudo.ok());
+  EXPECT_EQ(pseudo->width, 64);
+  EXPECT_EQ(pseudo->height, 64);
+  auto gt = DecodeLabelPng(ReadText(out_.path() + "/gts/part1/img1.png"));
+  ASSERT_TRUE(gt.ok());
+  EXPECT_EQ(gt->labels, ResizeAndCropLabels(truth, 64, CropMode::kCenter,
+                                            LabelResize::kPillowNearest)
+                            .labels);
   EXPECT_FALSE(fs::exists(out_.path() + "/gts/part3/img3.png"));
 }
 
