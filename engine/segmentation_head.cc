@@ -90,6 +90,13 @@ absl::StatusOr<SegmentationHead> ParseHeadCheckpoint(
   head.dim = static_cast<int>(d);
   RETURN_IF_ERROR(ReadConv(file->tensors, "theta_m", k, d, &head.theta_m));
   RETURN_IF_ERROR(ReadConv(file->tensors, "theta_r", k, d, &head.theta_r));
+  if (file->tensors.count("linear.weight") ||
+      file->tensors.count("linear.bias")) {
+    RETURN_IF_ERROR(ReadTensor(file->tensors, "linear.weight",
+                               {{k, d}, {k, d, 1, 1}}, &head.linear_weight));
+    RETURN_IF_ERROR(
+        ReadTensor(file->tensors, "linear.bias", {{k}}, &head.linear_bias));
+  }
   std::map<std::string, std::string> meta = file->metadata;
   head.backbone = meta.count("backbone") ? meta["backbone"] : "";
   const int64_t meta_classes = MetadataInt(meta, "classes", k);
@@ -122,6 +129,10 @@ std::string SerializeHeadCheckpoint(const SegmentationHead& head) {
   file.tensors["theta_m.g"] = MakeFloat32({k}, head.theta_m.g);
   file.tensors["theta_r.v"] = MakeFloat32({k, d}, head.theta_r.v);
   file.tensors["theta_r.g"] = MakeFloat32({k}, head.theta_r.g);
+  if (!head.linear_weight.empty()) {
+    file.tensors["linear.weight"] = MakeFloat32({k, d}, head.linear_weight);
+    file.tensors["linear.bias"] = MakeFloat32({k}, head.linear_bias);
+  }
   file.metadata = head.extra_metadata;
   file.metadata["backbone"] = head.backbone;
   file.metadata["classes"] = absl::StrCat(k);

@@ -39,6 +39,11 @@ struct SegmentationHead {
   WeightNormConv theta_r;
   std::string backbone;  // id of the backbone whose features it reads
   int64_t step = 0;
+  // The optional supervised linear probe (a 1x1 convolution with bias,
+  // classes x dim and classes), an upper bound reported beside the heads;
+  // empty when absent. The server does not use it.
+  std::vector<float> linear_weight;
+  std::vector<float> linear_bias;
   // Everything else in __metadata__ (config, eval results, ...).
   std::map<std::string, std::string> extra_metadata;
 };

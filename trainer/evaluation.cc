@@ -109,7 +109,7 @@ std::vector<int> MaxWeightAssignment(
   return assignment;
 }
 
-SegmentationScores Score(const ConfusionMatrix& confusion) {
+SegmentationScores Score(const ConfusionMatrix& confusion, bool matched_in) {
   const int k = confusion.clusters(), c = confusion.classes();
   std::vector<std::vector<double>> weight(k, std::vector<double>(c));
   for (int i = 0; i < k; ++i) {
@@ -117,7 +117,12 @@ SegmentationScores Score(const ConfusionMatrix& confusion) {
       weight[i][j] = static_cast<double>(confusion.at(i, j));
   }
   SegmentationScores scores;
-  scores.cluster_to_class = MaxWeightAssignment(weight);
+  if (matched_in) {
+    scores.cluster_to_class = MaxWeightAssignment(weight);
+  } else {
+    for (int i = 0; i < k; ++i)
+      scores.cluster_to_class.push_back(i < c ? i : -1);
+  }
   // Matched matrix: rows = predicted class.
   std::vector<std::vector<double>> matched(c, std::vector<double>(c, 0));
   for (int i = 0; i < k; ++i) {

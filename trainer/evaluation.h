@@ -48,8 +48,10 @@ struct SegmentationScores {
   std::vector<int> cluster_to_class;  // the matching; -1 = unmatched
 };
 
-// Hungarian-matched scores of a confusion matrix.
-SegmentationScores Score(const ConfusionMatrix& confusion);
+// Scores of a confusion matrix: clusters Hungarian-matched to classes
+// (the unsupervised heads), or cluster i taken as class i (`matched` false:
+// the supervised linear probe).
+SegmentationScores Score(const ConfusionMatrix& confusion, bool matched = true);
 
 // The matched confusion matrix (classes x classes, rows = predicted class
 // after matching) as an RGB heat map, `cell` pixels per entry, rows

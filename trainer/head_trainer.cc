@@ -72,6 +72,79 @@ torch::Tensor FocalLoss(const torch::Tensor& logits,
       .mean();
 }
 
+// One Adam update (beta 0.9 / 0.999, eps 1e-8, as torch.optim.Adam) of
+// each parameter that has a gradient, with its moments m and s; clears the
+// gradients.
+void AdamStep(std::initializer_list<
+                  std::tuple<torch::Tensor*, torch::Tensor*, torch::Tensor*>>
+                  params,
+              int64_t step, double learning_rate) {
+  torch::NoGradGuard no_grad;
+  constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  const double c1 = 1 - std::pow(b1, step), c2 = 1 - std::pow(b2, step);
+  for (auto [p, m, s] : params) {
+    if (!p->grad().defined()) continue;
+    const torch::Tensor grad = p->grad();
+    m->mul_(b1).add_(grad, 1 - b1);
+    s->mul_(b2).addcmul_(grad, grad, 1 - b2);
+    p->sub_(learning_rate * (*m / c1) / ((*s / c2).sqrt() + eps));
+    p->mutable_grad().zero_();
+  }
+}
+
+// Logits of a batch of feature maps upsampled to the targets' size:
+// `weights` (K x D) and optional `bias` on the grid, then bilinear
+// interpolation (the same as upsampling the features first: both linear).
+torch::Tensor UpsampledLogits(const torch::Tensor& weights,
+                              const torch::Tensor& bias,
+                              const std::vector<TrainingSample>& batch) {
+  const TrainingSample& first = batch[0];
+  const int64_t b = static_cast<int64_t>(batch.size());
+  const int64_t d = first.features.dim, h = first.features.height,
+                w = first.features.width;
+  std::vector<torch::Tensor> features;
+  for (const TrainingSample& s : batch)
+    features.push_back(Features(s.features).reshape({d, h * w}));
+  torch::Tensor scores = weights.matmul(torch::stack(features));
+  if (bias.defined()) scores = scores + bias.view({1, -1, 1});
+  return F::interpolate(
+      scores.reshape({b, weights.size(0), h, w}),
+      F::InterpolateFuncOptions()
+          .size(std::vector<int64_t>{first.target.height, first.target.width})
+          .mode(torch::kBilinear)
+          .align_corners(false));
+}
+
+// The targets of a batch as one [B, H, W] long tensor.
+torch::Tensor StackTargets(const std::vector<TrainingSample>& batch) {
+  std::vector<torch::Tensor> targets;
+  for (const TrainingSample& s : batch) {
+    targets.push_back(
+        torch::from_blob(const_cast<uint8_t*>(s.target.labels.data()),
+                         {s.target.height, s.target.width}, torch::kUInt8));
+  }
+  return torch::stack(targets).to(torch::kLong);
+}
+
+// A batch the batched passes can take: the trainer's feature dim, one
+// feature size and one target size for all samples.
+absl::Status CheckBatch(const std::vector<TrainingSample>& batch, int dim) {
+  if (batch.empty()) return absl::InvalidArgumentError("empty batch");
+  const TrainingSample& first = batch[0];
+  for (const TrainingSample& s : batch) {
+    if (s.features.dim != dim) {
+      return absl::InvalidArgumentError("feature dim mismatch");
+    }
+    if (s.features.height != first.features.height ||
+        s.features.width != first.features.width ||
+        s.target.height != first.target.height ||
+        s.target.width != first.target.width) {
+      return absl::InvalidArgumentError("a batch needs samples of one size");
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 struct HeadTrainer::Impl {
@@ -82,27 +155,13 @@ struct HeadTrainer::Impl {
   int64_t adam_step = 0;
   int64_t step = 0;
   int64_t ema_updates = 0;
+  // The linear probe (weight K x D, bias K), its Adam moments and step.
+  torch::Tensor w_l, b_l, m_wl, s_wl, m_bl, s_bl;
+  int64_t linear_adam_step = 0;
   // PCA accumulators: sum of the feature vectors and of their outer
   // products, and their count.
   torch::Tensor pca_sum, pca_scatter;
   int64_t pca_count = 0;
-
-  void AdamUpdate() {
-    torch::NoGradGuard no_grad;
-    constexpr double b1 = 0.9, b2 = 0.999, eps = 1e-8;
-    ++adam_step;
-    const double c1 = 1 - std::pow(b1, adam_step),
-                 c2 = 1 - std::pow(b2, adam_step);
-    for (auto [p, m, s] :
-         {std::tuple{&v_r, &m_v, &s_v}, std::tuple{&g_r, &m_g, &s_g}}) {
-      if (!p->grad().defined()) continue;
-      const torch::Tensor grad = p->grad();
-      m->mul_(b1).add_(grad, 1 - b1);
-      s->mul_(b2).addcmul_(grad, grad, 1 - b2);
-      p->sub_(options.learning_rate * (*m / c1) / ((*s / c2).sqrt() + eps));
-      p->mutable_grad().zero_();
-    }
-  }
 
   void EmaUpdate() {
     torch::NoGradGuard no_grad;
@@ -140,6 +199,23 @@ absl::StatusOr<std::unique_ptr<HeadTrainer>> HeadTrainer::Create(
   impl->v_m = impl->v_r.detach().clone();
   impl->g_m = impl->g_r.detach().clone();
   impl->ResetAdam();
+  if (options.linear_learning_rate > 0) {
+    // PyTorch's Conv2d initialization: weight and bias uniform in
+    // +-1/sqrt(D), here from a fixed seed.
+    const torch::Generator generator =
+        at::detail::createCPUGenerator(/*seed_in=*/17);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(options.dim));
+    impl->w_l = torch::empty({options.classes, options.dim})
+                    .uniform_(-bound, bound, generator)
+                    .requires_grad_(true);
+    impl->b_l = torch::empty({options.classes})
+                    .uniform_(-bound, bound, generator)
+                    .requires_grad_(true);
+    impl->m_wl = torch::zeros_like(impl->w_l);
+    impl->s_wl = torch::zeros_like(impl->w_l);
+    impl->m_bl = torch::zeros_like(impl->b_l);
+    impl->s_bl = torch::zeros_like(impl->b_l);
+  }
   return std::unique_ptr<HeadTrainer>(new HeadTrainer(std::move(impl)));
 }
 
@@ -209,7 +285,9 @@ absl::StatusOr<double> HeadTrainer::BaselineStep(
       F::normalize(impl_->v_r, F::NormalizeFuncOptions().dim(1));
   const torch::Tensor loss = -std::get<0>(x.mm(prototypes.t()).max(1)).mean();
   loss.backward();
-  impl_->AdamUpdate();
+  AdamStep({{&impl_->v_r, &impl_->m_v, &impl_->s_v},
+            {&impl_->g_r, &impl_->m_g, &impl_->s_g}},
+           ++impl_->adam_step, impl_->options.learning_rate);
   {
     torch::NoGradGuard no_grad;
     impl_->v_m = impl_->v_r.detach().clone();
@@ -220,56 +298,46 @@ absl::StatusOr<double> HeadTrainer::BaselineStep(
 
 absl::StatusOr<double> HeadTrainer::EmStep(
     const std::vector<TrainingSample>& batch) {
-  if (batch.empty()) return absl::InvalidArgumentError("empty batch");
-  const int k = impl_->options.classes;
-  const TrainingSample& first = batch[0];
-  for (const TrainingSample& s : batch) {
-    if (s.features.dim != impl_->options.dim) {
-      return absl::InvalidArgumentError("feature dim mismatch");
-    }
-    // Training crops all have one size; the batched pass below relies on it.
-    if (s.features.height != first.features.height ||
-        s.features.width != first.features.width ||
-        s.target.height != first.target.height ||
-        s.target.width != first.target.width) {
-      return absl::InvalidArgumentError(
-          "an M-step batch needs samples of one size");
-    }
-  }
-  const int64_t b = static_cast<int64_t>(batch.size()), d = first.features.dim;
-  const int64_t h = first.features.height, w = first.features.width;
-  std::vector<torch::Tensor> features, targets;
-  for (const TrainingSample& s : batch) {
-    features.push_back(Features(s.features).reshape({d, h * w}));
-    targets.push_back(torch::from_blob(
-        const_cast<uint8_t*>(s.target.labels.data()),
-        {first.target.height, first.target.width}, torch::kUInt8));
-  }
-  const torch::Tensor all_targets = torch::stack(targets).to(torch::kLong);
-  if ((all_targets != 255).sum().item<int64_t>() == 0) {
+  RETURN_IF_ERROR(CheckBatch(batch, impl_->options.dim));
+  const torch::Tensor targets = StackTargets(batch);
+  if ((targets != 255).sum().item<int64_t>() == 0) {
     ++impl_->step;  // nothing to learn from; keep the schedule moving
     if (IsEmaStep(impl_->step, impl_->options.ema_every)) impl_->EmaUpdate();
     return 0.0;
   }
-  // One pass for the batch: the head on the grid, then bilinear upsampling
-  // to the label resolution (the same as upsampling the features first:
-  // both are linear).
-  const torch::Tensor scores = Weights(impl_->v_r, impl_->g_r)
-                                   .matmul(torch::stack(features))
-                                   .reshape({b, k, h, w});
-  const torch::Tensor logits = F::interpolate(
-      scores,
-      F::InterpolateFuncOptions()
-          .size(std::vector<int64_t>{first.target.height, first.target.width})
-          .mode(torch::kBilinear)
-          .align_corners(false));
+  const torch::Tensor logits =
+      UpsampledLogits(Weights(impl_->v_r, impl_->g_r), torch::Tensor(), batch);
   const torch::Tensor loss =
-      FocalLoss(logits, all_targets, impl_->options.focal_gamma);
+      FocalLoss(logits, targets, impl_->options.focal_gamma);
   loss.backward();
-  impl_->AdamUpdate();
+  AdamStep({{&impl_->v_r, &impl_->m_v, &impl_->s_v},
+            {&impl_->g_r, &impl_->m_g, &impl_->s_g}},
+           ++impl_->adam_step, impl_->options.learning_rate);
   ++impl_->step;
   if (IsEmaStep(impl_->step, impl_->options.ema_every)) impl_->EmaUpdate();
   return loss.item<double>();
+}
+
+absl::StatusOr<double> HeadTrainer::LinearStep(
+    const std::vector<TrainingSample>& batch) {
+  if (!has_linear_probe())
+    return absl::FailedPreconditionError("no linear probe (learning rate 0)");
+  RETURN_IF_ERROR(CheckBatch(batch, impl_->options.dim));
+  const torch::Tensor logits = UpsampledLogits(impl_->w_l, impl_->b_l, batch);
+  const torch::Tensor loss =
+      F::cross_entropy(logits, StackTargets(batch),
+                       F::CrossEntropyFuncOptions().ignore_index(255).reduction(
+                           torch::kNone))
+          .mean();
+  loss.backward();
+  AdamStep({{&impl_->w_l, &impl_->m_wl, &impl_->s_wl},
+            {&impl_->b_l, &impl_->m_bl, &impl_->s_bl}},
+           ++impl_->linear_adam_step, impl_->options.linear_learning_rate);
+  return loss.item<double>();
+}
+
+bool HeadTrainer::has_linear_probe() const {
+  return impl_->options.linear_learning_rate > 0;
 }
 
 void HeadTrainer::ResetOptimizer() { impl_->ResetAdam(); }
@@ -282,6 +350,10 @@ SegmentationHead HeadTrainer::Head() const {
   head.step = impl_->step;
   head.theta_r = {ToVector(impl_->v_r), ToVector(impl_->g_r)};
   head.theta_m = {ToVector(impl_->v_m), ToVector(impl_->g_m)};
+  if (has_linear_probe()) {
+    head.linear_weight = ToVector(impl_->w_l);
+    head.linear_bias = ToVector(impl_->b_l);
+  }
   return head;
 }
 
@@ -297,6 +369,13 @@ std::string HeadTrainer::SerializeCheckpoint(
   file.tensors["adam.m_g"] = ToRecord(impl_->m_g);
   file.tensors["adam.s_g"] = ToRecord(impl_->s_g);
   file.metadata["adam_step"] = absl::StrCat(impl_->adam_step);
+  if (has_linear_probe()) {
+    file.tensors["linear_adam.m_w"] = ToRecord(impl_->m_wl);
+    file.tensors["linear_adam.s_w"] = ToRecord(impl_->s_wl);
+    file.tensors["linear_adam.m_b"] = ToRecord(impl_->m_bl);
+    file.tensors["linear_adam.s_b"] = ToRecord(impl_->s_bl);
+    file.metadata["linear_adam_step"] = absl::StrCat(impl_->linear_adam_step);
+  }
   file.metadata["ema_updates"] = absl::StrCat(impl_->ema_updates);
   return SerializeSafetensors(file);
 }
@@ -331,6 +410,22 @@ absl::Status HeadTrainer::RestoreCheckpoint(absl::string_view bytes) {
   impl_->m_g = FromRecord(file.tensors.at("adam.m_g"));
   impl_->s_g = FromRecord(file.tensors.at("adam.s_g"));
   impl_->step = head.step;
+  if (has_linear_probe() && !head.linear_weight.empty() &&
+      file.tensors.count("linear_adam.m_w")) {
+    impl_->w_l = vec(head.linear_weight, {k, d}).requires_grad_(true);
+    impl_->b_l = vec(head.linear_bias, {k}).requires_grad_(true);
+    impl_->m_wl = FromRecord(file.tensors.at("linear_adam.m_w"));
+    impl_->s_wl = FromRecord(file.tensors.at("linear_adam.s_w"));
+    impl_->m_bl = FromRecord(file.tensors.at("linear_adam.m_b"));
+    impl_->s_bl = FromRecord(file.tensors.at("linear_adam.s_b"));
+    if (!absl::SimpleAtoi(file.metadata.count("linear_adam_step")
+                              ? file.metadata.at("linear_adam_step")
+                              : "0",
+                          &impl_->linear_adam_step)) {
+      return absl::InvalidArgumentError(
+          "checkpoint metadata linear_adam_step is not a number");
+    }
+  }
   if (!absl::SimpleAtoi(file.metadata.count("adam_step")
                             ? file.metadata.at("adam_step")
                             : "0",

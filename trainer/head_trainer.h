@@ -25,6 +25,9 @@ struct HeadTrainerOptions {
   double focal_gamma = 2.0;
   int ema_every = 10;
   double ema_max_decay = 0.98;
+  // The supervised linear probe (--linear-lr of the reference): trained with
+  // its own Adam on ground truth beside the heads; 0 = none.
+  double linear_learning_rate = 0;
 };
 
 // One M-step sample: the student view's features and the pseudo target at
@@ -61,7 +64,14 @@ class HeadTrainer {
   // update of theta_M when the schedule says so. Returns the loss.
   absl::StatusOr<double> EmStep(const std::vector<TrainingSample>& batch);
 
-  // The current heads.
+  // One step of the linear probe: cross entropy (255 ignored) of its
+  // bilinearly upsampled logits against `target` (ground truth here), summed
+  // over valid pixels and divided by all, as the reference's
+  // CrossEntropyLoss(reduction="none").mean(). Returns the loss.
+  absl::StatusOr<double> LinearStep(const std::vector<TrainingSample>& batch);
+  bool has_linear_probe() const;
+
+  // The current heads (with the linear probe, when trained).
   SegmentationHead Head() const;
   int64_t step() const;
   int64_t ema_updates() const;

@@ -52,6 +52,10 @@ ABSL_FLAG(int32_t, batch, 32, "Images per step.");
 ABSL_FLAG(int32_t, resize, 320, "Crop size (short side, center crop).");
 ABSL_FLAG(double, lr, 5e-3, "Adam learning rate.");
 ABSL_FLAG(double, gamma, 2.0, "Focal loss gamma.");
+ABSL_FLAG(double, linear_lr, 0,
+          "Learning rate of the supervised linear probe trained on the "
+          "training set's ground truth (labels/ or gts/) beside the heads and "
+          "reported as an upper bound; 0 = none.");
 ABSL_FLAG(int32_t, pca_images, 0,
           "Images for the PCA initialization (0 = one batch).");
 ABSL_FLAG(int32_t, baseline_steps, 0,
@@ -105,6 +109,7 @@ bool ApplyPreset(const std::string& name, const std::set<std::string>& given,
   if (!Given("batch")) o->batch = 32;
   if (!Given("lr")) o->learning_rate = 5e-3;
   if (!Given("gamma")) o->focal_gamma = 2.0;
+  if (!Given("linear_lr")) o->linear_learning_rate = 5e-3;
   // --num-batch-pcainit 92: batches 0..92 of the shuffled loader.
   if (!Given("pca_images")) o->pca_images = 93 * o->batch;
   if (!Given("baseline_steps") && !Given("baseline_epochs"))
@@ -211,6 +216,7 @@ int main(int argc, char** argv) {
   o.resize = absl::GetFlag(FLAGS_resize);
   o.learning_rate = absl::GetFlag(FLAGS_lr);
   o.focal_gamma = absl::GetFlag(FLAGS_gamma);
+  o.linear_learning_rate = absl::GetFlag(FLAGS_linear_lr);
   o.pca_images = absl::GetFlag(FLAGS_pca_images);
   o.baseline_steps = absl::GetFlag(FLAGS_baseline_steps);
   o.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);

@@ -48,12 +48,19 @@ struct DatasetDirs {
   // the training crop, mask k as id k, background 255. Empty: the server
   // computes the masks.
   std::string masks;
+  // Ground truth, when the dataset has it: labels/ at the original size, or
+  // gts/ at the training crop in the precomputed layout.
+  std::string labels;
+  bool labels_cropped = false;
 };
 
 DatasetDirs FindDatasetDirs(const std::string& dir) {
-  if (fs::is_directory(dir + "/imgs") && fs::is_directory(dir + "/pseudos"))
-    return {dir + "/imgs", dir + "/pseudos"};
-  return {dir + "/images", ""};
+  if (fs::is_directory(dir + "/imgs") && fs::is_directory(dir + "/pseudos")) {
+    const bool gts = fs::is_directory(dir + "/gts");
+    return {dir + "/imgs", dir + "/pseudos", gts ? dir + "/gts" : "", true};
+  }
+  const bool labels = fs::is_directory(dir + "/labels");
+  return {dir + "/images", "", labels ? dir + "/labels" : "", false};
 }
 
 std::vector<std::string> ListImages(const std::string& images_dir) {
@@ -185,6 +192,25 @@ FeatureMap ToFeatureMap(const v1::FeatureResponse& r) {
   return f;
 }
 
+// The ground truth of training image `name` at its training crop (as the
+// reference's training transforms: Pillow's nearest), or an empty map when
+// the image has none.
+absl::StatusOr<LabelMap> TrainingTruth(const DatasetDirs& dirs,
+                                       const std::string& name, int resize) {
+  const std::string path =
+      dirs.labels + "/" + fs::path(name).replace_extension(".png").string();
+  if (dirs.labels.empty() || !fs::exists(path)) return LabelMap{};
+  ASSIGN_OR_RETURN(const std::string png, ReadFile(path));
+  auto labels = DecodeLabelPng(png);
+  if (!labels.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", labels.status().message()));
+  }
+  if (dirs.labels_cropped) return *labels;
+  return ResizeAndCropLabels(*labels, resize, CropMode::kCenter,
+                             LabelResize::kPillowNearest);
+}
+
 // A precomputed pseudo-label file as a mask map (0 = background).
 absl::StatusOr<LabelMap> PrecomputedMasks(const std::string& path,
                                           const RgbImage& crop) {
@@ -292,6 +318,7 @@ struct BatchItem {
   FeatureMap teacher_features;
   LabelMap masks;  // PriMaPs masks, oriented like the views
   FeatureMap student_features;
+  LabelMap truth;  // ground truth for the linear probe, oriented likewise
 };
 
 // Fetches a batch concurrently (original views from cache or server,
@@ -312,6 +339,13 @@ absl::StatusOr<std::vector<BatchItem>> FetchBatch(
         std::mt19937 rng(seed * 7919u + static_cast<uint32_t>(i));
         const StudentDraws draws = DrawStudent(&rng);
         BatchItem item;
+        if (o.linear_learning_rate > 0) {
+          ASSIGN_OR_RETURN(
+              item.truth,
+              TrainingTruth(FindDatasetDirs(o.train_dir), names[i], o.resize));
+          if (draws.flip && !item.truth.labels.empty())
+            item.truth = FlipHorizontal(item.truth);
+        }
         RgbImage crop;
         if (draws.flip) {
           ASSIGN_OR_RETURN(
@@ -371,6 +405,27 @@ nlohmann::json ScoresJson(const SegmentationScores& s) {
 
 // Evaluates theta_M and theta_R, with and without the CRF; appends a line to
 // metrics.jsonl and writes the confusion matrix of theta_M as a PNG.
+// The linear probe's class map at out_h x out_w: its scores on the grid
+// (W f + b), bilinearly upsampled, argmax.
+LabelMap LinearClassMap(const SegmentationHead& head, const FeatureMap& f,
+                        int out_h, int out_w) {
+  const int k = head.classes;
+  const size_t cells = static_cast<size_t>(f.height) * f.width;
+  std::vector<float> grid(static_cast<size_t>(k) * cells);
+  for (int c = 0; c < k; ++c) {
+    for (size_t p = 0; p < cells; ++p) {
+      float s = head.linear_bias[c];
+      for (int d = 0; d < f.dim; ++d)
+        s += head.linear_weight[static_cast<size_t>(c) * f.dim + d] *
+             f.data[d * cells + p];
+      grid[c * cells + p] = s;
+    }
+  }
+  const std::vector<float> scores = ResizeBilinearWindow(
+      grid.data(), k, f.height, f.width, out_h, out_w, 0, 0, out_h, out_w);
+  return ArgmaxLabels(scores, k, out_w, out_h);
+}
+
 absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
                                         const SegmentationHead& head,
                                         const std::vector<ValImage>& val,
@@ -378,8 +433,14 @@ absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
                                         int64_t step) {
   const int k = head.classes;
   std::vector<ConfusionMatrix> confusion(4, ConfusionMatrix(k, o.classes));
+  const bool linear = !head.linear_weight.empty();
+  ConfusionMatrix linear_confusion(k, o.classes);
   for (const ValImage& v : val) {
     const int h = v.truth.height, w = v.truth.width;
+    if (linear) {
+      RETURN_IF_ERROR(linear_confusion.Add(
+          LinearClassMap(head, v.view.features, h, w), v.truth));
+    }
     int variant = 0;
     for (HeadKind kind : {HeadKind::kClusterProbe, HeadKind::kSegmentation}) {
       RETURN_IF_ERROR(confusion[variant++].Add(
@@ -409,6 +470,8 @@ absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
     if (!o.eval_crf && i % 2 == 1) continue;
     line[names[i]] = ScoresJson(Score(confusion[i]));
   }
+  // The supervised upper bound: no matching, class i is class i.
+  if (linear) line["linear"] = ScoresJson(Score(linear_confusion, false));
   const SegmentationScores m = Score(confusion[0]);
   ASSIGN_OR_RETURN(
       const std::string png,
@@ -424,11 +487,16 @@ absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
   std::fprintf(f, "%s\n", line.dump().c_str());
   std::fclose(f);
   Log(absl::StrFormat(
-      "eval %s step %d: theta_M mIoU %.2f acc %.2f, theta_R mIoU %.2f acc %.2f",
+      "eval %s step %d: theta_M mIoU %.2f acc %.2f, theta_R mIoU %.2f acc "
+      "%.2f%s",
       phase, step, line["theta_m"]["miou"].get<double>(),
       line["theta_m"]["accuracy"].get<double>(),
       line["theta_r"]["miou"].get<double>(),
-      line["theta_r"]["accuracy"].get<double>()));
+      line["theta_r"]["accuracy"].get<double>(),
+      linear ? absl::StrFormat(", linear probe mIoU %.2f acc %.2f",
+                               line["linear"]["miou"].get<double>(),
+                               line["linear"]["accuracy"].get<double>())
+             : ""));
   return line;
 }
 
@@ -612,6 +680,14 @@ absl::Status RunTrainer(const TrainerOptions& options) {
   head_options.dim = first.features.dim;
   head_options.learning_rate = o.learning_rate;
   head_options.focal_gamma = o.focal_gamma;
+  if (o.linear_learning_rate > 0) {
+    if (train_dirs.labels.empty()) {
+      Log("no ground truth for the training images (labels/ or gts/): no "
+          "linear probe");
+    } else {
+      head_options.linear_learning_rate = o.linear_learning_rate;
+    }
+  }
   ASSIGN_OR_RETURN(const v1::FeatureResponse probe,
                    source.Features(first.crop, false));
   head_options.backbone = probe.model().backbone();
@@ -647,15 +723,24 @@ absl::Status RunTrainer(const TrainerOptions& options) {
     if (o.baseline_steps > 0) {
       for (int s = 0; s < o.baseline_steps; ++s) {
         std::vector<FeatureMap> batch;
+        std::vector<TrainingSample> labelled;
         for (size_t i :
              BatchIndices(s, train.size(), o.batch, o.seed + 2000003u)) {
           ASSIGN_OR_RETURN(View v,
                            LoadView(&source, train_dirs, train[i],
                                     o.out_dir + "/cache/train", o.resize,
                                     ResizeFilter::kAntialias));
+          if (trainer->has_linear_probe()) {
+            ASSIGN_OR_RETURN(LabelMap truth,
+                             TrainingTruth(train_dirs, train[i], o.resize));
+            if (!truth.labels.empty())
+              labelled.push_back({v.features, std::move(truth)});
+          }
           batch.push_back(std::move(v.features));
         }
         RETURN_IF_ERROR(trainer->BaselineStep(batch).status());
+        if (!labelled.empty())
+          RETURN_IF_ERROR(trainer->LinearStep(labelled).status());
       }
       trainer->ResetOptimizer();
       Log(absl::StrCat(o.baseline_steps, " baseline steps"));
@@ -709,14 +794,20 @@ absl::Status RunTrainer(const TrainerOptions& options) {
     wait_time += absl::Now() - t;
     t = absl::Now();
     const SegmentationHead head = trainer->Head();
-    std::vector<TrainingSample> samples;
+    std::vector<TrainingSample> samples, labelled;
     for (BatchItem& item : batch) {
       ASSIGN_OR_RETURN(LabelMap target, PseudoTarget(head, item));
       samples.push_back({std::move(item.student_features), std::move(target)});
+      if (!item.truth.labels.empty())
+        labelled.push_back({item.teacher_features, std::move(item.truth)});
     }
     e_step_time += absl::Now() - t;
     t = absl::Now();
     ASSIGN_OR_RETURN(loss, trainer->EmStep(samples));
+    // The linear probe on the teacher's view and the ground truth, as the
+    // reference trains it in the same step.
+    if (trainer->has_linear_probe() && !labelled.empty())
+      RETURN_IF_ERROR(trainer->LinearStep(labelled).status());
     m_step_time += absl::Now() - t;
     const int64_t step = trainer->step();
     if (absl::Now() - last_log >= o.log_every || step == o.steps) {

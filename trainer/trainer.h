@@ -30,6 +30,10 @@ struct TrainerOptions {
   // Short side and center crop of the training images (square crops).
   int resize = 320;
   double learning_rate = 5e-3;
+  // The supervised linear probe's learning rate (0 = none); it trains on the
+  // training set's ground truth (labels/, or gts/ in the precomputed
+  // layout) and is reported beside the heads as an upper bound.
+  double linear_learning_rate = 0;
   double focal_gamma = 2.0;
   // Images whose features initialize the prototypes by PCA (0 = one batch).
   int pca_images = 0;

@@ -195,6 +195,49 @@ TEST(HeadTrainerTest, PcaInitAndCheckpointRoundTrip) {
   EXPECT_TRUE(ParseHeadCheckpoint(bytes, "builtin", 3).ok());
 }
 
+TEST(HeadTrainerTest, LinearProbeLearnsAndSurvivesACheckpoint) {
+  HeadTrainerOptions options;
+  options.classes = 2;
+  options.dim = 3;
+  options.backbone = "builtin";
+  options.linear_learning_rate = 5e-2;
+  auto trainer = *HeadTrainer::Create(options);
+  ASSERT_TRUE(trainer->has_linear_probe());
+  // Channel 0 high on the left half (class 0), channel 1 on the right.
+  FeatureMap f{3, 2, 4, std::vector<float>(24, 0.f)};
+  LabelMap truth{8, 4, std::vector<uint8_t>(32)};
+  for (int y = 0; y < 2; ++y)
+    for (int x = 0; x < 4; ++x) f.data[(x < 2 ? 0 : 8) + y * 4 + x] = 1.f;
+  for (int y = 0; y < 4; ++y)
+    for (int x = 0; x < 8; ++x) truth.labels[y * 8 + x] = x < 4 ? 0 : 1;
+  truth.labels[0] = 255;  // ignored, but counted in the mean
+  const TrainingSample sample{f, truth};
+  const double first = *trainer->LinearStep({sample});
+  double last = first;
+  for (int i = 0; i < 50; ++i) last = *trainer->LinearStep({sample});
+  EXPECT_LT(last, 0.5 * first);
+  const SegmentationHead head = trainer->Head();
+  ASSERT_EQ(head.linear_weight.size(), 6u);
+  ASSERT_EQ(head.linear_bias.size(), 2u);
+  // The probe travels in the checkpoint, and a restored trainer continues
+  // identically.
+  const std::string bytes = trainer->SerializeCheckpoint({});
+  auto parsed = ParseHeadCheckpoint(bytes, "builtin", 3);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->linear_weight, head.linear_weight);
+  auto restored = *HeadTrainer::Create(options);
+  ASSERT_TRUE(restored->RestoreCheckpoint(bytes).ok());
+  EXPECT_EQ(*restored->LinearStep({sample}), *trainer->LinearStep({sample}));
+  EXPECT_EQ(restored->Head().linear_weight, trainer->Head().linear_weight);
+  // Without a learning rate there is no probe.
+  options.linear_learning_rate = 0;
+  auto plain = *HeadTrainer::Create(options);
+  EXPECT_FALSE(plain->has_linear_probe());
+  EXPECT_EQ(plain->LinearStep({sample}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(plain->Head().linear_weight.empty());
+}
+
 TEST(AugmentTest, DrawsFollowTheReferenceProbabilities) {
   std::mt19937 rng(1);
   int flips = 0, jitter_branch = 0, jitters = 0, grays = 0;
