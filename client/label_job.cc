@@ -230,6 +230,11 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--layout is \"", options.layout, "\", expected mirror or reference"));
   }
+  if (options.layout == "reference" && options.mode == "segment") {
+    return absl::InvalidArgumentError(
+        "--layout=reference holds class-agnostic PriMaPs masks (as "
+        "ProposeMasks gives them); --mode=segment does not apply");
+  }
   if (options.shard_count < 1 || options.shard_index < 0 ||
       options.shard_index >= options.shard_count) {
     return absl::InvalidArgumentError(
@@ -262,6 +267,9 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
 
   const bool reference = options.layout == "reference";
   const int reference_resize = options.resize > 0 ? options.resize : 320;
+  // The reference layout holds class-agnostic PriMaPs masks, whatever head
+  // the server has: always ProposeMasks.
+  const std::string mode = reference ? "propose" : options.mode;
   auto label_path = [&](const std::string& rel) {
     const std::string stem = PngStem(rel);
     return reference ? absl::StrCat(options.output, "/pseudos/", stem)
@@ -373,7 +381,7 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
         absl::Duration backoff = options.initial_backoff;
         for (int attempt = 0; status.ok() && attempt <= options.retries;
              ++attempt) {
-          result = Call(clients[server].get(), options.mode, request);
+          result = Call(clients[server].get(), mode, request);
           if (result.ok() || !Retryable(result.status().code())) break;
           server = (server + 1) % clients.size();  // fail over
           if (attempt == options.retries) break;
@@ -384,6 +392,12 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
         if (status.ok()) status = result.status();
       }
       if (status.ok()) {
+        if (reference) {
+          // The reference's pseudos/: mask k as id k, background 255.
+          for (uint8_t& id : result->labels.labels) {
+            if (id == 0) id = kIgnoreLabel;
+          }
+        }
         auto png = EncodeLabelPng(result->labels);
         status = png.ok() ? WriteCreatingDirs(out, *png) : png.status();
         if (status.ok() && options.overlays) {

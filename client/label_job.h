@@ -47,7 +47,9 @@ struct LabelJobOptions {
   // precomputed pseudo labels: all three at the training crop (Pillow's
   // antialiased resize of the short side to `resize` and the center crop;
   // labels with Pillow's nearest), so that primaps-trainer --train reads
-  // them as they are.
+  // them as they are. pseudos/ holds the class-agnostic PriMaPs masks (mask
+  // k as id k, background 255, from ProposeMasks whatever head the server
+  // has; mode "segment" is refused).
   std::string layout = "mirror";
   // Short side after resizing; 0 = the server's default (320 for the
   // reference layout, whose crop the client makes).

@@ -52,7 +52,7 @@ phase "server up on port $port"
 #    reference's layout (imgs/, pseudos/, gts/ at the training crop).
 "$client" label --server=127.0.0.1:$port --input="$work/cs/train/images" \
     --labels="$work/cs/train/labels" --output="$work/precomputed" \
-    --layout=reference --mode=pseudo --resize=64
+    --layout=reference --resize=64
 phase "pseudo labels"
 
 # 5. PriMaPs-EM with the Cityscapes protocol, scaled down.
@@ -61,12 +61,34 @@ phase "pseudo labels"
     --resize=64 --batch=8 --epochs=8 --pca_images=32 \
     --admin_token_file="$work/token" --push_every=24 2> "$work/trainer.log"
 phase "trained"
+"$trainer" report --out="$work/run" --dataset=cityscapes
+phase "report"
+
+# 7. The same in one command, resumable phase by phase: prepare, precompute,
+#    train, report. A second run finds every phase done.
+for attempt in 1 2; do
+  "$trainer" reproduce --preset=cityscapes --data="$work/cityscapes" \
+      --server=127.0.0.1:$port --out="$work/reproduce" \
+      --resize=64 --batch=8 --epochs=8 --pca_images=32 2> "$work/reproduce$attempt.log"
+done
+phase "reproduced"
 kill -TERM $server_pid
 wait $server_pid || true
 trap - EXIT
 
-# 6. What the run must have produced.
+# 8. What the runs must have produced.
 test -s "$work/run/best.json" && test -s "$work/run/best.safetensors"
+for f in REPORT.md miou.png accuracy.png confusion.png; do
+  test -s "$work/run/report/$f"
+done
+grep -q "| theta_M (paper's figure) |" "$work/run/report/REPORT.md"
+grep -q "| 0 road |" "$work/run/report/REPORT.md"
+for p in prepare precompute train report; do
+  test -f "$work/reproduce/$p.done"
+  grep -q "$p: done in an earlier run" "$work/reproduce2.log"
+done
+# The one-command run made the same head as the step-by-step one.
+cmp "$work/run/best.safetensors" "$work/reproduce/run/best.safetensors"
 for d in imgs pseudos gts; do
   test "$(ls "$work/precomputed/$d" | grep -c '\.png$')" -eq 48
 done

@@ -156,15 +156,27 @@ SegmentationScores Score(const ConfusionMatrix& confusion, bool matched_in) {
   return scores;
 }
 
-RgbImage ConfusionImage(const ConfusionMatrix& confusion,
-                        const std::vector<int>& cluster_to_class, int cell) {
+std::vector<std::vector<int64_t>> MatchedConfusion(
+    const ConfusionMatrix& confusion,
+    const std::vector<int>& cluster_to_class) {
   const int c = confusion.classes();
-  std::vector<std::vector<double>> matched(c, std::vector<double>(c, 0));
+  std::vector<std::vector<int64_t>> matched(c, std::vector<int64_t>(c, 0));
   for (int i = 0; i < confusion.clusters(); ++i) {
     if (cluster_to_class[i] < 0) continue;
     for (int j = 0; j < c; ++j)
       matched[cluster_to_class[i]][j] += confusion.at(i, j);
   }
+  return matched;
+}
+
+RgbImage ConfusionImage(const ConfusionMatrix& confusion,
+                        const std::vector<int>& cluster_to_class, int cell) {
+  return ConfusionHeatMap(MatchedConfusion(confusion, cluster_to_class), cell);
+}
+
+RgbImage ConfusionHeatMap(const std::vector<std::vector<int64_t>>& matched,
+                          int cell) {
+  const int c = static_cast<int>(matched.size());
   RgbImage image{
       c * cell, c * cell,
       std::vector<uint8_t>(static_cast<size_t>(c * cell) * c * cell * 3)};

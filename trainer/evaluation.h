@@ -53,12 +53,19 @@ struct SegmentationScores {
 // the supervised linear probe).
 SegmentationScores Score(const ConfusionMatrix& confusion, bool matched = true);
 
+// The matched confusion matrix: classes x classes pixel counts, rows =
+// predicted class after matching, columns = ground truth.
+std::vector<std::vector<int64_t>> MatchedConfusion(
+    const ConfusionMatrix& confusion, const std::vector<int>& cluster_to_class);
+
 // The matched confusion matrix (classes x classes, rows = predicted class
 // after matching) as an RGB heat map, `cell` pixels per entry, rows
 // normalized.
 RgbImage ConfusionImage(const ConfusionMatrix& confusion,
                         const std::vector<int>& cluster_to_class,
                         int cell = 16);
+RgbImage ConfusionHeatMap(const std::vector<std::vector<int64_t>>& matched,
+                          int cell = 16);
 
 }  // namespace primaps
 

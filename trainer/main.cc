@@ -8,6 +8,9 @@
 //   [--height=H] [--seed=S] [--layout=project|cityscapes [--split=S]]
 //   primaps-trainer prepare --dataset=cityscapes|cocostuff27|potsdam3
 //       --data=ROOT --split=train|val|... --out=DIR [--list=FILE]
+//   primaps-trainer reproduce --preset=cityscapes|cocostuff27|potsdam3
+//       --data=ROOT --server=HOST:PORT[,...] --out=DIR [training flags]
+//   primaps-trainer report --out=RUN [--dataset=NAME]
 #include <signal.h>
 
 #include <atomic>
@@ -23,6 +26,8 @@
 #include "base/cpu_support.h"
 #include "base/file_util.h"
 #include "datasets/prepare.h"
+#include "trainer/report.h"
+#include "trainer/reproduce.h"
 #include "trainer/synthetic_dataset.h"
 #include "trainer/trainer.h"
 
@@ -195,6 +200,29 @@ int main(int argc, char** argv) {
                 options.out.c_str());
     return 0;
   }
+  const std::string command = args.size() >= 2 ? args[1] : "";
+  if (command == "report") {
+    primaps::ReportOptions r;
+    r.run_dir = absl::GetFlag(FLAGS_out);
+    r.dataset = absl::GetFlag(FLAGS_dataset);
+    if (r.dataset.empty()) r.dataset = absl::GetFlag(FLAGS_preset);
+    const absl::Status status = primaps::WriteReport(r);
+    if (!status.ok()) {
+      std::fprintf(stderr, "primaps-trainer report: %s\n",
+                   status.ToString().c_str());
+      return 1;
+    }
+    std::printf("wrote %s/report/REPORT.md\n", r.run_dir.c_str());
+    return 0;
+  }
+  if (!command.empty() && command != "reproduce") {
+    std::fprintf(stderr,
+                 "primaps-trainer: unknown command \"%s\"; expected "
+                 "make-dataset, prepare, reproduce, report or none (train)\n",
+                 command.c_str());
+    return 2;
+  }
+  const bool reproduce = command == "reproduce";
   primaps::TrainerOptions o;
   for (absl::string_view s :
        absl::StrSplit(absl::GetFlag(FLAGS_server), ',', absl::SkipEmpty())) {
@@ -203,8 +231,14 @@ int main(int argc, char** argv) {
   o.train_dir = absl::GetFlag(FLAGS_train);
   o.val_dir = absl::GetFlag(FLAGS_val);
   o.out_dir = absl::GetFlag(FLAGS_out);
-  if (o.train_dir.empty() || o.out_dir.empty()) {
-    std::fprintf(stderr, "primaps-trainer: --train and --out are required\n");
+  if (reproduce ? (absl::GetFlag(FLAGS_preset).empty() ||
+                   absl::GetFlag(FLAGS_data).empty() || o.out_dir.empty())
+                : (o.train_dir.empty() || o.out_dir.empty())) {
+    std::fprintf(stderr,
+                 reproduce
+                     ? "primaps-trainer reproduce: --preset, --data and "
+                       "--out are required\n"
+                     : "primaps-trainer: --train and --out are required\n");
     return 2;
   }
   o.classes = absl::GetFlag(FLAGS_classes);
@@ -252,7 +286,17 @@ int main(int argc, char** argv) {
   o.stop = &g_stop;
   ::signal(SIGTERM, RequestStop);
   ::signal(SIGINT, RequestStop);
-  const absl::Status status = primaps::RunTrainer(o);
+  absl::Status status;
+  if (reproduce) {
+    primaps::ReproduceOptions r;
+    r.dataset = preset;
+    r.data = absl::GetFlag(FLAGS_data);
+    r.list_file = absl::GetFlag(FLAGS_list);
+    r.trainer = o;
+    status = primaps::RunReproduce(r);
+  } else {
+    status = primaps::RunTrainer(o);
+  }
   if (!status.ok()) {
     std::fprintf(stderr, "primaps-trainer: %s\n", status.ToString().c_str());
     return status.code() == absl::StatusCode::kCancelled ? 3 : 1;

@@ -473,6 +473,9 @@ absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
   // The supervised upper bound: no matching, class i is class i.
   if (linear) line["linear"] = ScoresJson(Score(linear_confusion, false));
   const SegmentationScores m = Score(confusion[0]);
+  // For the report's confusion matrix with class names.
+  line["theta_m_confusion"] =
+      MatchedConfusion(confusion[0], m.cluster_to_class);
   ASSIGN_OR_RETURN(
       const std::string png,
       EncodeRgbPng(ConfusionImage(confusion[0], m.cluster_to_class)));
