@@ -34,6 +34,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/command_line.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "client/label_job.h"
@@ -355,9 +356,15 @@ absl::Status RunAdmin(const std::string& action) {
 }  // namespace primaps
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "primaps-client propose|pseudo|segment|features|admin|health "
-      "--server=HOST:PORT ...");
+  primaps::SetUsage(
+      "primaps-client COMMAND --server=HOST:PORT [flags]\n\n"
+      "  propose|pseudo|segment --image=PATH --out=LABELS.png [--overlay=PNG]\n"
+      "  features --image=PATH --out=FEATURES.npy\n"
+      "  label --input=DIR|LIST.txt --output=DIR   (the batch job)\n"
+      "  bench                                      (load generator)\n"
+      "  admin load|status|rollback --token_file=PATH [--path=...]\n"
+      "  health\n\n"
+      "--help lists the flags.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) {
     std::fprintf(stderr, "usage: %s\n", absl::ProgramUsageMessage().data());

@@ -96,9 +96,10 @@ void ApplyFlags(const std::set<std::string>& given_flags,
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  primaps::SetUsage(
       "Serves PriMaPs mask proposals, pseudo labels, segmentation and features "
-      "over gRPC.");
+      "over gRPC.\n\n  primaps-server [--config=server.pbtxt] [flags]\n\n"
+      "Flags override the config file; --help lists them.");
   const std::set<std::string> given_flags = primaps::FlagsGiven(argc, argv);
   absl::ParseCommandLine(argc, argv);
   if (!primaps::CpuCanRunThisBuild("primaps-server")) return 1;

@@ -134,9 +134,18 @@ void RequestStop(int) { g_stop = true; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "PriMaPs-EM training through primaps-server (see the header of "
-      "trainer/main.cc).");
+  primaps::SetUsage(
+      "PriMaPs-EM through running primaps-servers.\n\n"
+      "  primaps-trainer --server=HOST:PORT --train=DIR --out=DIR [--val=DIR] "
+      "[--preset=NAME] [flags]\n"
+      "  primaps-trainer reproduce --preset=NAME --data=ROOT "
+      "--server=HOST:PORT "
+      "--out=DIR\n"
+      "  primaps-trainer prepare --dataset=NAME --data=ROOT --split=S "
+      "--out=DIR\n"
+      "  primaps-trainer report --out=RUN [--dataset=NAME]\n"
+      "  primaps-trainer make-dataset --out=DIR [--layout=cityscapes]\n\n"
+      "--help lists the flags.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (!primaps::CpuCanRunThisBuild("primaps-trainer")) return 1;
   if (args.size() >= 2 && std::string(args[1]) == "make-dataset") {
