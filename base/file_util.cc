@@ -8,6 +8,7 @@
 #include <cstring>
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace primaps {
@@ -108,6 +109,20 @@ absl::Status WriteFileAtomically(const std::string& path,
     ::close(dir_fd);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  auto contents = ReadFile(path, 1 << 16);
+  if (!contents.ok()) return contents.status();
+  absl::string_view token = *contents;
+  const size_t newline = token.find('\n');
+  if (newline != absl::string_view::npos) token = token.substr(0, newline);
+  token = absl::StripAsciiWhitespace(token);
+  if (token.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token file ", path, " is empty"));
+  }
+  return std::string(token);
 }
 
 }  // namespace primaps

@@ -22,6 +22,11 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents);
 
+// Reads a bearer-token file: the first line, surrounding whitespace (CR
+// included) removed. Refuses an empty token. The server, the client and the
+// trainer read their tokens with it, so one file works for all three.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
 }  // namespace primaps
 
 #endif  // PRIMAPS_BASE_FILE_UTIL_H_

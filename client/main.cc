@@ -105,12 +105,8 @@ absl::StatusOr<std::unique_ptr<PrimapsClient>> MakeClient() {
   options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    ASSIGN_OR_RETURN(std::string token,
-                     ReadFile(absl::GetFlag(FLAGS_token_file), 1 << 16));
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' ||
-                              token.back() == ' '))
-      token.pop_back();
-    options.admin_token = token;
+    ASSIGN_OR_RETURN(options.admin_token,
+                     ReadTokenFile(absl::GetFlag(FLAGS_token_file)));
   }
   return PrimapsClient::Create(options);
 }

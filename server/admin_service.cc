@@ -22,20 +22,6 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 
 }  // namespace
 
-absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  auto contents = ReadFile(path, 1 << 16);
-  if (!contents.ok()) return contents.status();
-  absl::string_view token = *contents;
-  const size_t newline = token.find('\n');
-  if (newline != absl::string_view::npos) token = token.substr(0, newline);
-  token = absl::StripAsciiWhitespace(token);
-  if (token.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("admin token file ", path, " is empty"));
-  }
-  return std::string(token);
-}
-
 AdminServiceImpl::AdminServiceImpl(ModelRegistry* registry, std::string token,
                                    ServerMetrics* metrics)
     : registry_(registry), token_(std::move(token)), metrics_(metrics) {}

@@ -43,10 +43,6 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   ServerMetrics* const metrics_;
 };
 
-// Reads a token file: the first line, surrounding whitespace removed.
-// Refuses an empty token.
-absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
-
 }  // namespace primaps
 
 #endif  // PRIMAPS_SERVER_ADMIN_SERVICE_H_

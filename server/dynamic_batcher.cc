@@ -83,7 +83,7 @@ void DynamicBatcher::Loop() {
     const absl::Time now = absl::Now();
     std::vector<Queued> live;
     for (Queued& q : batch) {
-      if (q.work.cancelled != nullptr && q.work.cancelled->load()) {
+      if (q.work.is_cancelled && q.work.is_cancelled()) {
         q.work.done(
             absl::CancelledError("request cancelled before the backbone ran"));
       } else if (now > q.work.deadline) {

@@ -41,8 +41,9 @@ class DynamicBatcher {
     std::shared_ptr<const NormalizedImage> image;
     // Past this, the work is answered with DEADLINE_EXCEEDED, not computed.
     absl::Time deadline = absl::InfiniteFuture();
-    // Set by the caller when its request is cancelled (may be null).
-    std::shared_ptr<std::atomic<bool>> cancelled;
+    // Whether the caller's request was cancelled (may be empty); polled when
+    // the work's batch is formed, so cancelled work costs no forward.
+    std::function<bool()> is_cancelled;
     // Called exactly once, on the batcher thread, with the features or why
     // there are none. Keep it short: hand heavy work to another pool.
     std::function<void(absl::StatusOr<FeatureMap>)> done;

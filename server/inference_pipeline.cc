@@ -238,6 +238,7 @@ void InferencePipeline::Run(
     DynamicBatcher::Work work;
     work.image = p->image;
     work.deadline = request.deadline;
+    work.is_cancelled = request.is_cancelled;
     work.done = [this, p, shared_done](absl::StatusOr<FeatureMap> features) {
       if (!features.ok()) {
         (*shared_done)(features.status());
@@ -252,14 +253,6 @@ void InferencePipeline::Run(
     const absl::Status submitted = batcher_->Submit(std::move(work));
     if (!submitted.ok()) (*shared_done)(submitted);
   });
-}
-
-absl::StatusOr<PipelineResult> InferencePipeline::RunDirect(
-    const PipelineRequest& request) {
-  ASSIGN_OR_RETURN(std::shared_ptr<Prepared> p, Prepare(request));
-  ASSIGN_OR_RETURN(std::vector<FeatureMap> features,
-                   backbone_->Extract({p->image.get()}));
-  return Finish(*p, std::move(features[0]));
 }
 
 }  // namespace primaps

@@ -94,11 +94,6 @@ class InferencePipeline {
   void Run(PipelineRequest request,
            std::function<void(absl::StatusOr<PipelineResult>)> done);
 
-  // The same work synchronously on the calling thread, without the batcher
-  // or the pool: what the engine gives for this request. The server's
-  // answers must equal it.
-  absl::StatusOr<PipelineResult> RunDirect(const PipelineRequest& request);
-
  private:
   struct Prepared;
   // A request's normalized tensor, checked (patch multiples, pixel limit,

@@ -182,11 +182,6 @@ class StreamReactor : public grpc::ServerBidiReactor<Request, Response> {
     if (remove) Delete();
   }
 
-  bool cancelled() {
-    absl::MutexLock lock(&mu_);
-    return cancelled_;
-  }
-
  private:
   struct Slot {
     Request request;

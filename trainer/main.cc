@@ -270,18 +270,13 @@ int main(int argc, char** argv) {
   o.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
   o.fetch_concurrency = absl::GetFlag(FLAGS_fetch_concurrency);
   if (!absl::GetFlag(FLAGS_admin_token_file).empty()) {
-    auto token =
-        primaps::ReadFile(absl::GetFlag(FLAGS_admin_token_file), 1 << 16);
+    auto token = primaps::ReadTokenFile(absl::GetFlag(FLAGS_admin_token_file));
     if (!token.ok()) {
       std::fprintf(stderr, "primaps-trainer: %s\n",
                    std::string(token.status().message()).c_str());
       return 2;
     }
     o.admin_token = *token;
-    while (!o.admin_token.empty() &&
-           (o.admin_token.back() == '\n' || o.admin_token.back() == ' ')) {
-      o.admin_token.pop_back();
-    }
   }
   const std::string preset = absl::GetFlag(FLAGS_preset);
   if (!preset.empty() &&

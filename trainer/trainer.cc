@@ -159,8 +159,6 @@ class FeatureSource {
     return total > absl::ZeroDuration() ? absl::FDivDuration(busy, total) : 0;
   }
 
-  std::vector<std::unique_ptr<PrimapsClient>>& clients() { return clients_; }
-
  private:
   void Begin() {
     absl::MutexLock lock(&mu_);

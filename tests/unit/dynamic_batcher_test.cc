@@ -140,7 +140,7 @@ TEST(DynamicBatcherTest, ExpiredAndCancelledWorkIsNotComputed) {
   };
   DynamicBatcher::Work gone;
   gone.image = Image(16, 16, 0.f);
-  gone.cancelled = std::make_shared<std::atomic<bool>>(true);
+  gone.is_cancelled = [] { return true; };
   gone.done = [&](absl::StatusOr<FeatureMap> f) {
     cancelled = f.status();
     done.CountDown();

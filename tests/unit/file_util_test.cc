@@ -71,3 +71,21 @@ TEST(WriteFileAtomicallyTest, FullDiskKeepsThePreviousCheckpoint) {
 
 }  // namespace
 }  // namespace primaps
+
+namespace primaps {
+namespace {
+
+TEST(ReadTokenFileTest, FirstLineWithoutWhitespaceOrCarriageReturn) {
+  const std::string path = ::testing::TempDir() + "/token_crlf";
+  ASSERT_TRUE(WriteFileAtomically(path, "  s3cret\r\nsecond line\n").ok());
+  auto token = ReadTokenFile(path);
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_EQ(*token, "s3cret");
+  ASSERT_TRUE(WriteFileAtomically(path, " \r\n").ok());
+  EXPECT_EQ(ReadTokenFile(path).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(ReadTokenFile(path + ".missing").ok());
+}
+
+}  // namespace
+}  // namespace primaps
