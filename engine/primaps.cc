@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/simd_lanes.h"
 #include "base/status_macros.h"
+#include "engine/image/channel_maps.h"
 #include "engine/principal_component.h"
 
 namespace primaps {
@@ -220,46 +221,6 @@ std::vector<float> UpsampledProbabilities(const std::vector<float>& grid,
                            out_w, 0, 0, out_h, out_w);
   SoftmaxOverChannels(&up, channels);
   return up;
-}
-
-void SoftmaxOverChannels(std::vector<float>* values, int channels) {
-  using simd::Floats;
-  using simd::kLanes;
-  const size_t m = values->size() / channels;
-  float* v = values->data();
-  // Channel-major, so kLanes consecutive pixels fill a vector; a last,
-  // partial group runs in a zero-padded copy of its pixels.
-  std::vector<float> tail(static_cast<size_t>(channels) * kLanes);
-  for (size_t i = 0; i < m; i += kLanes) {
-    const size_t count = std::min<size_t>(kLanes, m - i);
-    float* base = v + i;
-    size_t stride = m;
-    if (count < kLanes) {
-      std::fill(tail.begin(), tail.end(), 0.f);
-      for (int c = 0; c < channels; ++c)
-        std::copy(base + c * m, base + c * m + count, &tail[c * kLanes]);
-      base = tail.data();
-      stride = kLanes;
-    }
-    Floats mx = simd::Load(base);
-    for (int c = 1; c < channels; ++c) {
-      const Floats x = simd::Load(base + c * stride);
-      mx = simd::Select(mx < x, x, mx);
-    }
-    Floats total = {};
-    for (int c = 0; c < channels; ++c) {
-      const Floats e = simd::ExpNonPositive(simd::Load(base + c * stride) - mx);
-      simd::Store(base + c * stride, e);
-      total += e;
-    }
-    const Floats inv = (Floats{} + 1.f) / total;
-    for (int c = 0; c < channels; ++c)
-      simd::Store(base + c * stride, simd::Load(base + c * stride) * inv);
-    if (count < kLanes) {
-      for (int c = 0; c < channels; ++c)
-        std::copy(&tail[c * kLanes], &tail[c * kLanes] + count, v + c * m + i);
-    }
-  }
 }
 
 absl::StatusOr<PriMaPsResult> ComputePriMaPs(const FeatureMap& features,

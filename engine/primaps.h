@@ -69,10 +69,6 @@ std::vector<float> UpsampledProbabilities(
     const std::vector<float>& channels_grid, int channels, int height,
     int width, int out_h, int out_w);
 
-// Softmax over the channels of channel-major values (channels x positions),
-// per position, in place.
-void SoftmaxOverChannels(std::vector<float>* values, int channels);
-
 // Steps 1-5 for one image: `features` from the backbone and the
 // preprocessed image they came from.
 absl::StatusOr<PriMaPsResult> ComputePriMaPs(

@@ -10,6 +10,7 @@
 #include "base/status_macros.h"
 #include "engine/checkpoint/safetensors.h"
 #include "engine/crf/dense_crf.h"
+#include "engine/image/channel_maps.h"
 #include "engine/image/preprocess.h"
 
 namespace primaps {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "engine/crf/dense_crf.h"
+#include "engine/image/channel_maps.h"
 #include "engine/image/preprocess.h"
 #include "engine/segmentation_head.h"
 

@@ -23,6 +23,7 @@
 #include "client/primaps_client.h"
 #include "engine/checkpoint/safetensors.h"
 #include "engine/crf/dense_crf.h"
+#include "engine/image/channel_maps.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
 #include "engine/image/preprocess.h"

@@ -151,19 +151,4 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
   return out;
 }
 
-LabelMap ArgmaxLabels(const std::vector<float>& scores, int num_labels,
-                      int width, int height) {
-  LabelMap labels{width, height,
-                  std::vector<uint8_t>(static_cast<size_t>(width) * height, 0)};
-  const size_t n = labels.labels.size();
-  for (size_t p = 0; p < n; ++p) {
-    int best = 0;
-    for (int l = 1; l < num_labels; ++l) {
-      if (scores[l * n + p] > scores[best * n + p]) best = l;
-    }
-    labels.labels[p] = static_cast<uint8_t>(best);
-  }
-  return labels;
-}
-
 }  // namespace primaps

@@ -37,10 +37,6 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
     const RgbImage& image, const std::vector<float>& probs, int num_labels,
     const DenseCrfOptions& options = {});
 
-// Per-pixel argmax of label-major scores (first label on ties).
-LabelMap ArgmaxLabels(const std::vector<float>& scores, int num_labels,
-                      int width, int height);
-
 }  // namespace primaps
 
 #endif  // PRIMAPS_ENGINE_CRF_DENSE_CRF_H_

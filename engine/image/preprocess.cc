@@ -6,63 +6,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/image/channel_maps.h"
 #include "engine/image/resize_antialias.h"
 
 namespace primaps {
-namespace {
-
-// torch's area_pixel_compute_source_index + compute_source_index_and_lambda
-// (UpSample.h) for linear modes with align_corners=false.
-struct LinearTap {
-  int64_t i0 = 0;
-  int64_t i1 = 0;
-  float w0 = 1.f;
-  float w1 = 0.f;
-};
-
-LinearTap ComputeTap(float scale, int64_t dst, int64_t in_size) {
-  const float real =
-      std::max(scale * (static_cast<float>(dst) + 0.5f) - 0.5f, 0.f);
-  LinearTap tap;
-  tap.i0 = static_cast<int64_t>(real);
-  tap.i1 = tap.i0 + (tap.i0 < in_size - 1 ? 1 : 0);
-  tap.w1 = std::min(std::max(real - static_cast<float>(tap.i0), 0.f), 1.f);
-  tap.w0 = 1.f - tap.w1;
-  return tap;
-}
-
-}  // namespace
-
-std::vector<float> ResizeBilinearWindow(const float* src, int channels,
-                                        int in_h, int in_w, int out_h,
-                                        int out_w, int top, int left,
-                                        int out_rows, int out_cols) {
-  const float scale_h = static_cast<float>(in_h) / static_cast<float>(out_h);
-  const float scale_w = static_cast<float>(in_w) / static_cast<float>(out_w);
-  std::vector<LinearTap> cols(out_cols);
-  for (int x = 0; x < out_cols; ++x)
-    cols[x] = ComputeTap(scale_w, left + x, in_w);
-  std::vector<float> out(static_cast<size_t>(channels) * out_rows * out_cols);
-  std::vector<float> row0(out_cols), row1(out_cols);
-  for (int c = 0; c < channels; ++c) {
-    const float* plane = src + static_cast<size_t>(c) * in_h * in_w;
-    for (int y = 0; y < out_rows; ++y) {
-      const LinearTap ty = ComputeTap(scale_h, top + y, in_h);
-      const float* r0 = plane + ty.i0 * in_w;
-      const float* r1 = plane + ty.i1 * in_w;
-      for (int x = 0; x < out_cols; ++x) {
-        const LinearTap& tx = cols[x];
-        row0[x] = r0[tx.i0] * tx.w0 + r0[tx.i1] * tx.w1;
-        row1[x] = r1[tx.i0] * tx.w0 + r1[tx.i1] * tx.w1;
-      }
-      float* dst =
-          out.data() + (static_cast<size_t>(c) * out_rows + y) * out_cols;
-      for (int x = 0; x < out_cols; ++x)
-        dst[x] = row0[x] * ty.w0 + row1[x] * ty.w1;
-    }
-  }
-  return out;
-}
 
 ResizeGeometry ComputeResizeGeometry(int width, int height, int resize,
                                      CropMode crop) {

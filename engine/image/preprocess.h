@@ -92,16 +92,6 @@ LabelMap ResizeAndCropLabels(const LabelMap& labels, int resize, CropMode crop,
 RgbImage ResizeAndCropAntialias(const RgbImage& image, int resize,
                                 CropMode crop);
 
-// Bilinear resize of a channels-first float image with the arithmetic of
-// torch.nn.functional.interpolate(mode="bilinear", align_corners=False):
-// horizontal blend first, then vertical, scales in float. Returns only the
-// output window [top, top+out_rows) x [left, left+out_cols) of the full
-// out_h x out_w result, so a center crop never computes discarded pixels.
-std::vector<float> ResizeBilinearWindow(const float* src, int channels,
-                                        int in_h, int in_w, int out_h,
-                                        int out_w, int top, int left,
-                                        int out_rows, int out_cols);
-
 // The de-normalized 8-bit image the dense CRF sees: (x*std+mean)*255,
 // clamped to [0,255] and truncated, as DESIGN.md's CRF section specifies.
 RgbImage DenormalizeToRgb(const NormalizedImage& image);

@@ -12,6 +12,7 @@
 #include "engine/checkpoint/tensor_record.h"
 #include "engine/crf/dense_crf.h"
 #include "engine/crf/permutohedral_lattice.h"
+#include "engine/image/channel_maps.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {

@@ -9,6 +9,7 @@
 #include "base/cpu_support.h"
 #include "engine/crf/mean_field.h"
 #include "engine/crf/permutohedral_lattice.h"
+#include "engine/image/channel_maps.h"
 
 namespace primaps {
 namespace {

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "engine/image/channel_maps.h"
+
 namespace primaps {
 namespace {
 

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "engine/checkpoint/safetensors.h"
+#include "engine/image/channel_maps.h"
 #include "engine/image/preprocess.h"
 
 namespace primaps {

@@ -1,0 +1,33 @@
+// Operations on channel-first maps (channels x height x width floats): the
+// bilinear resize, the softmax over channels and the argmax that turn score
+// grids into per-pixel labels.
+#ifndef PRIMAPS_ENGINE_IMAGE_CHANNEL_MAPS_H_
+#define PRIMAPS_ENGINE_IMAGE_CHANNEL_MAPS_H_
+
+#include <vector>
+
+#include "engine/image/image.h"
+
+namespace primaps {
+
+// Bilinear resize of a channels-first float image with the arithmetic of
+// torch.nn.functional.interpolate(mode="bilinear", align_corners=False):
+// horizontal blend first, then vertical, scales in float. Returns only the
+// output window [top, top+out_rows) x [left, left+out_cols) of the full
+// out_h x out_w result, so a center crop never computes discarded pixels.
+std::vector<float> ResizeBilinearWindow(const float* src, int channels,
+                                        int in_h, int in_w, int out_h,
+                                        int out_w, int top, int left,
+                                        int out_rows, int out_cols);
+
+// Softmax over the channels of channel-major values (channels x positions),
+// per position, in place.
+void SoftmaxOverChannels(std::vector<float>* values, int channels);
+
+// Per-pixel argmax of label-major scores (first label on ties).
+LabelMap ArgmaxLabels(const std::vector<float>& scores, int num_labels,
+                      int width, int height);
+
+}  // namespace primaps
+
+#endif  // PRIMAPS_ENGINE_IMAGE_CHANNEL_MAPS_H_
