@@ -17,16 +17,8 @@ rm -rf "$out" && mkdir -p "$out/images" "$out/labels" "$out/overlays"
 # The demo photos, when they sit beside the checkout.
 if [ -d ../shared/data/demo ]; then cp ../shared/data/demo/* "$out/images/"; fi
 
-"$build_dir/server/primaps-server" --backbone=builtin --listen=127.0.0.1:0 \
-    --metrics_listen=127.0.0.1:0 2> "$out/server.log" &
-server_pid=$!
-trap 'kill -TERM $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  grep -q "serving on port" "$out/server.log" && break
-  kill -0 $server_pid 2>/dev/null || { cat "$out/server.log"; exit 1; }
-  sleep 0.1
-done
-port=$(grep -oE "serving on port [0-9]+" "$out/server.log" | grep -oE "[0-9]+$")
+source scripts/lib/server.sh
+start_server "$build_dir/server/primaps-server" "$out/server.log" --backbone=builtin
 echo "primaps-server is up on 127.0.0.1:$port (log: $out/server.log)"
 
 for image in "$out"/images/*; do
@@ -35,7 +27,5 @@ for image in "$out"/images/*; do
       --out="$out/labels/$name.png" --overlay="$out/overlays/$name.png"
 done
 
-kill -TERM $server_pid
-wait $server_pid
-trap - EXIT
+stop_server
 echo "done: $(ls "$out/labels" | wc -l) label maps in $out/labels, overlays in $out/overlays"

@@ -36,16 +36,9 @@ phase "prepared"
 
 # 3. A server on the built-in backbone (DINO: --backbone=dino_vits8 --weights=...).
 echo "tutorial-token" > "$work/token"
-"$server" --backbone=builtin --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
-    --admin_token_file="$work/token" --resize=64 2> "$work/server.log" &
-server_pid=$!
-trap 'kill -TERM $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 200); do
-  grep -q "serving on port" "$work/server.log" && break
-  kill -0 $server_pid 2>/dev/null || { cat "$work/server.log"; exit 1; }
-  sleep 0.1
-done
-port=$(grep -oE "serving on port [0-9]+" "$work/server.log" | grep -oE "[0-9]+$")
+source scripts/lib/server.sh
+start_server "$server" "$work/server.log" --backbone=builtin \
+    --admin_token_file="$work/token" --resize=64
 phase "server up on port $port"
 
 # 4. PriMaPs pseudo labels for every training image, precomputed in the
@@ -72,9 +65,7 @@ for attempt in 1 2; do
       --resize=64 --batch=8 --epochs=8 --pca_images=32 2> "$work/reproduce$attempt.log"
 done
 phase "reproduced"
-kill -TERM $server_pid
-wait $server_pid || true
-trap - EXIT
+stop_server
 
 # 8. What the runs must have produced.
 test -s "$work/run/best.json" && test -s "$work/run/best.safetensors"

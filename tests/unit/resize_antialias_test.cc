@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <regex>
 
 #include "engine/image/image_decode.h"
@@ -22,30 +23,49 @@ RgbImage Load(const std::string& path) {
   return image.ok() ? *image : RgbImage{};
 }
 
-TEST(ResizeAntialiasTest, EqualsPillowByteForByte) {
+LabelMap LoadLabels(const std::string& path) {
+  auto labels = DecodeLabelPng(testing::ReadBinary(path));
+  EXPECT_TRUE(labels.ok()) << path << ": " << labels.status();
+  return labels.ok() ? *labels : LabelMap{};
+}
+
+// Calls `check` with the path and the regex groups of every Pillow golden
+// whose name matches `pattern`; returns how many there were.
+int ForEachGolden(const std::string& pattern,
+                  const std::function<void(const std::string& path,
+                                           const std::smatch& m)>& check) {
   const std::string dir = testing::FixturePath("pil_resize");
-  const std::regex name(R"(in_(\d+)x(\d+)_to_(\d+)x(\d+)\.png)");
+  const std::regex name(pattern);
   int cases = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     const std::string file = entry.path().filename().string();
     std::smatch m;
     if (!std::regex_match(file, m, name)) continue;
     SCOPED_TRACE(file);
-    const RgbImage in =
-        Load(dir + "/in_" + m[1].str() + "x" + m[2].str() + ".png");
-    const RgbImage want = Load(entry.path().string());
-    ASSERT_EQ(in.width, std::stoi(m[1].str()));
-    const RgbImage got = ResizeAntialias(in, want.width, want.height);
-    ASSERT_EQ(got.width, want.width);
-    ASSERT_EQ(got.height, want.height);
-    int max_diff = 0;
-    for (size_t i = 0; i < got.pixels.size(); ++i) {
-      max_diff = std::max(max_diff,
-                          std::abs(int{got.pixels[i]} - int{want.pixels[i]}));
-    }
-    EXPECT_EQ(max_diff, 0);
+    check(dir + "/", m);
     ++cases;
   }
+  return cases;
+}
+
+TEST(ResizeAntialiasTest, EqualsPillowByteForByte) {
+  const int cases = ForEachGolden(
+      R"(in_(\d+)x(\d+)_to_(\d+)x(\d+)\.png)",
+      [](const std::string& dir, const std::smatch& m) {
+        const RgbImage in =
+            Load(dir + "in_" + m[1].str() + "x" + m[2].str() + ".png");
+        const RgbImage want = Load(dir + m[0].str());
+        ASSERT_EQ(in.width, std::stoi(m[1].str()));
+        const RgbImage got = ResizeAntialias(in, want.width, want.height);
+        ASSERT_EQ(got.width, want.width);
+        ASSERT_EQ(got.height, want.height);
+        int max_diff = 0;
+        for (size_t i = 0; i < got.pixels.size(); ++i) {
+          max_diff = std::max(
+              max_diff, std::abs(int{got.pixels[i]} - int{want.pixels[i]}));
+        }
+        EXPECT_EQ(max_diff, 0);
+      });
   EXPECT_GE(cases, 13);
 }
 
@@ -99,39 +119,21 @@ TEST(ResizeAntialiasTest, AntialiasAveragesWhereBilinearSamples) {
   }
 }
 
-}  // namespace
-}  // namespace primaps
-
-namespace primaps {
-namespace {
-
-LabelMap LoadLabels(const std::string& path) {
-  auto labels = DecodeLabelPng(testing::ReadBinary(path));
-  EXPECT_TRUE(labels.ok()) << path << ": " << labels.status();
-  return labels.ok() ? *labels : LabelMap{};
-}
-
 // Label maps against Pillow's NEAREST at torchvision's Resize(int) sizes.
 TEST(ResizeLabelsTest, PillowNearestEqualsPillow) {
-  const std::string dir = testing::FixturePath("pil_resize");
-  const std::regex name(R"(lbl_(\d+)x(\d+)_short_(\d+)\.png)");
-  int cases = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    const std::string file = entry.path().filename().string();
-    std::smatch m;
-    if (!std::regex_match(file, m, name)) continue;
-    SCOPED_TRACE(file);
-    const LabelMap in =
-        LoadLabels(dir + "/lbl_" + m[1].str() + "x" + m[2].str() + ".png");
-    const LabelMap want = LoadLabels(entry.path().string());
-    const LabelMap got =
-        ResizeAndCropLabels(in, std::stoi(m[3].str()), CropMode::kFull,
-                            LabelResize::kPillowNearest);
-    ASSERT_EQ(got.width, want.width);
-    ASSERT_EQ(got.height, want.height);
-    EXPECT_EQ(got.labels, want.labels);
-    ++cases;
-  }
+  const int cases = ForEachGolden(
+      R"(lbl_(\d+)x(\d+)_short_(\d+)\.png)",
+      [](const std::string& dir, const std::smatch& m) {
+        const LabelMap in =
+            LoadLabels(dir + "lbl_" + m[1].str() + "x" + m[2].str() + ".png");
+        const LabelMap want = LoadLabels(dir + m[0].str());
+        const LabelMap got =
+            ResizeAndCropLabels(in, std::stoi(m[3].str()), CropMode::kFull,
+                                LabelResize::kPillowNearest);
+        ASSERT_EQ(got.width, want.width);
+        ASSERT_EQ(got.height, want.height);
+        EXPECT_EQ(got.labels, want.labels);
+      });
   EXPECT_GE(cases, 9);
 }
 
