@@ -78,16 +78,21 @@ std::vector<std::string> ListImages(const std::string& images_dir) {
 // as 8-bit RGB (the server gets exactly these pixels). As the reference:
 // training images through Pillow's antialiased resize, validation images
 // through torch's bilinear one.
+// With torch's filter the crop is float: `tensor` receives the normalized
+// image (what the backbone must see, sent as is) and the returned 8-bit
+// pixels are its de-normalization (for the CRF).
 absl::StatusOr<RgbImage> Crop(const std::string& path, int resize,
-                              ResizeFilter filter) {
+                              ResizeFilter filter, FloatImage* tensor) {
   ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
   ASSIGN_OR_RETURN(const RgbImage rgb, DecodeImage(bytes));
   if (filter == ResizeFilter::kAntialias)
     return ResizeAndCropAntialias(rgb, resize, CropMode::kCenter);
   PreprocessOptions options;
   options.resize = resize;
-  ASSIGN_OR_RETURN(const NormalizedImage image, Preprocess(rgb, options));
-  return DenormalizeToRgb(image);
+  ASSIGN_OR_RETURN(NormalizedImage image, Preprocess(rgb, options));
+  RgbImage crop = DenormalizeToRgb(image);
+  *tensor = FloatImage{image.height, image.width, std::move(image.data)};
+  return crop;
 }
 
 struct View {
@@ -124,9 +129,12 @@ class FeatureSource {
   }
 
   // Features of a normalized tensor (the student view, augmented in that
-  // space as the reference does, so never requantized to 8 bits).
-  absl::StatusOr<v1::FeatureResponse> Features(const FloatImage& image) {
+  // space as the reference does, and the validation crops: never
+  // requantized to 8 bits).
+  absl::StatusOr<v1::FeatureResponse> Features(const FloatImage& image,
+                                               bool masks = false) {
     v1::FeatureRequest request;
+    request.set_masks(masks);
     v1::NormalizedTensor* t = request.mutable_image()->mutable_tensor();
     t->set_height(image.height);
     t->set_width(image.width);
@@ -239,7 +247,9 @@ absl::StatusOr<View> LoadView(FeatureSource* source, const DatasetDirs& dirs,
                               const std::string& cache_dir, int resize,
                               ResizeFilter filter) {
   View view;
-  ASSIGN_OR_RETURN(view.crop, Crop(dirs.images + "/" + name, resize, filter));
+  FloatImage tensor;
+  ASSIGN_OR_RETURN(view.crop,
+                   Crop(dirs.images + "/" + name, resize, filter, &tensor));
   const std::string cache =
       cache_dir + "/" + fs::path(name).stem().string() + ".safetensors";
   if (auto bytes = ReadFile(cache); bytes.ok()) {
@@ -259,7 +269,9 @@ absl::StatusOr<View> LoadView(FeatureSource* source, const DatasetDirs& dirs,
   }
   const bool precomputed = !dirs.masks.empty();
   ASSIGN_OR_RETURN(const v1::FeatureResponse r,
-                   source->Features(view.crop, /*masks=*/!precomputed));
+                   tensor.data.empty()
+                       ? source->Features(view.crop, /*masks=*/!precomputed)
+                       : source->Features(tensor, /*masks=*/!precomputed));
   view.features = ToFeatureMap(r);
   if (precomputed) {
     ASSIGN_OR_RETURN(
