@@ -1,10 +1,12 @@
 #include "datasets/prepare.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
@@ -106,8 +108,26 @@ absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& o) {
     return absl::PermissionDeniedError(
         absl::StrCat(o.out, ": cannot create: ", ec.message()));
   }
+  // A first walk counts the items (names only, no file is read) for the
+  // progress line's total and time left.
+  int64_t total = 0;
+  RETURN_IF_ERROR(ForEachItem(*info, o.layout, [&](const DatasetItem&) {
+    ++total;
+    return absl::OkStatus();
+  }));
   PrepareReport report;
-  absl::Time last_progress = absl::Now();
+  const absl::Time start = absl::Now();
+  absl::Time last_progress = start;
+  auto progress_line = [&] {
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    const double rate =
+        (report.images - report.skipped) / std::max(seconds, 1e-9);
+    const double left = rate > 0 ? (total - report.images) / rate : 0;
+    return absl::StrFormat(
+        "%s %s: %d/%d images (%d already done), %.1f images/s, %.0f s left",
+        info->name, o.layout.split, report.images, total, report.skipped, rate,
+        left);
+  };
   RETURN_IF_ERROR(ForEachItem(*info, o.layout, [&](const DatasetItem& item) {
     const std::string image_out =
         absl::StrCat(o.out, "/images/", item.stem, ImageExtension(item));
@@ -150,7 +170,7 @@ absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& o) {
     }
     if (o.progress && absl::Now() - last_progress > absl::Seconds(5)) {
       last_progress = absl::Now();
-      o.progress(report.images, report.skipped);
+      o.progress(progress_line());
     }
     return absl::OkStatus();
   }));
@@ -158,7 +178,7 @@ absl::StatusOr<PrepareReport> PrepareDataset(const PrepareOptions& o) {
     return absl::NotFoundError(absl::StrCat(
         "no images in split \"", o.layout.split, "\" of ", o.layout.root));
   }
-  if (o.progress) o.progress(report.images, report.skipped);
+  if (o.progress) o.progress(progress_line());
   RETURN_IF_ERROR(WriteDatasetJson(o, *info, report));
   return report;
 }

@@ -17,8 +17,9 @@ struct PrepareOptions {
   std::string dataset;  // cityscapes, cocostuff27, potsdam3
   LayoutOptions layout;
   std::string out;
-  // Called every few seconds and at the end with the items done so far.
-  std::function<void(int64_t done, int64_t skipped)> progress;
+  // Called every few seconds and at the end: a progress line with the items
+  // done, the total, the rate and the time left.
+  std::function<void(const std::string& line)> progress;
 };
 
 struct PrepareReport {

@@ -191,10 +191,8 @@ int main(int argc, char** argv) {
                    "required\n");
       return 2;
     }
-    options.progress = [](int64_t done, int64_t skipped) {
-      std::fprintf(
-          stderr, "primaps-trainer prepare: %lld images (%lld already done)\n",
-          static_cast<long long>(done), static_cast<long long>(skipped));
+    options.progress = [](const std::string& line) {
+      std::fprintf(stderr, "primaps-trainer prepare: %s\n", line.c_str());
     };
     const auto report = primaps::PrepareDataset(options);
     if (!report.ok()) {

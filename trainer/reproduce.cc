@@ -44,9 +44,8 @@ absl::Status Prepare(const ReproduceOptions& o, const std::string& split,
   p.layout.split = split;
   p.layout.list_file = list;
   p.out = out;
-  p.progress = [&](int64_t done, int64_t skipped) {
-    Log(absl::StrCat("prepare ", split, ": ", done, " images (", skipped,
-                     " already done)"));
+  p.progress = [&](const std::string& line) {
+    Log(absl::StrCat("prepare ", line));
   };
   return PrepareDataset(p).status();
 }
