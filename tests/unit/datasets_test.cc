@@ -90,7 +90,9 @@ TEST_P(PrepareGoldenTest, LabelsAndImagesAreTheReferences) {
     ++labels;
   }
   EXPECT_EQ(labels, c.labelled);
-  if (c.dataset == "potsdam3") EXPECT_EQ(images, c.images);
+  if (c.dataset == "potsdam3") {
+    EXPECT_EQ(images, c.images);
+  }
 
   const auto json =
       nlohmann::json::parse(testing::ReadBinary(o.out + "/dataset.json"));
