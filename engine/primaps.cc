@@ -202,30 +202,10 @@ std::vector<float> WithBackground(const std::vector<float>& refined,
   return out;
 }
 
-std::vector<float> UpsampledProbabilities(const std::vector<float>& grid,
-                                          int channels, int height, int width,
-                                          int out_h, int out_w) {
-  const size_t n = static_cast<size_t>(height) * width;
-  std::vector<float> log_probs(grid.size());
-  for (size_t i = 0; i < n; ++i) {
-    float mx = grid[i];
-    for (int c = 1; c < channels; ++c) mx = std::max(mx, grid[c * n + i]);
-    float total = 0;
-    for (int c = 0; c < channels; ++c) total += std::exp(grid[c * n + i] - mx);
-    const float log_total = std::log(total);
-    for (int c = 0; c < channels; ++c)
-      log_probs[c * n + i] = grid[c * n + i] - mx - log_total;
-  }
-  std::vector<float> up =
-      ResizeBilinearWindow(log_probs.data(), channels, height, width, out_h,
-                           out_w, 0, 0, out_h, out_w);
-  SoftmaxOverChannels(&up, channels);
-  return up;
-}
-
 absl::StatusOr<PriMaPsResult> ComputePriMaPs(const FeatureMap& features,
                                              const NormalizedImage& image,
-                                             const PriMaPsOptions& options) {
+                                             const PriMaPsOptions& options,
+                                             const OutputTarget& target) {
   const int p = options.patch_size;
   if (p < 1 || image.height / p != features.height ||
       image.width / p != features.width) {
@@ -242,26 +222,24 @@ absl::StatusOr<PriMaPsResult> ComputePriMaPs(const FeatureMap& features,
   PriMaPsResult result;
   ASSIGN_OR_RETURN(result.proposals, ProposeSoftMasks(features, options));
   const SoftMasks& masks = result.proposals;
-  const int channels = masks.num_masks + 1;
-  const std::vector<float> probs = UpsampledProbabilities(
-      WithBackground(RefineMasks(masks), masks.num_masks, masks.height,
-                     masks.width),
-      channels, masks.height, masks.width, image.height, image.width);
-  if (options.use_crf && channels > 1) {
-    ASSIGN_OR_RETURN(const std::vector<float> q,
-                     DenseCrfInference(DenormalizeToRgb(image), probs, channels,
-                                       options.crf));
-    result.mask_labels = ArgmaxLabels(q, channels, image.width, image.height);
-  } else {
-    result.mask_labels =
-        ArgmaxLabels(probs, channels, image.width, image.height);
-  }
+  DenseLabelOptions dense;
+  dense.scores = GridScores::kMaskScores;
+  dense.use_crf = options.use_crf;
+  dense.crf = options.crf;
+  ASSIGN_OR_RETURN(
+      DenseLabels labels,
+      ComputeDenseLabels(WithBackground(RefineMasks(masks), masks.num_masks,
+                                        masks.height, masks.width),
+                         masks.num_masks + 1, masks.height, masks.width, image,
+                         target, dense));
+  result.mask_labels = std::move(labels.labels);
+  result.processed_mask_labels = std::move(labels.processed_labels);
   return result;
 }
 
-absl::StatusOr<LabelMap> PseudoLabels(const LabelMap& mask_labels,
-                                      const LabelMap* prior,
-                                      uint8_t ignore_label) {
+absl::StatusOr<MaskClassTable> MaskClasses(const LabelMap& mask_labels,
+                                           const LabelMap* prior,
+                                           uint8_t ignore_label) {
   const size_t n = mask_labels.labels.size();
   if (prior != nullptr &&
       (prior->width != mask_labels.width ||
@@ -271,7 +249,7 @@ absl::StatusOr<LabelMap> PseudoLabels(const LabelMap& mask_labels,
                      " does not match the ", mask_labels.width, "x",
                      mask_labels.height, " masks"));
   }
-  std::array<int, 256> mask_class;
+  MaskClassTable mask_class;
   mask_class.fill(ignore_label);
   if (prior != nullptr) {
     // votes[mask][class]
@@ -287,16 +265,30 @@ absl::StatusOr<LabelMap> PseudoLabels(const LabelMap& mask_labels,
         if (votes[m][c] > 0 && (best < 0 || votes[m][c] > votes[m][best]))
           best = c;
       }
-      if (best >= 0) mask_class[m] = best;
+      if (best >= 0) mask_class[m] = static_cast<uint8_t>(best);
     }
   } else {
-    for (int m = 1; m < 256; ++m) mask_class[m] = m;
+    for (int m = 1; m < 256; ++m) mask_class[m] = static_cast<uint8_t>(m);
   }
   mask_class[0] = ignore_label;
-  LabelMap out{mask_labels.width, mask_labels.height, std::vector<uint8_t>(n)};
-  for (size_t i = 0; i < n; ++i)
-    out.labels[i] = static_cast<uint8_t>(mask_class[mask_labels.labels[i]]);
+  return mask_class;
+}
+
+LabelMap ApplyMaskClasses(const LabelMap& mask_labels,
+                          const MaskClassTable& table) {
+  LabelMap out{mask_labels.width, mask_labels.height,
+               std::vector<uint8_t>(mask_labels.labels.size())};
+  for (size_t i = 0; i < out.labels.size(); ++i)
+    out.labels[i] = table[mask_labels.labels[i]];
   return out;
+}
+
+absl::StatusOr<LabelMap> PseudoLabels(const LabelMap& mask_labels,
+                                      const LabelMap* prior,
+                                      uint8_t ignore_label) {
+  ASSIGN_OR_RETURN(const MaskClassTable table,
+                   MaskClasses(mask_labels, prior, ignore_label));
+  return ApplyMaskClasses(mask_labels, table);
 }
 
 }  // namespace primaps

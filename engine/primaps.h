@@ -4,12 +4,14 @@
 #ifndef PRIMAPS_ENGINE_PRIMAPS_H_
 #define PRIMAPS_ENGINE_PRIMAPS_H_
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/backbone/backbone.h"
 #include "engine/crf/dense_crf.h"
+#include "engine/dense_labels.h"
 #include "engine/image/image.h"
 #include "engine/image/preprocess.h"
 
@@ -44,8 +46,10 @@ struct SoftMasks {
 
 struct PriMaPsResult {
   SoftMasks proposals;  // after step 2
-  // After step 5, at the image's size: 0 = background, k = mask k.
+  // After step 5, at the output size: 0 = background, k = mask k.
   LabelMap mask_labels;
+  // The same at the processed image's size (DenseLabels::processed_labels).
+  LabelMap processed_mask_labels;
 };
 
 // Checks features and options: finite values, grid of at least 2x2.
@@ -63,17 +67,11 @@ std::vector<float> RefineMasks(const SoftMasks& masks);
 std::vector<float> WithBackground(const std::vector<float>& refined,
                                   int num_masks, int height, int width);
 
-// Step 5 up to the CRF input: log-softmax over channels, bilinear upsampling
-// (align_corners=false) to out_h x out_w, softmax. Returns channels x H x W.
-std::vector<float> UpsampledProbabilities(
-    const std::vector<float>& channels_grid, int channels, int height,
-    int width, int out_h, int out_w);
-
 // Steps 1-5 for one image: `features` from the backbone and the
-// preprocessed image they came from.
+// preprocessed image they came from; labels at `target`'s size.
 absl::StatusOr<PriMaPsResult> ComputePriMaPs(
     const FeatureMap& features, const NormalizedImage& image,
-    const PriMaPsOptions& options = {});
+    const PriMaPsOptions& options = {}, const OutputTarget& target = {});
 
 // Step 6. Without a prior (empty `prior`), mask k > 0 gets id k; with a
 // per-pixel class map of the same size, each mask takes the most frequent
@@ -82,6 +80,17 @@ absl::StatusOr<PriMaPsResult> ComputePriMaPs(
 absl::StatusOr<LabelMap> PseudoLabels(const LabelMap& mask_labels,
                                       const LabelMap* prior,
                                       uint8_t ignore_label = kIgnoreLabel);
+
+// Step 6 in two parts: each mask id's label, voted on `mask_labels` as
+// PseudoLabels does, then applied to any map of the same masks (the
+// original-size map, whose masks take the classes voted at the processed
+// size).
+using MaskClassTable = std::array<uint8_t, 256>;
+absl::StatusOr<MaskClassTable> MaskClasses(const LabelMap& mask_labels,
+                                           const LabelMap* prior,
+                                           uint8_t ignore_label = kIgnoreLabel);
+LabelMap ApplyMaskClasses(const LabelMap& mask_labels,
+                          const MaskClassTable& table);
 
 }  // namespace primaps
 

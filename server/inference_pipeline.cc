@@ -7,8 +7,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "engine/crf/dense_crf.h"
-#include "engine/image/channel_maps.h"
+#include "engine/dense_labels.h"
+#include "engine/image/image_header.h"
 #include "engine/image/preprocess.h"
 #include "engine/segmentation_head.h"
 
@@ -19,6 +19,12 @@ struct InferencePipeline::Prepared {
   std::shared_ptr<const ModelSnapshot> model;
   std::shared_ptr<const NormalizedImage> image;
   PriMaPsOptions primaps;
+  PreprocessOptions preprocess;
+  LabelGeometry geometry;
+  // Where labels go; its pixels point into `original`, which is kept only
+  // for a CRF at the original size (a 4000x3000 photo is 36 MB).
+  OutputTarget target;
+  std::shared_ptr<const RgbImage> original;
 };
 
 InferencePipeline::InferencePipeline(PipelineOptions options,
@@ -88,6 +94,130 @@ ResizeFilter DefaultFilter(Task task) {
                                 : ResizeFilter::kAntialias;
 }
 
+namespace {
+
+const char* CropName(CropMode crop) {
+  return crop == CropMode::kFull ? "full" : "center";
+}
+
+// The input's width and height as declared (encoded images: the header,
+// before EXIF orientation, which at most swaps them; tokens do not depend
+// on the order).
+absl::Status DeclaredSize(const PipelineRequest& request, int64_t* width,
+                          int64_t* height) {
+  if (request.tensor_height > 0) {
+    *width = request.tensor_width;
+    *height = request.tensor_height;
+  } else if (request.raw_channels > 0) {
+    *width = request.raw_width;
+    *height = request.raw_height;
+  } else {
+    absl::StatusOr<ImageHeader> header = ReadImageHeader(request.encoded);
+    if (!header.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("image: ", header.status().message()));
+    }
+    *width = header->width;
+    *height = header->height;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status InferencePipeline::PlanGeometry(const PipelineRequest& request,
+                                             int64_t width, int64_t height,
+                                             Prepared* prepared) const {
+  const int p = backbone_->patch_size();
+  LabelGeometry& g = prepared->geometry;
+  g.output_size = request.output_size.value_or(options_.default_output_size);
+  const bool original = g.output_size == OutputSize::kOriginal;
+  if (original && request.crop == CropMode::kCenter) {
+    return absl::InvalidArgumentError(
+        "preprocess.output_size ORIGINAL covers the whole image, so it needs "
+        "crop FULL (or unset); CENTER labels only the middle");
+  }
+  if (original && request.task == Task::kSegment &&
+      request.with_probabilities) {
+    return absl::InvalidArgumentError(
+        "probabilities are returned only with output_size PROCESSED (at the "
+        "original size they would be classes x 4 bytes per input pixel)");
+  }
+  g.crop = original ? CropMode::kFull
+                    : request.crop.value_or(options_.default_crop);
+  g.input_width = static_cast<int>(width);
+  g.input_height = static_cast<int>(height);
+  if (request.tensor_height > 0) {
+    // Already preprocessed: no resize, no crop.
+    g.crop = CropMode::kFull;
+    const int64_t tokens = (width / p) * (height / p);
+    if (tokens > options_.max_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image.tensor of ", width, "x", height, " is ", tokens,
+          " patch tokens; the limit is ", options_.max_tokens,
+          " (--max_tokens)"));
+    }
+    return absl::OkStatus();
+  }
+  int resize = request.resize == 0 ? options_.default_resize : request.resize;
+  if (resize < p || resize > options_.max_resize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("preprocess.resize is ", resize, ", must be in [", p, ", ",
+                     options_.max_resize, "]"));
+  }
+  // A center crop must be a patch multiple for backbones that insist.
+  if (g.crop == CropMode::kCenter && resize % p != 0 &&
+      backbone_->id().rfind("dinov2", 0) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("preprocess.resize ", resize, " is not a multiple of ",
+                     backbone_->id(), "'s patch size ", p));
+  }
+  auto tokens = [&](int r) { return PatchTokens(width, height, r, g.crop, p); };
+  if (tokens(resize) > options_.max_tokens) {
+    if (request.resize != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "preprocess: a ", width, "x", height, " image at resize ", resize,
+          " with crop ", CropName(g.crop), " is ", tokens(resize),
+          " patch tokens; the limit is ", options_.max_tokens,
+          " (--max_tokens); ask for a smaller resize"));
+    }
+    // The default resize gives way: the largest short side that fits, down
+    // to two patches (PriMaPs needs a grid of at least 2x2).
+    int lo = 2 * p, hi = resize - 1;
+    if (tokens(lo) > options_.max_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "preprocess: a ", width, "x", height, " image is ", tokens(lo),
+          " patch tokens even at resize ", lo, " with crop ",
+          CropName(g.crop), "; the limit is ", options_.max_tokens,
+          " (--max_tokens)"));
+    }
+    while (lo < hi) {
+      const int mid = lo + (hi - lo + 1) / 2;
+      if (tokens(mid) <= options_.max_tokens) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    resize = lo;
+  }
+  g.resize = resize;
+  const bool crf = prepared->primaps.use_crf;
+  const CrfResolution crf_at =
+      request.crf_resolution.value_or(options_.default_crf_resolution);
+  if (original && crf && crf_at == CrfResolution::kOriginal &&
+      width * height > options_.max_crf_pixels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "preprocess: a CRF at the original resolution of a ", width, "x",
+        height, " image is ", width * height, " pixels; the limit is ",
+        options_.max_crf_pixels,
+        " (--max_crf_pixels); use crf_resolution PROCESSED"));
+  }
+  prepared->target.size = g.output_size;
+  prepared->target.crf_resolution = crf_at;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<InferencePipeline::Prepared>>
 InferencePipeline::Prepare(const PipelineRequest& request) const {
   auto prepared = std::make_shared<Prepared>();
@@ -100,13 +230,6 @@ InferencePipeline::Prepare(const PipelineRequest& request) const {
         "AdminService.LoadCheckpoint "
         "or --head)");
   }
-  const int resize =
-      request.resize == 0 ? options_.default_resize : request.resize;
-  if (resize < backbone_->patch_size() || resize > options_.max_resize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("preprocess.resize is ", resize, ", must be in [",
-                     backbone_->patch_size(), ", ", options_.max_resize, "]"));
-  }
   prepared->primaps = options_.primaps;
   prepared->primaps.patch_size = backbone_->patch_size();
   if (request.threshold.has_value()) {
@@ -118,9 +241,17 @@ InferencePipeline::Prepare(const PipelineRequest& request) const {
     prepared->primaps.threshold = t;
   }
   if (request.crf.has_value()) prepared->primaps.use_crf = *request.crf;
+  int64_t width = 0, height = 0;
+  RETURN_IF_ERROR(DeclaredSize(request, &width, &height));
+  RETURN_IF_ERROR(PlanGeometry(request, width, height, prepared.get()));
+  LabelGeometry& g = prepared->geometry;
   RETURN_IF_ERROR(CheckAlive(request, "decoding"));
   if (request.tensor_height > 0) {
     ASSIGN_OR_RETURN(NormalizedImage image, TensorImage(request));
+    g.processed_width = g.output_width = image.width;
+    g.processed_height = g.output_height = image.height;
+    prepared->target.width = image.width;
+    prepared->target.height = image.height;
     prepared->image = std::make_shared<const NormalizedImage>(std::move(image));
     return prepared;
   }
@@ -134,23 +265,74 @@ InferencePipeline::Prepare(const PipelineRequest& request) const {
     return absl::InvalidArgumentError(
         absl::StrCat("image: ", rgb.status().message()));
   }
-  PreprocessOptions preprocess;
-  preprocess.resize = resize;
-  preprocess.crop = request.crop.value_or(options_.default_crop);
+  // After EXIF orientation.
+  g.input_width = rgb->width;
+  g.input_height = rgb->height;
+  PreprocessOptions& preprocess = prepared->preprocess;
+  preprocess.resize = g.resize;
+  preprocess.crop = g.crop;
   preprocess.filter = request.filter.value_or(
       options_.default_filter.value_or(DefaultFilter(request.task)));
   preprocess.patch_size = backbone_->patch_size();
-  // A center crop must be a patch multiple for backbones that insist.
-  if (preprocess.crop == CropMode::kCenter &&
-      resize % backbone_->patch_size() != 0 &&
-      backbone_->id().rfind("dinov2", 0) == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "preprocess.resize ", resize, " is not a multiple of ", backbone_->id(),
-        "'s patch size ", backbone_->patch_size()));
-  }
   ASSIGN_OR_RETURN(NormalizedImage image, Preprocess(*rgb, preprocess));
+  g.processed_width = image.valid_width;
+  g.processed_height = image.valid_height;
+  OutputTarget& target = prepared->target;
+  if (g.output_size == OutputSize::kOriginal) {
+    target.width = g.output_width = rgb->width;
+    target.height = g.output_height = rgb->height;
+    if (prepared->primaps.use_crf &&
+        target.crf_resolution == CrfResolution::kOriginal) {
+      prepared->original = std::make_shared<const RgbImage>(*std::move(rgb));
+      target.pixels = prepared->original.get();
+    }
+  } else {
+    g.output_width = image.width;
+    g.output_height = image.height;
+  }
+  if (prepared->primaps.use_crf) {
+    g.crf_resolution = g.output_size == OutputSize::kOriginal
+                           ? target.crf_resolution
+                           : CrfResolution::kProcessed;
+  }
   prepared->image = std::make_shared<const NormalizedImage>(std::move(image));
   return prepared;
+}
+
+absl::StatusOr<LabelMap> InferencePipeline::PseudoLabelsFor(
+    const Prepared& p, const FeatureMap& features,
+    const PriMaPsResult& primaps) const {
+  // Masks take their classes by a vote at the processed size, whatever the
+  // output size, so that both sizes label each mask alike.
+  std::optional<LabelMap> prior;
+  if (p.model->head != nullptr) {
+    prior = HeadClassMap(*p.model->head, HeadKind::kClusterProbe, features,
+                         p.image->height, p.image->width);
+  }
+  ASSIGN_OR_RETURN(const MaskClassTable table,
+                   MaskClasses(primaps.processed_mask_labels,
+                               prior ? &*prior : nullptr,
+                               p.primaps.ignore_label));
+  return ApplyMaskClasses(primaps.mask_labels, table);
+}
+
+absl::StatusOr<PipelineResult> InferencePipeline::Segment(
+    const Prepared& p, const FeatureMap& features,
+    PipelineResult result) const {
+  const SegmentationHead& head = *p.model->head;
+  DenseLabelOptions dense;
+  dense.scores = GridScores::kLogits;
+  dense.use_crf = p.primaps.use_crf;
+  dense.crf = p.primaps.crf;
+  dense.keep_probabilities = p.request.with_probabilities;
+  ASSIGN_OR_RETURN(
+      DenseLabels labels,
+      ComputeDenseLabels(HeadScores(head, HeadKind::kSegmentation, features),
+                         head.classes, features.height, features.width,
+                         *p.image, p.target, dense));
+  result.labels = std::move(labels.labels);
+  result.probabilities = std::move(labels.probabilities);
+  return result;
 }
 
 absl::StatusOr<PipelineResult> InferencePipeline::Finish(
@@ -160,52 +342,30 @@ absl::StatusOr<PipelineResult> InferencePipeline::Finish(
   result.model = p.model;
   result.image_height = p.image->height;
   result.image_width = p.image->width;
-  const SegmentationHead* head = p.model->head.get();
+  result.geometry = p.geometry;
   switch (p.request.task) {
     case Task::kFeatures: {
       if (p.request.with_masks) {
-        ASSIGN_OR_RETURN(result.primaps,
-                         ComputePriMaPs(features, *p.image, p.primaps));
+        ASSIGN_OR_RETURN(result.primaps, ComputePriMaPs(features, *p.image,
+                                                        p.primaps, p.target));
       }
       result.features = std::move(features);
       return result;
     }
     case Task::kProposeMasks: {
-      ASSIGN_OR_RETURN(result.primaps,
-                       ComputePriMaPs(features, *p.image, p.primaps));
+      ASSIGN_OR_RETURN(result.primaps, ComputePriMaPs(features, *p.image,
+                                                      p.primaps, p.target));
       return result;
     }
     case Task::kPseudoLabel: {
-      ASSIGN_OR_RETURN(result.primaps,
-                       ComputePriMaPs(features, *p.image, p.primaps));
-      std::optional<LabelMap> prior;
-      if (head != nullptr) {
-        prior = HeadClassMap(*head, HeadKind::kClusterProbe, features,
-                             p.image->height, p.image->width);
-      }
-      ASSIGN_OR_RETURN(result.labels, PseudoLabels(result.primaps.mask_labels,
-                                                   prior ? &*prior : nullptr,
-                                                   p.primaps.ignore_label));
+      ASSIGN_OR_RETURN(result.primaps, ComputePriMaPs(features, *p.image,
+                                                      p.primaps, p.target));
+      ASSIGN_OR_RETURN(result.labels,
+                       PseudoLabelsFor(p, features, result.primaps));
       return result;
     }
-    case Task::kSegment: {
-      const int k = head->classes, h = p.image->height, w = p.image->width;
-      const std::vector<float> grid =
-          HeadScores(*head, HeadKind::kSegmentation, features);
-      std::vector<float> scores = ResizeBilinearWindow(
-          grid.data(), k, features.height, features.width, h, w, 0, 0, h, w);
-      if (p.primaps.use_crf || p.request.with_probabilities) {
-        SoftmaxOverChannels(&scores, k);
-      }
-      if (p.primaps.use_crf) {
-        ASSIGN_OR_RETURN(scores, DenseCrfInference(DenormalizeToRgb(*p.image),
-                                                   scores, k, p.primaps.crf));
-      }
-      result.labels = ArgmaxLabels(scores, k, w, h);
-      if (p.request.with_probabilities)
-        result.probabilities = std::move(scores);
-      return result;
-    }
+    case Task::kSegment:
+      return Segment(p, features, std::move(result));
   }
   return absl::InternalError("unknown task");
 }

@@ -39,6 +39,8 @@ struct PipelineRequest {
   int resize = 0;  // 0 = default
   std::optional<CropMode> crop;
   std::optional<ResizeFilter> filter;
+  std::optional<OutputSize> output_size;
+  std::optional<CrfResolution> crf_resolution;
   std::optional<float> threshold;
   std::optional<bool> crf;
   // kFeatures: also compute PriMaPs masks.
@@ -50,10 +52,24 @@ struct PipelineRequest {
   std::function<bool()> is_cancelled;
 };
 
+// Which pixels a result's label maps describe.
+struct LabelGeometry {
+  int input_width = 0, input_height = 0;  // after EXIF orientation
+  int resize = 0;                         // the short side used
+  CropMode crop = CropMode::kCenter;
+  // The resized image's content in the processed tensor.
+  int processed_width = 0, processed_height = 0;
+  OutputSize output_size = OutputSize::kProcessed;
+  int output_width = 0, output_height = 0;
+  std::optional<CrfResolution> crf_resolution;  // unset: no CRF ran
+};
+
 struct PipelineResult {
   // The model that produced this result (taken when the request started).
   std::shared_ptr<const ModelSnapshot> model;
+  // The processed tensor's size.
   int image_height = 0, image_width = 0;
+  LabelGeometry geometry;
   FeatureMap features;    // kFeatures
   PriMaPsResult primaps;  // kProposeMasks, kPseudoLabel, kFeatures with masks
   LabelMap labels;        // kPseudoLabel, kSegment
@@ -66,8 +82,17 @@ struct PipelineOptions {
   CropMode default_crop = CropMode::kCenter;
   // Unset: the reference's filter per task (DefaultFilter).
   std::optional<ResizeFilter> default_filter;
+  OutputSize default_output_size = OutputSize::kProcessed;
+  CrfResolution default_crf_resolution = CrfResolution::kProcessed;
   PriMaPsOptions primaps;  // threshold and CRF defaults
   int max_resize = 2048;
+  // Most patch tokens per image: the backbone's cost grows with their
+  // square. 16384 holds a 1024x1024 center crop at patch 8, and a
+  // 2048x1024 street scene processed whole at resize 640 (12800).
+  int64_t max_tokens = 16384;
+  // Most pixels for a CRF at the original resolution (its buffers are
+  // about 4 x channels floats per pixel).
+  int64_t max_crf_pixels = int64_t{2048} * 1024;
   // Requests in the pipeline at once (queued for decoding, waiting for the
   // backbone or in PriMaPs); more are refused at once with
   // RESOURCE_EXHAUSTED, so overload costs no memory and no waiting.
@@ -102,6 +127,16 @@ class InferencePipeline {
       const PipelineRequest& request) const;
   absl::StatusOr<std::shared_ptr<Prepared>> Prepare(
       const PipelineRequest& request) const;
+  // The output size, crop and resize for `request` on a width x height
+  // input, checked against the limits before any decoding.
+  absl::Status PlanGeometry(const PipelineRequest& request, int64_t width,
+                            int64_t height, Prepared* prepared) const;
+  absl::StatusOr<LabelMap> PseudoLabelsFor(const Prepared& prepared,
+                                           const FeatureMap& features,
+                                           const PriMaPsResult& primaps) const;
+  absl::StatusOr<PipelineResult> Segment(const Prepared& prepared,
+                                         const FeatureMap& features,
+                                         PipelineResult result) const;
   absl::StatusOr<PipelineResult> Finish(const Prepared& prepared,
                                         FeatureMap features) const;
 

@@ -44,6 +44,17 @@ ABSL_FLAG(std::string, resize_filter, "",
           "Resize filter for every method: antialias (Pillow's, as the "
           "reference's training and pseudo labels) or bilinear (torch's, as "
           "its validation); empty = antialias except for Segment.");
+ABSL_FLAG(std::string, output_size, "processed",
+          "Default label map size: processed (the preprocessed image's, as "
+          "the reference) or original (the input image's, processed whole).");
+ABSL_FLAG(std::string, crf_resolution, "processed",
+          "Where the CRF runs for original-size output: processed (then "
+          "resized) or original.");
+ABSL_FLAG(int64_t, max_tokens, 16384,
+          "Most patch tokens per image; a default resize is lowered to fit, "
+          "an explicit one is refused.");
+ABSL_FLAG(int64_t, max_crf_pixels, int64_t{2048} * 1024,
+          "Most pixels for a CRF at the original resolution.");
 ABSL_FLAG(int64_t, max_image_pixels, int64_t{8192} * 8192,
           "Largest image accepted (pixels).");
 ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "Largest gRPC message.");
@@ -81,6 +92,10 @@ void ApplyFlags(const std::set<std::string>& given_flags,
   PRIMAPS_OVERRIDE(crop);
   PRIMAPS_OVERRIDE(threshold);
   PRIMAPS_OVERRIDE(resize_filter);
+  PRIMAPS_OVERRIDE(output_size);
+  PRIMAPS_OVERRIDE(crf_resolution);
+  PRIMAPS_OVERRIDE(max_tokens);
+  PRIMAPS_OVERRIDE(max_crf_pixels);
   PRIMAPS_OVERRIDE(max_image_pixels);
   PRIMAPS_OVERRIDE(max_message_bytes);
   PRIMAPS_OVERRIDE(admin_token_file);

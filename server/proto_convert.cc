@@ -104,6 +104,34 @@ absl::StatusOr<PipelineRequest> ToPipelineRequest(
           "preprocess.resize_filter is ", preprocess.resize_filter(),
           ", not a known ResizeFilter"));
   }
+  switch (preprocess.output_size()) {
+    case v1::OUTPUT_SIZE_UNSPECIFIED:
+      break;
+    case v1::OUTPUT_SIZE_PROCESSED:
+      request.output_size = OutputSize::kProcessed;
+      break;
+    case v1::OUTPUT_SIZE_ORIGINAL:
+      request.output_size = OutputSize::kOriginal;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("preprocess.output_size is ", preprocess.output_size(),
+                       ", not a known OutputSize"));
+  }
+  switch (preprocess.crf_resolution()) {
+    case v1::CRF_RESOLUTION_UNSPECIFIED:
+      break;
+    case v1::CRF_RESOLUTION_PROCESSED:
+      request.crf_resolution = CrfResolution::kProcessed;
+      break;
+    case v1::CRF_RESOLUTION_ORIGINAL:
+      request.crf_resolution = CrfResolution::kOriginal;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "preprocess.crf_resolution is ", preprocess.crf_resolution(),
+          ", not a known CrfResolution"));
+  }
   if (preprocess.has_threshold()) request.threshold = preprocess.threshold();
   if (preprocess.has_crf()) request.crf = preprocess.crf();
   return request;
@@ -114,6 +142,26 @@ void FillModelInfo(const ModelSnapshot& model, v1::ModelInfo* info) {
   info->set_head_version(model.version);
   info->set_checkpoint_digest(model.digest);
   info->set_classes(model.head ? model.head->classes : 0);
+}
+
+void FillGeometry(const LabelGeometry& g, v1::LabelGeometry* out) {
+  out->set_input_width(g.input_width);
+  out->set_input_height(g.input_height);
+  out->set_resize(g.resize);
+  out->set_crop(g.crop == CropMode::kFull ? v1::CROP_MODE_FULL
+                                          : v1::CROP_MODE_CENTER);
+  out->set_processed_width(g.processed_width);
+  out->set_processed_height(g.processed_height);
+  out->set_output_size(g.output_size == OutputSize::kOriginal
+                           ? v1::OUTPUT_SIZE_ORIGINAL
+                           : v1::OUTPUT_SIZE_PROCESSED);
+  out->set_output_width(g.output_width);
+  out->set_output_height(g.output_height);
+  if (g.crf_resolution.has_value()) {
+    out->set_crf_resolution(*g.crf_resolution == CrfResolution::kOriginal
+                                ? v1::CRF_RESOLUTION_ORIGINAL
+                                : v1::CRF_RESOLUTION_PROCESSED);
+  }
 }
 
 absl::Status FillLabelMap(const LabelMap& labels, bool png, v1::LabelMap* out) {
@@ -151,6 +199,7 @@ absl::Status FillMaskProposals(const PipelineResult& result,
   out->mutable_mask_area()->Add(area.begin(), area.end());
   if (request.soft_masks())
     FillSoftMasks(result.primaps.proposals, out->mutable_soft_masks());
+  FillGeometry(result.geometry, out->mutable_geometry());
   return absl::OkStatus();
 }
 
@@ -164,6 +213,7 @@ absl::Status FillPseudoLabel(const PipelineResult& result,
   RETURN_IF_ERROR(FillLabelMap(result.primaps.mask_labels, request.png(),
                                out->mutable_masks()));
   out->set_mask_count(result.primaps.proposals.num_masks);
+  FillGeometry(result.geometry, out->mutable_geometry());
   return absl::OkStatus();
 }
 
@@ -177,6 +227,7 @@ absl::Status FillSegmentation(const PipelineResult& result,
   out->set_classes(result.model->head->classes);
   out->mutable_probabilities()->Add(result.probabilities.begin(),
                                     result.probabilities.end());
+  FillGeometry(result.geometry, out->mutable_geometry());
   return absl::OkStatus();
 }
 

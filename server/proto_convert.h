@@ -17,6 +17,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::StatusOr<PipelineRequest> ToPipelineRequest(
     Task task, const v1::Image& image, const v1::Preprocess& preprocess);
 
+void FillGeometry(const LabelGeometry& geometry, v1::LabelGeometry* out);
 void FillModelInfo(const ModelSnapshot& model, v1::ModelInfo* info);
 absl::Status FillLabelMap(const LabelMap& labels, bool png, v1::LabelMap* out);
 void FillSoftMasks(const SoftMasks& masks, v1::SoftMasks* out);

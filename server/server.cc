@@ -40,6 +40,10 @@ v1::ServerConfig DefaultServerConfig() {
   c.set_resize(320);
   c.set_crop("center");
   c.set_threshold(0.4f);
+  c.set_output_size("processed");
+  c.set_crf_resolution("processed");
+  c.set_max_tokens(16384);
+  c.set_max_crf_pixels(int64_t{2048} * 1024);
   c.set_max_image_pixels(int64_t{8192} * 8192);
   c.set_max_message_bytes(64 << 20);
   return c;
@@ -153,6 +157,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
         absl::StrCat("--resize_filter is \"", c.resize_filter(),
                      "\", expected antialias, bilinear or empty"));
   }
+  if (c.output_size() != "processed" && c.output_size() != "original") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--output_size is \"", c.output_size(),
+                     "\", expected processed or original"));
+  }
+  if (c.crf_resolution() != "processed" && c.crf_resolution() != "original") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--crf_resolution is \"", c.crf_resolution(),
+                     "\", expected processed or original"));
+  }
+  if (c.max_tokens() < 4 || c.max_crf_pixels() < 1) {
+    return absl::InvalidArgumentError(
+        "--max_tokens must be >= 4 (a 2x2 grid), --max_crf_pixels >= 1");
+  }
   if (c.max_batch() < 1 || c.max_queue() < 1 || c.max_queue_delay_ms() < 0) {
     return absl::InvalidArgumentError(
         "--max_batch and --max_queue must be >= 1, --max_queue_delay_ms >= 0");
@@ -207,6 +225,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   pipeline_options.default_crop =
       c.crop() == "full" ? CropMode::kFull : CropMode::kCenter;
   pipeline_options.primaps.threshold = c.threshold();
+  pipeline_options.default_output_size = c.output_size() == "original"
+                                             ? OutputSize::kOriginal
+                                             : OutputSize::kProcessed;
+  pipeline_options.default_crf_resolution = c.crf_resolution() == "original"
+                                                ? CrfResolution::kOriginal
+                                                : CrfResolution::kProcessed;
+  pipeline_options.max_tokens = c.max_tokens();
+  pipeline_options.max_crf_pixels = c.max_crf_pixels();
   if (!c.resize_filter().empty()) {
     pipeline_options.default_filter = c.resize_filter() == "antialias"
                                           ? ResizeFilter::kAntialias

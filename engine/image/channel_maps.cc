@@ -62,6 +62,58 @@ std::vector<float> ResizeBilinearWindow(const float* src, int channels,
   return out;
 }
 
+LabelMap ResizeBilinearArgmax(const float* src, int channels, int src_h,
+                              int src_w, int rows, int cols, int out_h,
+                              int out_w) {
+  const float scale_h = static_cast<float>(rows) / static_cast<float>(out_h);
+  const float scale_w = static_cast<float>(cols) / static_cast<float>(out_w);
+  std::vector<LinearTap> taps(out_w);
+  for (int x = 0; x < out_w; ++x) taps[x] = ComputeTap(scale_w, x, cols);
+  const size_t plane = static_cast<size_t>(src_h) * src_w;
+  // Two slots of horizontally blended source rows (channels x out_w each),
+  // keyed by source row: upsampling reuses them for many output rows.
+  std::vector<float> slots[2] = {
+      std::vector<float>(static_cast<size_t>(channels) * out_w),
+      std::vector<float>(static_cast<size_t>(channels) * out_w)};
+  int64_t slot_row[2] = {-1, -1};
+  auto blended = [&](int64_t row, int64_t keep) -> const float* {
+    for (int s = 0; s < 2; ++s) {
+      if (slot_row[s] == row) return slots[s].data();
+    }
+    const int s = slot_row[0] == keep ? 1 : 0;
+    for (int c = 0; c < channels; ++c) {
+      const float* r = src + c * plane + row * src_w;
+      float* dst = slots[s].data() + static_cast<size_t>(c) * out_w;
+      for (int x = 0; x < out_w; ++x)
+        dst[x] = r[taps[x].i0] * taps[x].w0 + r[taps[x].i1] * taps[x].w1;
+    }
+    slot_row[s] = row;
+    return slots[s].data();
+  };
+  LabelMap labels{out_w, out_h,
+                  std::vector<uint8_t>(static_cast<size_t>(out_w) * out_h, 0)};
+  std::vector<float> best(out_w);
+  for (int y = 0; y < out_h; ++y) {
+    const LinearTap ty = ComputeTap(scale_h, y, rows);
+    const float* row0 = blended(ty.i0, ty.i1);
+    const float* row1 = blended(ty.i1, ty.i0);
+    uint8_t* out = labels.labels.data() + static_cast<size_t>(y) * out_w;
+    for (int c = 0; c < channels; ++c) {
+      const float* a = row0 + static_cast<size_t>(c) * out_w;
+      const float* b = row1 + static_cast<size_t>(c) * out_w;
+      for (int x = 0; x < out_w; ++x) {
+        const float v = a[x] * ty.w0 + b[x] * ty.w1;
+        // First channel on ties, as ArgmaxLabels.
+        if (c == 0 || v > best[x]) {
+          best[x] = v;
+          out[x] = static_cast<uint8_t>(c);
+        }
+      }
+    }
+  }
+  return labels;
+}
+
 void SoftmaxOverChannels(std::vector<float>* values, int channels) {
   using simd::Floats;
   using simd::kLanes;

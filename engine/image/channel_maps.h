@@ -20,6 +20,15 @@ std::vector<float> ResizeBilinearWindow(const float* src, int channels,
                                         int out_w, int top, int left,
                                         int out_rows, int out_cols);
 
+// ArgmaxLabels(ResizeBilinearWindow(...)) of the window [0, rows) x [0, cols)
+// of `src`'s src_h x src_w planes, resized whole to out_h x out_w: the same
+// arithmetic, bit for bit, computed a row at a time, so that only two
+// horizontally blended source rows per channel exist at once (the scores of
+// a 4000x3000 output with 33 channels would be 1.6 GB).
+LabelMap ResizeBilinearArgmax(const float* src, int channels, int src_h,
+                              int src_w, int rows, int cols, int out_h,
+                              int out_w);
+
 // Softmax over the channels of channel-major values (channels x positions),
 // per position, in place.
 void SoftmaxOverChannels(std::vector<float>* values, int channels);

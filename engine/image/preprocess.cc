@@ -34,6 +34,21 @@ ResizeGeometry ComputeResizeGeometry(int width, int height, int resize,
   return g;
 }
 
+int64_t PatchTokens(int64_t width, int64_t height, int resize, CropMode crop,
+                    int patch_size) {
+  if (width < 1 || height < 1 || resize < 1 || patch_size < 1) return 0;
+  int64_t rows = resize, cols = resize;
+  if (crop == CropMode::kFull) {
+    const int64_t short_side = std::min(height, width);
+    const int64_t long_side = std::max(height, width);
+    const int64_t new_long = resize * long_side / short_side;
+    rows = height <= width ? resize : new_long;
+    cols = height <= width ? new_long : resize;
+  }
+  return ((rows + patch_size - 1) / patch_size) *
+         ((cols + patch_size - 1) / patch_size);
+}
+
 namespace {
 
 // Source index of each destination index along one axis.

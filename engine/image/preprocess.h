@@ -70,6 +70,12 @@ struct ResizeGeometry {
 ResizeGeometry ComputeResizeGeometry(int width, int height, int resize,
                                      CropMode crop);
 
+// Patch tokens of a width x height image at `resize` and `crop`: each side
+// of the processed image divided by the patch size, rounded up (a full crop
+// is padded up). In 64 bits: extreme aspect ratios overflow an int.
+int64_t PatchTokens(int64_t width, int64_t height, int resize, CropMode crop,
+                    int patch_size);
+
 // How label maps are resized (nearest neighbour, as the reference does per
 // path).
 enum class LabelResize {
