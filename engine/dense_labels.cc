@@ -33,15 +33,15 @@ absl::Status CheckTarget(const OutputTarget& target,
   if (processed.valid_height < 1 || processed.valid_width < 1 ||
       processed.valid_height > processed.height ||
       processed.valid_width > processed.width) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the processed image's content (", processed.valid_width, "x",
-        processed.valid_height, ") does not fit its ", processed.width, "x",
-        processed.height, " tensor"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the processed image's content (", processed.valid_width,
+                     "x", processed.valid_height, ") does not fit its ",
+                     processed.width, "x", processed.height, " tensor"));
   }
   if (target.width < 1 || target.height < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "original output size ", target.width, "x", target.height,
-        " is empty"));
+    return absl::InvalidArgumentError(absl::StrCat("original output size ",
+                                                   target.width, "x",
+                                                   target.height, " is empty"));
   }
   if (crf && target.crf_resolution == CrfResolution::kOriginal &&
       (target.pixels == nullptr || target.pixels->width != target.width ||
@@ -82,8 +82,8 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
   if (channels < 1 || channels > 256 ||
       grid.size() != static_cast<size_t>(channels) * grid_h * grid_w) {
     return absl::InvalidArgumentError(
-        absl::StrCat("score grid of ", grid.size(), " values is not ",
-                     channels, " x ", grid_h, " x ", grid_w));
+        absl::StrCat("score grid of ", grid.size(), " values is not ", channels,
+                     " x ", grid_h, " x ", grid_w));
   }
   const bool crf = options.use_crf && channels > 1;
   RETURN_IF_ERROR(CheckTarget(target, processed, crf));
@@ -96,8 +96,8 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
   if (options.scores == GridScores::kMaskScores) {
     probs = UpsampledProbabilities(grid, channels, grid_h, grid_w, h, w);
   } else {
-    probs = ResizeBilinearWindow(grid.data(), channels, grid_h, grid_w, h, w,
-                                 0, 0, h, w);
+    probs = ResizeBilinearWindow(grid.data(), channels, grid_h, grid_w, h, w, 0,
+                                 0, h, w);
     if (crf || options.keep_probabilities || original)
       SoftmaxOverChannels(&probs, channels);
   }
@@ -122,12 +122,11 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
     probs.clear();
     probs.shrink_to_fit();
     std::vector<float> resized =
-        ResizeBilinearWindow(window.data(), channels, rows, cols,
-                             target.height, target.width, 0, 0, target.height,
-                             target.width);
-    ASSIGN_OR_RETURN(std::vector<float> q,
-                     DenseCrfInference(*target.pixels, resized, channels,
-                                       options.crf));
+        ResizeBilinearWindow(window.data(), channels, rows, cols, target.height,
+                             target.width, 0, 0, target.height, target.width);
+    ASSIGN_OR_RETURN(
+        std::vector<float> q,
+        DenseCrfInference(*target.pixels, resized, channels, options.crf));
     out.labels = ArgmaxLabels(q, channels, target.width, target.height);
     if (options.keep_probabilities) out.probabilities = std::move(q);
     return out;
@@ -136,11 +135,10 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
     const std::vector<float> window =
         TopLeftWindow(probs, channels, h, w, rows, cols);
     out.probabilities =
-        ResizeBilinearWindow(window.data(), channels, rows, cols,
-                             target.height, target.width, 0, 0, target.height,
-                             target.width);
-    out.labels = ArgmaxLabels(out.probabilities, channels, target.width,
-                              target.height);
+        ResizeBilinearWindow(window.data(), channels, rows, cols, target.height,
+                             target.width, 0, 0, target.height, target.width);
+    out.labels =
+        ArgmaxLabels(out.probabilities, channels, target.width, target.height);
     return out;
   }
   out.labels = ResizeBilinearArgmax(probs.data(), channels, h, w, rows, cols,

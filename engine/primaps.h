@@ -69,9 +69,10 @@ std::vector<float> WithBackground(const std::vector<float>& refined,
 
 // Steps 1-5 for one image: `features` from the backbone and the
 // preprocessed image they came from; labels at `target`'s size.
-absl::StatusOr<PriMaPsResult> ComputePriMaPs(
-    const FeatureMap& features, const NormalizedImage& image,
-    const PriMaPsOptions& options = {}, const OutputTarget& target = {});
+absl::StatusOr<PriMaPsResult> ComputePriMaPs(const FeatureMap& features,
+                                             const NormalizedImage& image,
+                                             const PriMaPsOptions& options = {},
+                                             const OutputTarget& target = {});
 
 // Step 6. Without a prior (empty `prior`), mask k > 0 gets id k; with a
 // per-pixel class map of the same size, each mask takes the most frequent

@@ -143,8 +143,8 @@ absl::Status InferencePipeline::PlanGeometry(const PipelineRequest& request,
         "probabilities are returned only with output_size PROCESSED (at the "
         "original size they would be classes x 4 bytes per input pixel)");
   }
-  g.crop = original ? CropMode::kFull
-                    : request.crop.value_or(options_.default_crop);
+  g.crop =
+      original ? CropMode::kFull : request.crop.value_or(options_.default_crop);
   g.input_width = static_cast<int>(width);
   g.input_height = static_cast<int>(height);
   if (request.tensor_height > 0) {
@@ -152,10 +152,10 @@ absl::Status InferencePipeline::PlanGeometry(const PipelineRequest& request,
     g.crop = CropMode::kFull;
     const int64_t tokens = (width / p) * (height / p);
     if (tokens > options_.max_tokens) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "image.tensor of ", width, "x", height, " is ", tokens,
-          " patch tokens; the limit is ", options_.max_tokens,
-          " (--max_tokens)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("image.tensor of ", width, "x", height, " is ", tokens,
+                       " patch tokens; the limit is ", options_.max_tokens,
+                       " (--max_tokens)"));
     }
     return absl::OkStatus();
   }
@@ -187,9 +187,8 @@ absl::Status InferencePipeline::PlanGeometry(const PipelineRequest& request,
     if (tokens(lo) > options_.max_tokens) {
       return absl::InvalidArgumentError(absl::StrCat(
           "preprocess: a ", width, "x", height, " image is ", tokens(lo),
-          " patch tokens even at resize ", lo, " with crop ",
-          CropName(g.crop), "; the limit is ", options_.max_tokens,
-          " (--max_tokens)"));
+          " patch tokens even at resize ", lo, " with crop ", CropName(g.crop),
+          "; the limit is ", options_.max_tokens, " (--max_tokens)"));
     }
     while (lo < hi) {
       const int mid = lo + (hi - lo + 1) / 2;
@@ -207,11 +206,11 @@ absl::Status InferencePipeline::PlanGeometry(const PipelineRequest& request,
       request.crf_resolution.value_or(options_.default_crf_resolution);
   if (original && crf && crf_at == CrfResolution::kOriginal &&
       width * height > options_.max_crf_pixels) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "preprocess: a CRF at the original resolution of a ", width, "x",
-        height, " image is ", width * height, " pixels; the limit is ",
-        options_.max_crf_pixels,
-        " (--max_crf_pixels); use crf_resolution PROCESSED"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("preprocess: a CRF at the original resolution of a ",
+                     width, "x", height, " image is ", width * height,
+                     " pixels; the limit is ", options_.max_crf_pixels,
+                     " (--max_crf_pixels); use crf_resolution PROCESSED"));
   }
   prepared->target.size = g.output_size;
   prepared->target.crf_resolution = crf_at;
@@ -309,10 +308,10 @@ absl::StatusOr<LabelMap> InferencePipeline::PseudoLabelsFor(
     prior = HeadClassMap(*p.model->head, HeadKind::kClusterProbe, features,
                          p.image->height, p.image->width);
   }
-  ASSIGN_OR_RETURN(const MaskClassTable table,
-                   MaskClasses(primaps.processed_mask_labels,
-                               prior ? &*prior : nullptr,
-                               p.primaps.ignore_label));
+  ASSIGN_OR_RETURN(
+      const MaskClassTable table,
+      MaskClasses(primaps.processed_mask_labels, prior ? &*prior : nullptr,
+                  p.primaps.ignore_label));
   return ApplyMaskClasses(primaps.mask_labels, table);
 }
 
@@ -353,13 +352,13 @@ absl::StatusOr<PipelineResult> InferencePipeline::Finish(
       return result;
     }
     case Task::kProposeMasks: {
-      ASSIGN_OR_RETURN(result.primaps, ComputePriMaPs(features, *p.image,
-                                                      p.primaps, p.target));
+      ASSIGN_OR_RETURN(result.primaps,
+                       ComputePriMaPs(features, *p.image, p.primaps, p.target));
       return result;
     }
     case Task::kPseudoLabel: {
-      ASSIGN_OR_RETURN(result.primaps, ComputePriMaPs(features, *p.image,
-                                                      p.primaps, p.target));
+      ASSIGN_OR_RETURN(result.primaps,
+                       ComputePriMaPs(features, *p.image, p.primaps, p.target));
       ASSIGN_OR_RETURN(result.labels,
                        PseudoLabelsFor(p, features, result.primaps));
       return result;
