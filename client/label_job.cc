@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
+#include "client/label_call.h"
 #include "client/primaps_client.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
@@ -85,41 +86,6 @@ bool Retryable(absl::StatusCode code) {
   return code == absl::StatusCode::kUnavailable ||
          code == absl::StatusCode::kResourceExhausted ||
          code == absl::StatusCode::kDeadlineExceeded;
-}
-
-struct Labelled {
-  LabelMap labels;
-  v1::ModelInfo model;
-  int masks = 0;
-  std::string server;
-};
-
-LabelMap FromProto(const v1::LabelMap& m) {
-  return LabelMap{static_cast<int>(m.width()), static_cast<int>(m.height()),
-                  std::vector<uint8_t>(m.labels().begin(), m.labels().end())};
-}
-
-// One call, by mode, on one server.
-absl::StatusOr<Labelled> Call(PrimapsClient* client, const std::string& mode,
-                              const v1::ImageRequest& request) {
-  Labelled out;
-  out.server = client->options().target;
-  if (mode == "propose") {
-    ASSIGN_OR_RETURN(v1::MaskProposals r, client->ProposeMasks(request));
-    out.labels = FromProto(r.masks());
-    out.model = r.model();
-    out.masks = static_cast<int>(r.mask_count());
-  } else if (mode == "segment") {
-    ASSIGN_OR_RETURN(v1::Segmentation r, client->Segment(request));
-    out.labels = FromProto(r.labels());
-    out.model = r.model();
-  } else {
-    ASSIGN_OR_RETURN(v1::PseudoLabelResponse r, client->PseudoLabel(request));
-    out.labels = FromProto(r.labels());
-    out.model = r.model();
-    out.masks = static_cast<int>(r.mask_count());
-  }
-  return out;
 }
 
 std::string Eta(double seconds) {
@@ -220,12 +186,19 @@ absl::Status WriteReferenceExtras(const LabelJobOptions& options,
 absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
   if (options.servers.empty())
     return absl::InvalidArgumentError("no servers (--server)");
-  if (options.mode != "propose" && options.mode != "pseudo" &&
-      options.mode != "segment") {
+  ASSIGN_OR_RETURN(const LabelMode requested_mode,
+                   ParseLabelMode(options.mode, "--mode"));
+  ASSIGN_OR_RETURN(v1::OutputSize output_size,
+                   ParseOutputSize(options.output_size));
+  if (options.layout == "reference" &&
+      output_size == v1::OUTPUT_SIZE_ORIGINAL) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--mode is \"", options.mode,
-                     "\", expected propose, pseudo or segment"));
+        "--layout=reference holds images and labels at the training crop; "
+        "--output_size=original does not apply");
   }
+  // Labels a user trains on must cover each image: original by default.
+  if (output_size == v1::OUTPUT_SIZE_UNSPECIFIED)
+    output_size = v1::OUTPUT_SIZE_ORIGINAL;
   if (options.layout != "mirror" && options.layout != "reference") {
     return absl::InvalidArgumentError(absl::StrCat(
         "--layout is \"", options.layout, "\", expected mirror or reference"));
@@ -269,7 +242,7 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
   const int reference_resize = options.resize > 0 ? options.resize : 320;
   // The reference layout holds class-agnostic PriMaPs masks, whatever head
   // the server has: always ProposeMasks.
-  const std::string mode = reference ? "propose" : options.mode;
+  const LabelMode mode = reference ? LabelMode::kPropose : requested_mode;
   auto label_path = [&](const std::string& rel) {
     const std::string stem = PngStem(rel);
     return reference ? absl::StrCat(options.output, "/pseudos/", stem)
@@ -349,8 +322,9 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
       const absl::Time t0 = absl::Now();
       nlohmann::json entry = {{"path", rel}};
       absl::Status status;
-      absl::StatusOr<Labelled> result = absl::UnknownError("not run");
+      absl::StatusOr<LabelCallResult> result = absl::UnknownError("not run");
       RgbImage crop;  // the reference layout's training crop
+      std::string served_by;
       auto bytes = ReadFile(input_path(rel));
       if (!bytes.ok()) {
         status = bytes.status();
@@ -377,11 +351,13 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
         } else {
           request.mutable_image()->set_encoded(*bytes);
           request.mutable_preprocess()->set_resize(options.resize);
+          request.mutable_preprocess()->set_output_size(output_size);
         }
         absl::Duration backoff = options.initial_backoff;
         for (int attempt = 0; status.ok() && attempt <= options.retries;
              ++attempt) {
-          result = Call(clients[server].get(), mode, request);
+          result = CallLabels(clients[server].get(), mode, request);
+          served_by = clients[server]->options().target;
           if (result.ok() || !Retryable(result.status().code())) break;
           server = (server + 1) % clients.size();  // fail over
           if (attempt == options.retries) break;
@@ -401,22 +377,16 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
         auto png = EncodeLabelPng(result->labels);
         status = png.ok() ? WriteCreatingDirs(out, *png) : png.status();
         if (status.ok() && options.overlays) {
-          auto rgb = DecodeImage(*bytes);
-          auto image = rgb.ok() ? Preprocess(*rgb, PreprocessOptions{})
-                                : absl::StatusOr<NormalizedImage>(rgb.status());
-          if (image.ok() && image->width == result->labels.width &&
-              image->height == result->labels.height) {
-            auto overlay =
-                RenderOverlay(DenormalizeToRgb(*image), result->labels);
-            auto overlay_png =
-                overlay.ok() ? EncodeRgbPng(*overlay)
-                             : absl::StatusOr<std::string>(overlay.status());
-            if (overlay_png.ok()) {
-              (void)WriteCreatingDirs(
-                  absl::StrCat(options.output, "/overlays/", PngStem(rel)),
-                  *overlay_png);
-            }
-          }
+          // An overlay is a picture for people: one that cannot be drawn
+          // is noted in the manifest, and the labels still count.
+          auto overlay = OverlayPng(*bytes, *result, mode);
+          const absl::Status written =
+              overlay.ok()
+                  ? WriteCreatingDirs(absl::StrCat(options.output, "/overlays/",
+                                                   PngStem(rel)),
+                                      *overlay)
+                  : overlay.status();
+          if (!written.ok()) entry["overlay_error"] = written.ToString();
         }
         if (status.ok() && reference) {
           status = WriteReferenceExtras(options, rel, crop, reference_resize);
@@ -428,8 +398,18 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
         entry["status"] = "ok";
         entry["model_version"] = result->model.head_version();
         entry["backbone"] = result->model.backbone();
+        entry["checkpoint_digest"] = result->model.checkpoint_digest();
         entry["masks"] = result->masks;
-        entry["server"] = result->server;
+        entry["server"] = served_by;
+        // What the label map is aligned with.
+        const v1::LabelGeometry& g = result->geometry;
+        entry["input_size"] = {g.input_width(), g.input_height()};
+        entry["output_size"] = {result->labels.width, result->labels.height};
+        entry["output"] = g.output_size() == v1::OUTPUT_SIZE_ORIGINAL
+                              ? "original"
+                              : "processed";
+        entry["crop"] = g.crop() == v1::CROP_MODE_FULL ? "full" : "center";
+        entry["resize"] = g.resize();
         ++done;
       } else {
         entry["status"] = "failed";

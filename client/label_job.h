@@ -51,6 +51,10 @@ struct LabelJobOptions {
   // k as id k, background 255, from ProposeMasks whatever head the server
   // has; mode "segment" is refused).
   std::string layout = "mirror";
+  // "original" (the default: one label per input pixel, the image processed
+  // whole) or "processed" (the server's preprocessed size). The reference
+  // layout is always at its training crop.
+  std::string output_size;
   // Short side after resizing; 0 = the server's default (320 for the
   // reference layout, whose crop the client makes).
   int resize = 0;

@@ -7,17 +7,16 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "client/label_call.h"
 #include "client/primaps_client.h"
 
 namespace primaps {
 
 absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
-  if (o.rpc != "propose" && o.rpc != "pseudo" && o.rpc != "segment" &&
-      o.rpc != "features") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--rpc is \"", o.rpc,
-                     "\", expected propose, pseudo, segment or features"));
-  }
+  const bool features_rpc = o.rpc == "features";
+  absl::StatusOr<LabelMode> mode = LabelMode::kPropose;
+  if (!features_rpc) mode = ParseLabelMode(o.rpc, "--rpc (or features)");
+  if (!mode.ok()) return mode.status();
   if (o.concurrency < 1)
     return absl::InvalidArgumentError("--concurrency must be >= 1");
   absl::Mutex mu;
@@ -41,14 +40,10 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
       while (absl::Now() < end) {
         const absl::Time t0 = absl::Now();
         absl::Status status;
-        if (o.rpc == "propose") {
-          status = client->ProposeMasks(request).status();
-        } else if (o.rpc == "pseudo") {
-          status = client->PseudoLabel(request).status();
-        } else if (o.rpc == "segment") {
-          status = client->Segment(request).status();
-        } else {
+        if (features_rpc) {
           status = client->ExtractFeatures(features).status();
+        } else {
+          status = CallLabels(client.get(), *mode, request).status();
         }
         const double ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
         absl::MutexLock lock(&mu);

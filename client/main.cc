@@ -2,7 +2,8 @@
 //
 //   primaps-client propose|pseudo|segment --server=HOST:PORT --image=PATH
 //   --out=LABELS.png
-//       [--overlay=OVERLAY.png] [--resize=N] [--crop=center|full]
+//       [--overlay=OVERLAY.png] [--output_size=processed|original]
+//       [--resize=N] [--crop=center|full]
 //       [--threshold=T] [--crf=true|false]
 //   primaps-client features --server=HOST:PORT --image=PATH --out=FEATURES.npy
 //   primaps-client admin load|status|rollback --server=HOST:PORT
@@ -37,6 +38,7 @@
 #include "base/command_line.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
+#include "client/label_call.h"
 #include "client/label_job.h"
 #include "client/load_generator.h"
 #include "client/npy_writer.h"
@@ -55,6 +57,13 @@ ABSL_FLAG(std::string, crop, "", "center or full; empty = server default.");
 ABSL_FLAG(std::string, resize_filter, "",
           "antialias (Pillow's, as the reference's pseudo labels) or bilinear "
           "(torch's, as its evaluation); empty = server default.");
+ABSL_FLAG(std::string, output_size, "",
+          "processed (the preprocessed image's size) or original (the input "
+          "image's, processed whole); empty = the server's default, and "
+          "original for label.");
+ABSL_FLAG(std::string, crf_resolution, "",
+          "Where the CRF runs for original-size output: processed or "
+          "original; empty = the server's default.");
 ABSL_FLAG(std::optional<float>, threshold, std::nullopt,
           "PriMaPs threshold; unset = server default.");
 ABSL_FLAG(std::optional<bool>, crf, std::nullopt,
@@ -136,45 +145,20 @@ absl::StatusOr<v1::Preprocess> PreprocessFromFlags() {
     p.set_threshold(*absl::GetFlag(FLAGS_threshold));
   if (absl::GetFlag(FLAGS_crf).has_value())
     p.set_crf(*absl::GetFlag(FLAGS_crf));
-  return p;
-}
-
-LabelMap FromProto(const v1::LabelMap& m) {
-  return LabelMap{static_cast<int>(m.width()), static_cast<int>(m.height()),
-                  std::vector<uint8_t>(m.labels().begin(), m.labels().end())};
-}
-
-// The overlay is drawn on the image as the server preprocessed it (the same
-// resize and crop, done here), so labels and pixels line up.
-absl::Status WriteOverlay(const std::string& image_bytes,
-                          const LabelMap& labels, int patch_multiple,
-                          const std::string& command) {
-  const std::string path = absl::GetFlag(FLAGS_overlay);
-  if (path.empty()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(RgbImage rgb, DecodeImage(image_bytes));
-  PreprocessOptions options;
-  options.resize =
-      absl::GetFlag(FLAGS_resize) > 0 ? absl::GetFlag(FLAGS_resize) : 320;
-  options.crop =
-      absl::GetFlag(FLAGS_crop) == "full" ? CropMode::kFull : CropMode::kCenter;
-  options.patch_size = patch_multiple;
-  // The server's default filter per method unless one was asked for.
-  const std::string filter = absl::GetFlag(FLAGS_resize_filter);
-  const bool antialias =
-      filter.empty() ? command != "segment" : filter == "antialias";
-  options.filter =
-      antialias ? ResizeFilter::kAntialias : ResizeFilter::kBilinear;
-  ASSIGN_OR_RETURN(NormalizedImage image, Preprocess(rgb, options));
-  RgbImage shown = DenormalizeToRgb(image);
-  if (shown.width != labels.width || shown.height != labels.height) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the server's label map is ", labels.width, "x", labels.height,
-        " but the image preprocessed here is ", shown.width, "x", shown.height,
-        "; pass the same --resize and --crop as the server's defaults"));
+  ASSIGN_OR_RETURN(const v1::OutputSize size,
+                   ParseOutputSize(absl::GetFlag(FLAGS_output_size)));
+  p.set_output_size(size);
+  const std::string crf_at = absl::GetFlag(FLAGS_crf_resolution);
+  if (crf_at == "processed") {
+    p.set_crf_resolution(v1::CRF_RESOLUTION_PROCESSED);
+  } else if (crf_at == "original") {
+    p.set_crf_resolution(v1::CRF_RESOLUTION_ORIGINAL);
+  } else if (!crf_at.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--crf_resolution is \"", crf_at,
+                     "\", expected processed or original"));
   }
-  ASSIGN_OR_RETURN(RgbImage overlay, RenderOverlay(shown, labels));
-  ASSIGN_OR_RETURN(std::string png, EncodeRgbPng(overlay));
-  return WriteFileAtomically(path, png);
+  return p;
 }
 
 absl::Status RunLabels(const std::string& command) {
@@ -183,6 +167,7 @@ absl::Status RunLabels(const std::string& command) {
     return absl::InvalidArgumentError(
         absl::StrCat(command, " needs --image and --out"));
   }
+  ASSIGN_OR_RETURN(const LabelMode mode, ParseLabelMode(command, "command"));
   ASSIGN_OR_RETURN(const std::string bytes,
                    ReadFile(absl::GetFlag(FLAGS_image)));
   ASSIGN_OR_RETURN(auto client, MakeClient());
@@ -190,29 +175,26 @@ absl::Status RunLabels(const std::string& command) {
   request.set_request_id(absl::GetFlag(FLAGS_image));
   request.mutable_image()->set_encoded(bytes);
   ASSIGN_OR_RETURN(*request.mutable_preprocess(), PreprocessFromFlags());
-  LabelMap labels;
-  std::string summary;
-  if (command == "propose") {
-    ASSIGN_OR_RETURN(v1::MaskProposals r, client->ProposeMasks(request));
-    labels = FromProto(r.masks());
-    summary = absl::StrCat(r.mask_count(), " masks, head version ",
-                           r.model().head_version());
-  } else if (command == "pseudo") {
-    ASSIGN_OR_RETURN(v1::PseudoLabelResponse r, client->PseudoLabel(request));
-    labels = FromProto(r.labels());
-    summary = absl::StrCat(r.mask_count(), " masks, head version ",
-                           r.model().head_version());
-  } else {
-    ASSIGN_OR_RETURN(v1::Segmentation r, client->Segment(request));
-    labels = FromProto(r.labels());
-    summary = absl::StrCat(r.classes(), " classes, head version ",
-                           r.model().head_version());
-  }
-  ASSIGN_OR_RETURN(const std::string png, EncodeLabelPng(labels));
+  ASSIGN_OR_RETURN(const LabelCallResult r,
+                   CallLabels(client.get(), mode, request));
+  ASSIGN_OR_RETURN(const std::string png, EncodeLabelPng(r.labels));
   RETURN_IF_ERROR(WriteFileAtomically(out, png));
-  RETURN_IF_ERROR(WriteOverlay(bytes, labels, 8, command));
-  std::printf("%s: %dx%d labels, %s -> %s\n", command.c_str(), labels.width,
-              labels.height, summary.c_str(), out.c_str());
+  const std::string overlay = absl::GetFlag(FLAGS_overlay);
+  if (!overlay.empty()) {
+    ASSIGN_OR_RETURN(const std::string overlay_png, OverlayPng(bytes, r, mode));
+    RETURN_IF_ERROR(WriteFileAtomically(overlay, overlay_png));
+  }
+  const std::string what = mode == LabelMode::kSegment
+                               ? absl::StrCat(r.classes, " classes")
+                               : absl::StrCat(r.masks, " masks");
+  std::printf(
+      "%s: %dx%d labels (%s size) for a %ux%u image, %s, head version "
+      "%llu -> %s\n",
+      command.c_str(), r.labels.width, r.labels.height,
+      r.geometry.output_size() == v1::OUTPUT_SIZE_ORIGINAL ? "original"
+                                                           : "processed",
+      r.geometry.input_width(), r.geometry.input_height(), what.c_str(),
+      static_cast<unsigned long long>(r.model.head_version()), out.c_str());
   return absl::OkStatus();
 }
 
@@ -271,6 +253,8 @@ absl::StatusOr<int> RunLabelCommand() {
   options.labels_dir = absl::GetFlag(FLAGS_labels);
   options.resize = absl::GetFlag(FLAGS_resize);
   options.resume = absl::GetFlag(FLAGS_resume);
+  if (!absl::GetFlag(FLAGS_output_size).empty())
+    options.output_size = absl::GetFlag(FLAGS_output_size);
   const std::string shard = absl::GetFlag(FLAGS_shard);
   const std::vector<std::string> parts = absl::StrSplit(shard, '/');
   if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &options.shard_count) ||

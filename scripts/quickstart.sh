@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end: installs what is missing, builds the server and
 # the client, starts primaps-server on the built-in backbone, writes pseudo
-# labels and colour overlays for sample images, and stops the server.
+# labels and colour overlays for sample images (whole photos, at their own
+# size, with a legend), and stops the server.
 # Results: out/quickstart/{labels,overlays}/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ echo "primaps-server is up on 127.0.0.1:$port (log: $out/server.log)"
 for image in "$out"/images/*; do
   name=$(basename "${image%.*}")
   "$build_dir/client/primaps-client" pseudo --server="127.0.0.1:$port" --image="$image" \
-      --out="$out/labels/$name.png" --overlay="$out/overlays/$name.png"
+      --output_size=original --out="$out/labels/$name.png" --overlay="$out/overlays/$name.png"
 done
 
 stop_server

@@ -1,5 +1,6 @@
 #include "engine/image/label_image.h"
 
+#include <algorithm>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -7,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace primaps {
 namespace {
@@ -122,6 +124,65 @@ absl::StatusOr<RgbImage> RenderOverlay(const RgbImage& image,
       }
     }
   }
+  return out;
+}
+
+absl::StatusOr<RgbImage> AddLegend(
+    const RgbImage& overlay, const LabelMap& labels,
+    const std::function<std::string(uint8_t)>& name) {
+  if (labels.width != overlay.width || labels.height != overlay.height ||
+      labels.labels.size() !=
+          static_cast<size_t>(labels.width) * labels.height ||
+      overlay.pixels.size() != labels.labels.size() * 3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "legend: a ", labels.width, "x", labels.height, " label map for a ",
+        overlay.width, "x", overlay.height, " overlay"));
+  }
+  std::array<int64_t, 256> count{};
+  for (uint8_t l : labels.labels) ++count[l];
+  std::vector<int> present;
+  for (int l = 0; l < 256; ++l) {
+    if (count[l] > 0) present.push_back(l);
+  }
+  std::stable_sort(present.begin(), present.end(),
+                   [&](int a, int b) { return count[a] > count[b]; });
+  // Hershey text at a fixed size: the panel reads the same for a 1x1 image
+  // and a 4000x3000 one.
+  constexpr int kRow = 22, kWidth = 260, kSwatch = 14, kMaxRows = 40;
+  const int rows = std::min<int>(present.size(), kMaxRows);
+  const int height = std::max(overlay.height, (rows + 1) * kRow + 8);
+  cv::Mat canvas(height, overlay.width + kWidth, CV_8UC3,
+                 cv::Scalar(245, 245, 245));
+  cv::Mat image(overlay.height, overlay.width, CV_8UC3,
+                const_cast<uint8_t*>(overlay.pixels.data()));
+  image.copyTo(canvas(cv::Rect(0, 0, overlay.width, overlay.height)));
+  const double total = static_cast<double>(labels.labels.size());
+  auto text = [&](const std::string& s, int y) {
+    cv::putText(canvas, s, {overlay.width + 12 + kSwatch + 8, y + 15},
+                cv::FONT_HERSHEY_SIMPLEX, 0.45, cv::Scalar(20, 20, 20), 1,
+                cv::LINE_AA);
+  };
+  for (int i = 0; i < rows; ++i) {
+    const int label = present[i];
+    const int y = 6 + i * kRow;
+    cv::Scalar colour(200, 200, 200);  // 255 (ignore) is not coloured
+    if (label != kIgnoreLabel) {
+      const std::array<uint8_t, 3> c = LabelColor(static_cast<uint8_t>(label));
+      colour = cv::Scalar(c[0], c[1], c[2]);
+    }
+    cv::rectangle(canvas, cv::Rect(overlay.width + 12, y + 3, kSwatch, kSwatch),
+                  colour, cv::FILLED);
+    text(absl::StrFormat("%s  %.1f%%", name(static_cast<uint8_t>(label)),
+                         100.0 * count[label] / total),
+         y);
+  }
+  if (static_cast<int>(present.size()) > rows) {
+    text(absl::StrCat("+", present.size() - rows, " more"), 6 + rows * kRow);
+  }
+  RgbImage out;
+  out.width = canvas.cols;
+  out.height = canvas.rows;
+  out.pixels.assign(canvas.data, canvas.data + canvas.total() * 3);
   return out;
 }
 

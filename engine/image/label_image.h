@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -31,6 +32,14 @@ std::array<uint8_t, 3> LabelColor(uint8_t label);
 absl::StatusOr<RgbImage> RenderOverlay(const RgbImage& image,
                                        const LabelMap& labels,
                                        float alpha = 0.5f);
+
+// `overlay` with a legend panel on its right: one row per label present in
+// `labels` (the overlay's size), largest share first, with its colour,
+// `name(label)` and its share of the pixels; the rows that do not fit are
+// summarized in a last row. The overlay's own pixels are unchanged.
+absl::StatusOr<RgbImage> AddLegend(
+    const RgbImage& overlay, const LabelMap& labels,
+    const std::function<std::string(uint8_t)>& name);
 
 }  // namespace primaps
 

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_split.h"
 #include "client/primaps_client.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
@@ -147,6 +148,18 @@ TEST_F(LabelJobTest, OutputsEqualOneShotCallsAndCorruptFilesAreRecorded) {
             (std::set<std::string>{"part0/broken.png", "part1/empty.jpg",
                                    "part2/truncated.png"}));
   EXPECT_EQ(CheckAllPngsValid(out_.path()), kImages);
+  // Each output is at its input's size, and the manifest says so.
+  for (absl::string_view line :
+       absl::StrSplit(ReadText(out_.path() + "/manifest-0-of-1.jsonl"), '\n',
+                      absl::SkipEmpty())) {
+    const auto entry = nlohmann::json::parse(std::string(line));
+    if (entry["status"] != "ok") continue;
+    EXPECT_EQ(entry["output"], "original") << line;
+    EXPECT_EQ(entry["crop"], "full") << line;
+    EXPECT_EQ(entry["input_size"], entry["output_size"]) << line;
+    EXPECT_EQ(entry["backbone"], "builtin") << line;
+    EXPECT_TRUE(entry.contains("checkpoint_digest")) << line;
+  }
   // The same images one at a time through the unary call: identical.
   ClientOptions options;
   options.target = server.address();
@@ -155,13 +168,17 @@ TEST_F(LabelJobTest, OutputsEqualOneShotCallsAndCorruptFilesAreRecorded) {
        {"part1/img1.png", "part0/deep/img0.jpg", "part3/img3.png"}) {
     v1::ImageRequest request;
     request.mutable_image()->set_encoded(ReadText(data_.path() + "/" + rel));
+    request.mutable_preprocess()->set_output_size(v1::OUTPUT_SIZE_ORIGINAL);
     auto one_shot = client->PseudoLabel(request);
     ASSERT_TRUE(one_shot.ok());
     auto written = DecodeLabelPng(ReadText(
         out_.path() + "/" + fs::path(rel).replace_extension(".png").string()));
     ASSERT_TRUE(written.ok());
-    EXPECT_EQ(std::string(written->labels.begin(), written->labels.end()),
-              one_shot->labels().labels())
+    ASSERT_EQ(written->width, static_cast<int>(one_shot->labels().width()));
+    ASSERT_EQ(written->height, static_cast<int>(one_shot->labels().height()));
+    // Compared as a whole; printing a mismatch would be megabytes.
+    EXPECT_TRUE(std::string(written->labels.begin(), written->labels.end()) ==
+                one_shot->labels().labels())
         << rel;
   }
 }
