@@ -101,6 +101,8 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
     if (crf || options.keep_probabilities || original)
       SoftmaxOverChannels(&probs, channels);
   }
+  const StopCheck* stop = options.crf.stop;
+  RETURN_IF_ERROR(PollStop(stop, "upsampling the scores"));
   const bool crf_here =
       crf && (!original || target.crf_resolution == CrfResolution::kProcessed);
   if (crf_here) {
@@ -115,6 +117,7 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
     return out;
   }
   const int rows = processed.valid_height, cols = processed.valid_width;
+  RETURN_IF_ERROR(PollStop(stop, "resizing to the original size"));
   if (!crf_here && crf) {
     // The CRF at the original size, on probabilities resized to it.
     const std::vector<float> window =

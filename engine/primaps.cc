@@ -99,6 +99,7 @@ absl::StatusOr<SoftMasks> ProposeSoftMasks(const FeatureMap& features,
   // PriMaPs step 2: until the coverage is reached.
   while (n - free_count < options.coverage * n &&
          out.num_masks < options.max_masks) {
+    RETURN_IF_ERROR(PollStop(options.stop, "PriMaPs' mask proposals"));
     // Step 2a: first principal component of the free features.
     free_rows.clear();
     for (int i = 0; i < n; ++i) {
@@ -226,6 +227,7 @@ absl::StatusOr<PriMaPsResult> ComputePriMaPs(const FeatureMap& features,
   dense.scores = GridScores::kMaskScores;
   dense.use_crf = options.use_crf;
   dense.crf = options.crf;
+  if (dense.crf.stop == nullptr) dense.crf.stop = options.stop;
   ASSIGN_OR_RETURN(
       DenseLabels labels,
       ComputeDenseLabels(WithBackground(RefineMasks(masks), masks.num_masks,

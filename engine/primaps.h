@@ -33,6 +33,9 @@ struct PriMaPsOptions {
   DenseCrfOptions crf;
   // Step 6: the label of background pixels in pseudo labels.
   uint8_t ignore_label = kIgnoreLabel;
+  // Polled at every mask proposal and through step 5 (the CRF, unless
+  // crf.stop is set); may be null.
+  const StopCheck* stop = nullptr;
 };
 
 // Soft masks on the feature grid: masks.size() == num_masks * height * width.

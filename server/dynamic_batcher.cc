@@ -97,9 +97,19 @@ void DynamicBatcher::Loop() {
     if (live.empty()) continue;
     std::vector<const NormalizedImage*> images;
     for (const Queued& q : live) images.push_back(q.work.image.get());
+    // The forward stops between its steps once nobody waits for any of the
+    // batch's images any more.
+    const StopCheck stop(absl::InfiniteFuture(), [&live] {
+      const absl::Time now = absl::Now();
+      for (const Queued& q : live) {
+        const bool cancelled = q.work.is_cancelled && q.work.is_cancelled();
+        if (!cancelled && now <= q.work.deadline) return false;
+      }
+      return true;
+    });
     const absl::Time start = absl::Now();
     absl::StatusOr<std::vector<FeatureMap>> features =
-        backbone_->Extract(images);
+        backbone_->Extract(images, &stop);
     const absl::Duration compute = absl::Now() - start;
     if (observer_)
       observer_(static_cast<int>(live.size()), start - live.front().enqueued,
@@ -107,6 +117,10 @@ void DynamicBatcher::Loop() {
     for (size_t i = 0; i < live.size(); ++i) {
       if (features.ok()) {
         live[i].work.done(std::move((*features)[i]));
+      } else if (features.status().code() == absl::StatusCode::kCancelled &&
+                 !(live[i].work.is_cancelled && live[i].work.is_cancelled())) {
+        live[i].work.done(absl::DeadlineExceededError(
+            "deadline passed during the backbone's forward"));
       } else {
         live[i].work.done(features.status());
       }

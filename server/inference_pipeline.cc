@@ -1,5 +1,8 @@
 #include "server/inference_pipeline.h"
 
+#include <malloc.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -25,6 +28,9 @@ struct InferencePipeline::Prepared {
   // for a CRF at the original size (a 4000x3000 photo is 36 MB).
   OutputTarget target;
   std::shared_ptr<const RgbImage> original;
+  // The request's deadline and cancellation, polled inside PriMaPs and the
+  // CRF (primaps.stop points here).
+  StopCheck stop;
 };
 
 InferencePipeline::InferencePipeline(PipelineOptions options,
@@ -231,6 +237,8 @@ InferencePipeline::Prepare(const PipelineRequest& request) const {
   }
   prepared->primaps = options_.primaps;
   prepared->primaps.patch_size = backbone_->patch_size();
+  prepared->stop = StopCheck(request.deadline, request.is_cancelled);
+  prepared->primaps.stop = &prepared->stop;
   if (request.threshold.has_value()) {
     const float t = *request.threshold;
     if (!std::isfinite(t) || t < 0.f || t > 1.f) {
@@ -323,6 +331,7 @@ absl::StatusOr<PipelineResult> InferencePipeline::Segment(
   dense.scores = GridScores::kLogits;
   dense.use_crf = p.primaps.use_crf;
   dense.crf = p.primaps.crf;
+  dense.crf.stop = &p.stop;
   dense.keep_probabilities = p.request.with_probabilities;
   ASSIGN_OR_RETURN(
       DenseLabels labels,
@@ -369,6 +378,21 @@ absl::StatusOr<PipelineResult> InferencePipeline::Finish(
   return absl::InternalError("unknown task");
 }
 
+bool InferencePipeline::IsLarge(const Prepared& p) const {
+  const int64_t processed =
+      static_cast<int64_t>(p.image->height) * p.image->width;
+  const int64_t output =
+      static_cast<int64_t>(p.geometry.output_width) * p.geometry.output_height;
+  return std::max(processed, output) >= options_.release_after_pixels;
+}
+
+void ReleaseFreedMemory() {
+  // glibc keeps freed heap memory for reuse; a large request's buffers
+  // (hundreds of MB of CRF state) would otherwise stay resident for good.
+  // malloc_trim gives back the free pages of every arena.
+  malloc_trim(0);
+}
+
 void InferencePipeline::Run(
     PipelineRequest request,
     std::function<void(absl::StatusOr<PipelineResult>)> done) {
@@ -407,7 +431,10 @@ void InferencePipeline::Run(
       // Off the batcher thread: it goes back to the next batch.
       cpu_pool_->Schedule(
           [this, p, shared_done, f = *std::move(features)]() mutable {
+            const bool large = IsLarge(*p);
             (*shared_done)(Finish(*p, std::move(f)));
+            p.reset();
+            if (large) ReleaseFreedMemory();
           });
     };
     const absl::Status submitted = batcher_->Submit(std::move(work));

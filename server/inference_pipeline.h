@@ -93,11 +93,18 @@ struct PipelineOptions {
   // Most pixels for a CRF at the original resolution (its buffers are
   // about 4 x channels floats per pixel).
   int64_t max_crf_pixels = int64_t{2048} * 1024;
+  // After a request whose processed or output image has at least this many
+  // pixels, freed memory is given back to the system (ReleaseFreedMemory);
+  // smaller requests reuse what the allocator keeps.
+  int64_t release_after_pixels = int64_t{512} * 512;
   // Requests in the pipeline at once (queued for decoding, waiting for the
   // backbone or in PriMaPs); more are refused at once with
   // RESOURCE_EXHAUSTED, so overload costs no memory and no waiting.
   int max_in_flight = 64;
 };
+
+// Gives the allocator's free memory back to the system.
+void ReleaseFreedMemory();
 
 // The reference's resize filter for a task: Segment is evaluation-like
 // (torch's bilinear), everything else is pseudo-label-like (Pillow's
@@ -131,6 +138,7 @@ class InferencePipeline {
   // input, checked against the limits before any decoding.
   absl::Status PlanGeometry(const PipelineRequest& request, int64_t width,
                             int64_t height, Prepared* prepared) const;
+  bool IsLarge(const Prepared& prepared) const;
   absl::StatusOr<LabelMap> PseudoLabelsFor(const Prepared& prepared,
                                            const FeatureMap& features,
                                            const PriMaPsResult& primaps) const;

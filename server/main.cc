@@ -1,5 +1,6 @@
 // primaps-server: flags and config, start-up, wait for SIGTERM/SIGINT,
 // drain, exit. Everything else lives in server.cc.
+#include <malloc.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -65,6 +66,10 @@ ABSL_FLAG(std::string, tls_key, "", "Server private key (PEM).");
 ABSL_FLAG(std::string, tls_client_ca, "", "CA for client certificates (mTLS).");
 ABSL_FLAG(int32_t, drain_timeout_s, 30,
           "Longest wait for in-flight calls on SIGTERM.");
+ABSL_FLAG(int32_t, mmap_threshold_kb, 4096,
+          "Allocations from this size up get their own pages and go back to "
+          "the system when freed (glibc's M_MMAP_THRESHOLD); 0 = glibc's "
+          "adaptive default, which keeps the memory of large requests.");
 ABSL_FLAG(int32_t, drain_grace_ms, 0,
           "On SIGTERM, report NOT_SERVING but keep serving this long before "
           "refusing calls.");
@@ -118,6 +123,11 @@ int main(int argc, char** argv) {
   const std::set<std::string> given_flags = primaps::FlagsGiven(argc, argv);
   absl::ParseCommandLine(argc, argv);
   if (!primaps::CpuCanRunThisBuild("primaps-server")) return 1;
+  // A fixed threshold also turns off glibc's adaptive one, which rises to
+  // 32 MB after large frees and then serves large requests from heaps it
+  // never gives back (measured in docs/reliability.md).
+  if (absl::GetFlag(FLAGS_mmap_threshold_kb) > 0)
+    mallopt(M_MMAP_THRESHOLD, absl::GetFlag(FLAGS_mmap_threshold_kb) * 1024);
   // Block the shutdown signals in every thread (threads inherit the mask)
   // and take them synchronously in main with sigwait.
   sigset_t signals;

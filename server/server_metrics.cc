@@ -1,5 +1,7 @@
 #include "server/server_metrics.h"
 
+#include <sys/resource.h>
+
 #include <prometheus/collectable.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -50,6 +52,13 @@ prometheus::MetricFamily Counter(const std::string& name,
   return family;
 }
 
+double CpuSeconds() {
+  struct rusage usage;
+  if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+  auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec * 1e-6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
 // Values that are read at scrape time rather than pushed.
 class LiveCollector : public prometheus::Collectable {
  public:
@@ -74,6 +83,9 @@ class LiveCollector : public prometheus::Collectable {
         live_.active_calls ? static_cast<double>(live_.active_calls()) : 0));
     out.push_back(Gauge("primaps_process_resident_memory_bytes",
                         "Resident memory of the server.", ResidentBytes()));
+    out.push_back(Counter("primaps_process_cpu_seconds_total",
+                          "CPU time of the server, user and system.",
+                          CpuSeconds()));
     return out;
   }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/stop_check.h"
 #include "engine/image/preprocess.h"
 
 namespace primaps {
@@ -32,8 +33,11 @@ class Backbone {
   // Features of a batch of preprocessed images that all have the same size.
   // The caller keeps ownership of the images. Safe to call from several
   // threads; calls are serialized internally where the device needs it.
+  // `stop` (may be null) is polled between the model's steps (a ViT's
+  // blocks): a stopped call returns its status.
   virtual absl::StatusOr<std::vector<FeatureMap>> Extract(
-      const std::vector<const NormalizedImage*>& images) = 0;
+      const std::vector<const NormalizedImage*>& images,
+      const StopCheck* stop = nullptr) = 0;
 };
 
 }  // namespace primaps

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace primaps {
 namespace {
@@ -31,9 +32,11 @@ class BuiltinBackbone final : public Backbone {
   int feature_dim() const override { return kBuiltinFeatureDim; }
 
   absl::StatusOr<std::vector<FeatureMap>> Extract(
-      const std::vector<const NormalizedImage*>& images) override {
+      const std::vector<const NormalizedImage*>& images,
+      const StopCheck* stop = nullptr) override {
     std::vector<FeatureMap> out;
     for (size_t i = 0; i < images.size(); ++i) {
+      RETURN_IF_ERROR(PollStop(stop, "the built-in backbone"));
       const NormalizedImage& im = *images[i];
       if (im.height < kBuiltinPatchSize || im.width < kBuiltinPatchSize ||
           im.data.size() != static_cast<size_t>(3) * im.height * im.width) {

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "engine/crf/mean_field.h"
 #include "engine/crf/permutohedral_lattice.h"
 
@@ -34,6 +35,9 @@ struct NormalizedLattice {
 
 // The Gaussian kernel's lattice and normalization depend only on the image
 // size and sxy, so they are built once per size and shared (immutable).
+// Only sizes up to kMaxCachedPoints are kept, so that one large request does
+// not leave its lattice (tens of MB) behind for the life of the process.
+constexpr int64_t kMaxCachedPoints = int64_t{640} * 640;
 std::shared_ptr<const NormalizedLattice> PositionLattice(int width, int height,
                                                          float sxy) {
   static std::mutex mu;
@@ -54,6 +58,7 @@ std::shared_ptr<const NormalizedLattice> PositionLattice(int width, int height,
   }
   auto lattice =
       std::make_shared<const NormalizedLattice>(features, width * height, 2);
+  if (static_cast<int64_t>(width) * height > kMaxCachedPoints) return lattice;
   std::lock_guard<std::mutex> lock(mu);
   // Bound the cache: a server sees few distinct sizes, a batch job over
   // mixed "full" crops may see many.
@@ -105,6 +110,7 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
   const std::shared_ptr<const NormalizedLattice> gaussian =
       PositionLattice(w, h, options.gaussian_sxy);
   std::shared_ptr<const NormalizedLattice> bilateral;
+  RETURN_IF_ERROR(PollStop(options.stop, "the CRF's lattices"));
   {
     // The same quotients as dividing per pixel, taken from tables: one
     // division per column and per colour level instead of five per pixel.
@@ -139,11 +145,12 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
       neg_unary[p * S + l] = std::log(prob);
     }
   }
+  RETURN_IF_ERROR(PollStop(options.stop, "the CRF's lattices"));
   std::vector<float> q;
-  MeanField(
+  RETURN_IF_ERROR(MeanField(
       {&gaussian->lattice, gaussian->norm.data(), options.gaussian_weight},
       {&bilateral->lattice, bilateral->norm.data(), options.bilateral_weight},
-      neg_unary, options.iterations, L, S, &q);
+      neg_unary, options.iterations, L, S, &q, options.stop));
   std::vector<float> out(n * L);
   for (size_t p = 0; p < n; ++p) {
     for (int l = 0; l < L; ++l) out[l * n + p] = q[p * S + l];

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/stop_check.h"
 #include "engine/image/image.h"
 
 namespace primaps {
@@ -28,6 +29,8 @@ struct DenseCrfOptions {
   float bilateral_weight = 4.f;
   // Probabilities are clipped to [prob_clip, 1] before taking the log.
   float prob_clip = 1e-5f;
+  // Polled between the lattices' builds and in the mean field; may be null.
+  const StopCheck* stop = nullptr;
 };
 
 // Runs the CRF on `probs`, laid out label-major (num_labels x H x W, each

@@ -12,6 +12,7 @@
 
 #include "absl/container/inlined_vector.h"
 #include "base/simd_lanes.h"
+#include "base/status_macros.h"
 #include "engine/crf/lattice_rows.h"
 #include "engine/crf/permutohedral_lattice.h"
 
@@ -265,15 +266,16 @@ class FusedKernel {
 // input to memory and reads them back in separate passes. Rows of C floats;
 // simplices of G1 and B1 vertices.
 template <int C, int G1, int B1>
-void FusedMeanField(const MeanFieldKernel& gaussian,
-                    const MeanFieldKernel& bilateral,
-                    const std::vector<float>& neg_unary, int iterations,
-                    int labels, std::vector<float>* q) {
+absl::Status FusedMeanField(const MeanFieldKernel& gaussian,
+                            const MeanFieldKernel& bilateral,
+                            const std::vector<float>& neg_unary,
+                            int iterations, int labels, std::vector<float>* q,
+                            const StopCheck* stop) {
   using Row = RowRegs<C>;
   const size_t n = neg_unary.size() / C;
   *q = neg_unary;
   SoftmaxRows<C>(q->data(), static_cast<int>(n), labels, C);
-  if (iterations == 0) return;
+  if (iterations == 0) return absl::OkStatus();
   FusedKernel<C, G1> g(gaussian);
   FusedKernel<C, B1> b(bilateral);
   g.SplatFirst(q->data(), n);
@@ -282,12 +284,15 @@ void FusedMeanField(const MeanFieldKernel& gaussian,
   Floats t[C];
   for (int it = 0; it < iterations; ++it) {
     const bool last = it + 1 == iterations;
+    RETURN_IF_ERROR(PollStop(stop, "the CRF's mean field"));
     g.Blur(!last);
     b.Blur(!last);
     const auto gv = g.view();
     const auto bv = b.view();
     const float* base = neg_unary.data();
     for (size_t p0 = 0; p0 < n; p0 += kLanes) {
+      if (p0 % kStopPollPoints == 0 && p0 > 0)
+        RETURN_IF_ERROR(PollStop(stop, "the CRF's mean field"));
       const int count = static_cast<int>(std::min<size_t>(kLanes, n - p0));
       // energy = -U + sum_k w_k * n_k * L_k(n_k * Q); the Potts
       // compatibility -w turns "subtract the pairwise term" into "add".
@@ -313,20 +318,23 @@ void FusedMeanField(const MeanFieldKernel& gaussian,
       }
     }
   }
+  return absl::OkStatus();
 }
 
 // Mean field as whole-array passes: each kernel's filter, then the softmax.
 // For row widths and lattices FusedMeanField is not compiled for.
-void UnfusedMeanField(const MeanFieldKernel& gaussian,
-                      const MeanFieldKernel& bilateral,
-                      const std::vector<float>& neg_unary, int iterations,
-                      int labels, int stride, std::vector<float>* q) {
+absl::Status UnfusedMeanField(const MeanFieldKernel& gaussian,
+                              const MeanFieldKernel& bilateral,
+                              const std::vector<float>& neg_unary,
+                              int iterations, int labels, int stride,
+                              std::vector<float>* q, const StopCheck* stop) {
   const int n = static_cast<int>(neg_unary.size() / stride);
   *q = neg_unary;
   std::vector<float> energy(q->size()), workspace;
   SoftmaxRows<0>(q->data(), n, labels, stride);
   for (int it = 0; it < iterations; ++it) {
     for (const MeanFieldKernel* k : {&gaussian, &bilateral}) {
+      RETURN_IF_ERROR(PollStop(stop, "the CRF's mean field"));
       // energy = -U + sum_k w_k * n_k * L_k(n_k * Q), the scalings fused into
       // the filters (the first starts from -U).
       PermutohedralLattice::Scaling scaling;
@@ -344,14 +352,16 @@ void UnfusedMeanField(const MeanFieldKernel& gaussian,
     q->swap(energy);
     SoftmaxRows<0>(q->data(), n, labels, stride);
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-void MeanField(const MeanFieldKernel& gaussian,
-               const MeanFieldKernel& bilateral,
-               const std::vector<float>& neg_unary, int iterations, int labels,
-               int stride, std::vector<float>* q) {
+absl::Status MeanField(const MeanFieldKernel& gaussian,
+                       const MeanFieldKernel& bilateral,
+                       const std::vector<float>& neg_unary, int iterations,
+                       int labels, int stride, std::vector<float>* q,
+                       const StopCheck* stop) {
   // The dense CRF's kernels: position (d = 2) and position and colour
   // (d = 5).
   if (gaussian.lattice->dim() == 2 && bilateral.lattice->dim() == 5) {
@@ -359,21 +369,27 @@ void MeanField(const MeanFieldKernel& gaussian,
     const auto& b = bilateral;
     switch (stride) {
       case 4:
-        return FusedMeanField<4, 3, 6>(g, b, neg_unary, iterations, labels, q);
+        return FusedMeanField<4, 3, 6>(g, b, neg_unary, iterations, labels, q,
+                                        stop);
       case 8:
-        return FusedMeanField<8, 3, 6>(g, b, neg_unary, iterations, labels, q);
+        return FusedMeanField<8, 3, 6>(g, b, neg_unary, iterations, labels, q,
+                                        stop);
       case 12:
-        return FusedMeanField<12, 3, 6>(g, b, neg_unary, iterations, labels, q);
+        return FusedMeanField<12, 3, 6>(g, b, neg_unary, iterations, labels, q,
+                                        stop);
       case 16:
-        return FusedMeanField<16, 3, 6>(g, b, neg_unary, iterations, labels, q);
+        return FusedMeanField<16, 3, 6>(g, b, neg_unary, iterations, labels, q,
+                                        stop);
       case 24:
-        return FusedMeanField<24, 3, 6>(g, b, neg_unary, iterations, labels, q);
+        return FusedMeanField<24, 3, 6>(g, b, neg_unary, iterations, labels, q,
+                                        stop);
       case 32:
-        return FusedMeanField<32, 3, 6>(g, b, neg_unary, iterations, labels, q);
+        return FusedMeanField<32, 3, 6>(g, b, neg_unary, iterations, labels, q,
+                                        stop);
     }
   }
-  UnfusedMeanField(gaussian, bilateral, neg_unary, iterations, labels, stride,
-                   q);
+  return UnfusedMeanField(gaussian, bilateral, neg_unary, iterations, labels,
+                          stride, q, stop);
 }
 
 }  // namespace primaps

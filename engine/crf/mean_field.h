@@ -3,7 +3,11 @@
 #ifndef PRIMAPS_ENGINE_CRF_MEAN_FIELD_H_
 #define PRIMAPS_ENGINE_CRF_MEAN_FIELD_H_
 
+#include <cstddef>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "base/stop_check.h"
 
 namespace primaps {
 
@@ -21,11 +25,17 @@ struct MeanFieldKernel {
 // values, then zeros up to the stride, a multiple of 4. Sets `q` (resized
 // as neg_unary) to Q = softmax(-U), then `iterations` times to
 // Q = softmax(-U + sum_k w_k * n_k * L_k(n_k * Q)), the softmax over each
-// row's first `labels` values; the padding stays 0.
-void MeanField(const MeanFieldKernel& gaussian,
-               const MeanFieldKernel& bilateral,
-               const std::vector<float>& neg_unary, int iterations, int labels,
-               int stride, std::vector<float>* q);
+// row's first `labels` values; the padding stays 0. `stop` (may be null)
+// is polled at every iteration and every kStopPollPoints points within one;
+// a stop leaves `q` unspecified and returns its status.
+absl::Status MeanField(const MeanFieldKernel& gaussian,
+                       const MeanFieldKernel& bilateral,
+                       const std::vector<float>& neg_unary, int iterations,
+                       int labels, int stride, std::vector<float>* q,
+                       const StopCheck* stop = nullptr);
+
+// Points between polls inside an iteration: at most a few ms of work.
+inline constexpr size_t kStopPollPoints = size_t{1} << 16;
 
 }  // namespace primaps
 

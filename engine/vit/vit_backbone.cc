@@ -78,7 +78,8 @@ class VitBackbone final : public Backbone {
   }
 
   absl::StatusOr<std::vector<FeatureMap>> Extract(
-      const std::vector<const NormalizedImage*>& images) override {
+      const std::vector<const NormalizedImage*>& images,
+      const StopCheck* stop = nullptr) override {
     if (images.empty()) return std::vector<FeatureMap>{};
     const int h = images[0]->height, w = images[0]->width;
     const int p = options_.config.patch_size;
@@ -111,9 +112,10 @@ class VitBackbone final : public Backbone {
         std::memcpy(batch[i].data_ptr<float>(), images[i]->data.data(),
                     images[i]->data.size() * 4);
       }
-      at::Tensor features = Forward(batch.to(device_, dtype_))
-                                .to(at::kCPU, at::kFloat)
-                                .contiguous();
+      absl::Status stopped;
+      at::Tensor forward = Forward(batch.to(device_, dtype_), stop, &stopped);
+      if (!stopped.ok()) return stopped;
+      at::Tensor features = forward.to(at::kCPU, at::kFloat).contiguous();
       const int gh = static_cast<int>(features.size(2)),
                 gw = static_cast<int>(features.size(3));
       std::vector<FeatureMap> out(images.size());
@@ -215,7 +217,10 @@ class VitBackbone final : public Backbone {
     return out.reshape({batch, heads, n, d});
   }
 
-  at::Tensor Forward(const at::Tensor& images) {
+  // An undefined tensor, with *stopped set, when `stop` says to stop
+  // between two blocks.
+  at::Tensor Forward(const at::Tensor& images, const StopCheck* stop,
+                     absl::Status* stopped) {
     const VitConfig& c = options_.config;
     const int64_t batch = images.size(0);
     at::Tensor x =
@@ -233,6 +238,8 @@ class VitBackbone final : public Backbone {
     const int64_t head_dim = c.dim / c.heads;
     const int last = options_.block < 0 ? c.depth - 1 : options_.block;
     for (int i = 0; i <= last; ++i) {
+      *stopped = PollStop(stop, "the backbone's blocks");
+      if (!stopped->ok()) return at::Tensor();
       const BlockWeights& b = blocks_[i];
       at::Tensor y =
           at::layer_norm(x, {c.dim}, b.norm1_w, b.norm1_b, c.layer_norm_eps);

@@ -171,4 +171,15 @@ double RequestsServed(int metrics_port) {
   return total;
 }
 
+double MetricValue(int metrics_port, const std::string& name) {
+  const std::string metrics = HttpGet(metrics_port, "/metrics");
+  const std::string line = name + " ";
+  for (size_t at = metrics.find(line); at != std::string::npos;
+       at = metrics.find(line, at + 1)) {
+    if (at > 0 && metrics[at - 1] != '\n') continue;
+    return std::stod(metrics.substr(at + line.size()));
+  }
+  return -1;
+}
+
 }  // namespace primaps::testing

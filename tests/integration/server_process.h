@@ -55,6 +55,10 @@ std::string HttpGet(int port, const std::string& path);
 // images), read from its /metrics endpoint.
 double RequestsServed(int metrics_port);
 
+// The value of an unlabelled series (e.g. "primaps_active_calls") on a
+// server's /metrics endpoint; -1 when absent or unreachable.
+double MetricValue(int metrics_port, const std::string& name);
+
 // A temporary directory, removed with its contents.
 class TempDir {
  public:

@@ -309,7 +309,9 @@ TEST(MeanFieldTest, FusedAndUnfusedGiveTheSameBits) {
         for (int l = 0; l < labels; ++l)
           neg_unary[p * stride + l] = log_probs[p * labels + l];
       }
-      MeanField(gaussian, bilateral, neg_unary, 5, labels, stride, &q);
+      EXPECT_TRUE(
+          MeanField(gaussian, bilateral, neg_unary, 5, labels, stride, &q)
+              .ok());
       std::vector<float> out(log_probs.size());
       for (int p = 0; p < n; ++p) {
         for (int l = 0; l < labels; ++l)

@@ -24,9 +24,10 @@ class CountingBackbone : public Backbone {
   int patch_size() const override { return inner_->patch_size(); }
   int feature_dim() const override { return inner_->feature_dim(); }
   absl::StatusOr<std::vector<FeatureMap>> Extract(
-      const std::vector<const NormalizedImage*>& images) override {
+      const std::vector<const NormalizedImage*>& images,
+      const StopCheck* stop = nullptr) override {
     forwarded += static_cast<int>(images.size());
-    return inner_->Extract(images);
+    return inner_->Extract(images, stop);
   }
   std::atomic<int> forwarded{0};
 
