@@ -7,7 +7,8 @@ namespace primaps {
 
 absl::Status StopCheck::Poll(absl::string_view step) const {
   if (cancelled_ && cancelled_()) {
-    return absl::CancelledError(absl::StrCat("request cancelled during ", step));
+    return absl::CancelledError(
+        absl::StrCat("request cancelled during ", step));
   }
   if (deadline_ != absl::InfiniteFuture() && absl::Now() > deadline_) {
     return absl::DeadlineExceededError(

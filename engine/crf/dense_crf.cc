@@ -21,8 +21,11 @@ namespace {
 
 // A lattice and its symmetric normalization n = 1 / sqrt(L(1) + 1e-20).
 struct NormalizedLattice {
-  NormalizedLattice(const std::vector<float>& features, int num_points, int dim)
-      : lattice(features.data(), num_points, dim) {
+  NormalizedLattice(const std::vector<float>& features, int num_points, int dim,
+                    const StopCheck* stop)
+      : lattice(features.data(), num_points, dim,
+                PermutohedralLattice::NeighborSearch::kSort, stop) {
+    if (!lattice.stopped().ok()) return;
     std::vector<float> ones(num_points, 1.f), workspace;
     norm.resize(num_points);
     lattice.Filter(ones.data(), 1, norm.data(), &workspace);
@@ -35,11 +38,13 @@ struct NormalizedLattice {
 
 // The Gaussian kernel's lattice and normalization depend only on the image
 // size and sxy, so they are built once per size and shared (immutable).
-// Only sizes up to kMaxCachedPoints are kept, so that one large request does
-// not leave its lattice (tens of MB) behind for the life of the process.
-constexpr int64_t kMaxCachedPoints = int64_t{640} * 640;
-std::shared_ptr<const NormalizedLattice> PositionLattice(int width, int height,
-                                                         float sxy) {
+// The cache holds at most kMaxCachedPoints points in all (about 100 bytes
+// each): large sizes are reused too (their build is the longest step of the
+// CRF that cannot stop half-way), and the memory stays bounded whatever
+// sizes come.
+constexpr int64_t kMaxCachedPoints = int64_t{1} << 21;
+std::shared_ptr<const NormalizedLattice> PositionLattice(
+    int width, int height, float sxy, const StopCheck* stop) {
   static std::mutex mu;
   static auto* cache = new std::map<std::tuple<int, int, float>,
                                     std::shared_ptr<const NormalizedLattice>>();
@@ -56,14 +61,20 @@ std::shared_ptr<const NormalizedLattice> PositionLattice(int width, int height,
       features[2 * (static_cast<size_t>(y) * width + x) + 1] = y / sxy;
     }
   }
-  auto lattice =
-      std::make_shared<const NormalizedLattice>(features, width * height, 2);
-  if (static_cast<int64_t>(width) * height > kMaxCachedPoints) return lattice;
+  auto lattice = std::make_shared<const NormalizedLattice>(
+      features, width * height, 2, stop);
+  if (!lattice->lattice.stopped().ok()) return lattice;  // never cached
+  const int64_t points = static_cast<int64_t>(width) * height;
+  if (points > kMaxCachedPoints) return lattice;
   std::lock_guard<std::mutex> lock(mu);
-  // Bound the cache: a server sees few distinct sizes, a batch job over
-  // mixed "full" crops may see many.
-  if (cache->size() >= 32) cache->clear();
-  cache->emplace(key, lattice);
+  static int64_t cached_points = 0;
+  // A server sees few distinct sizes; a batch job over mixed "full" crops
+  // may see many: start over when the next one would not fit.
+  if (cached_points + points > kMaxCachedPoints) {
+    cache->clear();
+    cached_points = 0;
+  }
+  if (cache->emplace(key, lattice).second) cached_points += points;
   return lattice;
 }
 
@@ -108,7 +119,8 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
   }
   FlushDenormalsGuard flush_denormals;
   const std::shared_ptr<const NormalizedLattice> gaussian =
-      PositionLattice(w, h, options.gaussian_sxy);
+      PositionLattice(w, h, options.gaussian_sxy, options.stop);
+  RETURN_IF_ERROR(gaussian->lattice.stopped());
   std::shared_ptr<const NormalizedLattice> bilateral;
   RETURN_IF_ERROR(PollStop(options.stop, "the CRF's lattices"));
   {
@@ -129,8 +141,9 @@ absl::StatusOr<std::vector<float>> DenseCrfInference(
       }
     }
     bilateral = std::make_shared<const NormalizedLattice>(
-        features, static_cast<int>(n), 5);
+        features, static_cast<int>(n), 5, options.stop);
   }
+  RETURN_IF_ERROR(bilateral->lattice.stopped());
 
   // Pixel-major rows padded to a multiple of 4 labels
   // (the padding stays 0): fixed-width rows vectorize without scalar tails,

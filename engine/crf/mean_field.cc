@@ -268,8 +268,8 @@ class FusedKernel {
 template <int C, int G1, int B1>
 absl::Status FusedMeanField(const MeanFieldKernel& gaussian,
                             const MeanFieldKernel& bilateral,
-                            const std::vector<float>& neg_unary,
-                            int iterations, int labels, std::vector<float>* q,
+                            const std::vector<float>& neg_unary, int iterations,
+                            int labels, std::vector<float>* q,
                             const StopCheck* stop) {
   using Row = RowRegs<C>;
   const size_t n = neg_unary.size() / C;
@@ -370,10 +370,10 @@ absl::Status MeanField(const MeanFieldKernel& gaussian,
     switch (stride) {
       case 4:
         return FusedMeanField<4, 3, 6>(g, b, neg_unary, iterations, labels, q,
-                                        stop);
+                                       stop);
       case 8:
         return FusedMeanField<8, 3, 6>(g, b, neg_unary, iterations, labels, q,
-                                        stop);
+                                       stop);
       case 12:
         return FusedMeanField<12, 3, 6>(g, b, neg_unary, iterations, labels, q,
                                         stop);

@@ -422,15 +422,17 @@ void RepeatedVertices(const SimplexBlock<D>& block, bool first_block,
 // Places the points in their simplices kPointBlock at a time and calls
 // on_block(block, p0, count, repeats) for the points p0 .. p0 + count - 1,
 // with repeats as RepeatedVertices gives them.
-template <int D, typename OnBlock>
+// Stops early when keep_going(p0) says false.
+template <int D, typename OnBlock, typename KeepGoing>
 void ForEachSimplexBlock(const float* features, int num_points,
-                         OnBlock&& on_block) {
+                         OnBlock&& on_block, KeepGoing&& keep_going) {
   float scale[kMaxDim];
   LatticeScale<D>(scale);
   Ints previous_keys[D + 1][D] = {};
   SimplexBlock<D> block;
   int repeats[D + 1];
   for (int p0 = 0; p0 < num_points; p0 += kPointBlock) {
+    if (!keep_going(p0)) return;
     const int count = std::min(kPointBlock, num_points - p0);
     FindSimplices<D>(features + static_cast<size_t>(p0) * D, count, scale,
                      &block);
@@ -461,8 +463,9 @@ void ResolveReused(std::vector<int32_t>* offsets) {
 
 PermutohedralLattice::PermutohedralLattice(const float* features,
                                            int num_points, int dim,
-                                           NeighborSearch search)
-    : num_points_(num_points), dim_(dim) {
+                                           NeighborSearch search,
+                                           const StopCheck* stop)
+    : num_points_(num_points), dim_(dim), stop_(stop) {
   switch (dim) {
     case 1:
       Build<1>(features, search);
@@ -488,6 +491,19 @@ PermutohedralLattice::PermutohedralLattice(const float* features,
     default:
       Build<8>(features, search);
   }
+}
+
+bool PermutohedralLattice::KeepGoing(int p0, const char* step) {
+  if (stop_ == nullptr || p0 % (1 << 16) != 0 || !stopped_.ok())
+    return stopped_.ok();
+  stopped_ = stop_->Poll(step);
+  if (!stopped_.ok()) {
+    num_vertices_ = 0;
+    offsets_.clear();
+    weights_.clear();
+    neighbors_.clear();
+  }
+  return stopped_.ok();
 }
 
 // Construction with packed keys (PackedKeyTable): each vertex key's first D
@@ -582,10 +598,14 @@ bool PermutohedralLattice::BuildPacked(const float* features,
           }
           if (pending.Full(d1)) pending.Flush(&table, &offsets_);
         }
-      });
+      },
+      [this](int p0) { return KeepGoing(p0, "the CRF's lattice"); });
+  // Stopped: true, so that Build does not start over with other keys.
+  if (!stopped_.ok()) return true;
   pending.Flush(&table, &offsets_);
   if (simd::MaskBits(outside) != 0 || table.overflowed()) return false;
   ResolveReused<D>(&offsets_);
+  if (!KeepGoing(0, "the CRF's lattice")) return true;
 
   num_vertices_ = table.size();
   const int num_vertices = num_vertices_;
@@ -615,7 +635,7 @@ bool PermutohedralLattice::BuildPacked(const float* features,
 // coordinates unroll and their small arrays live in registers.
 template <int D>
 void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
-  if (BuildPacked<D>(features, search)) return;
+  if (BuildPacked<D>(features, search) || !stopped_.ok()) return;
   constexpr int K = D <= 6 ? 6 : 8;  // key width: 16-byte slots up to 6
   const int num_points = num_points_;
   constexpr int d = D, d1 = D + 1;
@@ -650,9 +670,12 @@ void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
           }
           if (pending.Full(d1)) pending.Flush(&table, &offsets_);
         }
-      });
+      },
+      [this](int p0) { return KeepGoing(p0, "the CRF's lattice"); });
+  if (!stopped_.ok()) return;
   pending.Flush(&table, &offsets_);
   ResolveReused<D>(&offsets_);
+  if (!KeepGoing(0, "the CRF's lattice")) return;
 
   // Neighbours along each axis j: n1 = key + (-1, ..., -1, +d at j, -1, ...)
   // (for the last axis, all -1) and n2 = key - that step. This is the

@@ -17,6 +17,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "base/stop_check.h"
+
 namespace primaps {
 
 class PermutohedralLattice {
@@ -32,8 +35,15 @@ class PermutohedralLattice {
 
   // `features` holds num_points rows of `dim` floats (already divided by the
   // kernel's standard deviations). dim must be in [1, 8].
+  // `stop` (may be null) is polled every 2^16 points while the vertices
+  // are found and before the neighbour search; a stopped lattice has no
+  // vertices and says why in stopped().
   PermutohedralLattice(const float* features, int num_points, int dim,
-                       NeighborSearch search = NeighborSearch::kSort);
+                       NeighborSearch search = NeighborSearch::kSort,
+                       const StopCheck* stop = nullptr);
+
+  // OK, or why the construction stopped half-way (the lattice is unusable).
+  const absl::Status& stopped() const { return stopped_; }
 
   int num_points() const { return num_points_; }
   int num_vertices() const { return num_vertices_; }
@@ -104,8 +114,14 @@ class PermutohedralLattice {
                      const Scaling& scaling,
                      std::vector<float>* workspace) const;
 
+  // Polls stop_ at point p0 of the vertex search (every 2^16 points);
+  // false once it says to stop.
+  bool KeepGoing(int p0, const char* step);
+
   int num_points_;
   int dim_;
+  const StopCheck* stop_ = nullptr;
+  absl::Status stopped_;
   int num_vertices_ = 0;
   // Per point and simplex vertex r (0..dim): the lattice vertex (1-based; 0
   // is an always-zero slot) and its barycentric weight.

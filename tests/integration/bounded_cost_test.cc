@@ -30,8 +30,10 @@ std::string Scene(int width, int height, const std::string& ext) {
   cv::randu(mat, cv::Scalar::all(0), cv::Scalar::all(60));
   for (int i = 0; i < 40; ++i) {
     const cv::Scalar colour(rng() % 256, rng() % 256, rng() % 256);
-    cv::circle(mat, {static_cast<int>(rng() % width), static_cast<int>(rng() % height)},
-               static_cast<int>(20 + rng() % (height / 4)), colour, cv::FILLED);
+    cv::circle(
+        mat,
+        {static_cast<int>(rng() % width), static_cast<int>(rng() % height)},
+        static_cast<int>(20 + rng() % (height / 4)), colour, cv::FILLED);
   }
   return primaps::testing::Encode(mat, ext);
 }
@@ -52,8 +54,8 @@ double Seconds(Clock::time_point since) {
 class BoundedCostTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    server_ = std::make_unique<ServerProcess>(std::vector<std::string>{
-        "--cpu_threads=2", "--max_queue_delay_ms=1"});
+    server_ = std::make_unique<ServerProcess>(
+        std::vector<std::string>{"--cpu_threads=2", "--max_queue_delay_ms=1"});
     ASSERT_TRUE(server_->started()) << server_->Log();
   }
   double Metric(const std::string& name) const {
@@ -112,7 +114,6 @@ TEST_F(BoundedCostTest, AnAbandonedCallStopsWithinAQuarterSecond) {
     while (Metric("primaps_active_calls") != 0 && Seconds(start) < 5)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     const double stop_ms = (Seconds(start) - 1.0) * 1000;
-    std::printf(" %.0f", stop_ms);
     worst_stop_ms = std::max(worst_stop_ms, stop_ms);
     if (i == 0) {
       // Idle once stopped: under 10% of a core over the next 300 ms.
