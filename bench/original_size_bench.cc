@@ -89,7 +89,8 @@ LabelMap Upsampled(const LabelMap& processed, int rows, int cols, int w,
 
 double Agreement(const LabelMap& a, const LabelMap& b) {
   size_t same = 0;
-  for (size_t i = 0; i < a.labels.size(); ++i) same += a.labels[i] == b.labels[i];
+  for (size_t i = 0; i < a.labels.size(); ++i)
+    same += a.labels[i] == b.labels[i];
   return 100.0 * same / a.labels.size();
 }
 
@@ -165,12 +166,11 @@ int main(int argc, char** argv) {
     std::printf(
         "| %s | %dx%d | %.0f | %.0f (%.2f) | %.0f (%.2f) | %.2f | %.2f | "
         "%.2f / %.2f / %.2f |\n",
-        std::filesystem::path(path).filename().c_str(), rgb->width,
-        rgb->height, processed.ms, at_processed.ms,
-        at_processed.ms / processed.ms, at_original.ms,
-        at_original.ms / processed.ms, Agreement(at_processed.labels, up),
-        Agreement(at_original.labels, up), EdgeRatio(*rgb, up),
-        EdgeRatio(*rgb, at_processed.labels),
+        std::filesystem::path(path).filename().c_str(), rgb->width, rgb->height,
+        processed.ms, at_processed.ms, at_processed.ms / processed.ms,
+        at_original.ms, at_original.ms / processed.ms,
+        Agreement(at_processed.labels, up), Agreement(at_original.labels, up),
+        EdgeRatio(*rgb, up), EdgeRatio(*rgb, at_processed.labels),
         EdgeRatio(*rgb, at_original.labels));
     std::fflush(stdout);
   }

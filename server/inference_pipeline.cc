@@ -31,6 +31,11 @@ struct InferencePipeline::Prepared {
   // The request's deadline and cancellation, polled inside PriMaPs and the
   // CRF (primaps.stop points here).
   StopCheck stop;
+  // Patch tokens the backbone will see.
+  int64_t tokens = 0;
+  // Held by a large request while it is in the server: releases its place
+  // among max_large_in_flight when the request is done with.
+  std::shared_ptr<void> large_slot;
 };
 
 InferencePipeline::InferencePipeline(PipelineOptions options,
@@ -157,6 +162,7 @@ absl::Status InferencePipeline::PlanGeometry(const PipelineRequest& request,
     // Already preprocessed: no resize, no crop.
     g.crop = CropMode::kFull;
     const int64_t tokens = (width / p) * (height / p);
+    prepared->tokens = tokens;
     if (tokens > options_.max_tokens) {
       return absl::InvalidArgumentError(
           absl::StrCat("image.tensor of ", width, "x", height, " is ", tokens,
@@ -207,6 +213,7 @@ absl::Status InferencePipeline::PlanGeometry(const PipelineRequest& request,
     resize = lo;
   }
   g.resize = resize;
+  prepared->tokens = tokens(resize);
   const bool crf = prepared->primaps.use_crf;
   const CrfResolution crf_at =
       request.crf_resolution.value_or(options_.default_crf_resolution);
@@ -224,7 +231,7 @@ absl::Status InferencePipeline::PlanGeometry(const PipelineRequest& request,
 }
 
 absl::StatusOr<std::shared_ptr<InferencePipeline::Prepared>>
-InferencePipeline::Prepare(const PipelineRequest& request) const {
+InferencePipeline::Prepare(const PipelineRequest& request) {
   auto prepared = std::make_shared<Prepared>();
   prepared->request = request;
   // The model for the whole request: a swap from here on does not affect it.
@@ -251,6 +258,7 @@ InferencePipeline::Prepare(const PipelineRequest& request) const {
   int64_t width = 0, height = 0;
   RETURN_IF_ERROR(DeclaredSize(request, &width, &height));
   RETURN_IF_ERROR(PlanGeometry(request, width, height, prepared.get()));
+  RETURN_IF_ERROR(AdmitLarge(prepared.get()));
   LabelGeometry& g = prepared->geometry;
   RETURN_IF_ERROR(CheckAlive(request, "decoding"));
   if (request.tensor_height > 0) {
@@ -376,6 +384,24 @@ absl::StatusOr<PipelineResult> InferencePipeline::Finish(
       return Segment(p, features, std::move(result));
   }
   return absl::InternalError("unknown task");
+}
+
+absl::Status InferencePipeline::AdmitLarge(Prepared* prepared) {
+  if (options_.max_large_in_flight <= 0 ||
+      prepared->tokens <= options_.large_request_tokens) {
+    return absl::OkStatus();
+  }
+  if (large_in_flight_.fetch_add(1) >= options_.max_large_in_flight) {
+    const int now = --large_in_flight_;
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "server busy with large requests: ", now, " of over ",
+        options_.large_request_tokens, " patch tokens in flight (limit ",
+        options_.max_large_in_flight,
+        ", --max_large_in_flight); retry with backoff"));
+  }
+  prepared->large_slot =
+      std::shared_ptr<void>(nullptr, [this](void*) { --large_in_flight_; });
+  return absl::OkStatus();
 }
 
 bool InferencePipeline::IsLarge(const Prepared& p) const {

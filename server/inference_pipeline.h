@@ -97,6 +97,12 @@ struct PipelineOptions {
   // pixels, freed memory is given back to the system (ReleaseFreedMemory);
   // smaller requests reuse what the allocator keeps.
   int64_t release_after_pixels = int64_t{512} * 512;
+  // Large requests (over large_request_tokens patch tokens) admitted at
+  // once; more are refused with RESOURCE_EXHAUSTED, so that a flood of them
+  // cannot take every worker (and the backbone's queue) from small ones.
+  // 0 = no separate limit.
+  int max_large_in_flight = 1;
+  int64_t large_request_tokens = 4096;
   // Requests in the pipeline at once (queued for decoding, waiting for the
   // backbone or in PriMaPs); more are refused at once with
   // RESOURCE_EXHAUSTED, so overload costs no memory and no waiting.
@@ -133,7 +139,10 @@ class InferencePipeline {
   absl::StatusOr<NormalizedImage> TensorImage(
       const PipelineRequest& request) const;
   absl::StatusOr<std::shared_ptr<Prepared>> Prepare(
-      const PipelineRequest& request) const;
+      const PipelineRequest& request);
+  // Refuses a large request beyond max_large_in_flight; otherwise gives it
+  // a slot that its Prepared holds.
+  absl::Status AdmitLarge(Prepared* prepared);
   // The output size, crop and resize for `request` on a width x height
   // input, checked against the limits before any decoding.
   absl::Status PlanGeometry(const PipelineRequest& request, int64_t width,
@@ -154,6 +163,7 @@ class InferencePipeline {
   DynamicBatcher* const batcher_;
   ThreadPool* const cpu_pool_;
   std::atomic<int> in_flight_{0};
+  std::atomic<int> large_in_flight_{0};
 };
 
 }  // namespace primaps

@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 #include <string>
@@ -56,6 +57,12 @@ ABSL_FLAG(int64_t, max_tokens, 16384,
           "an explicit one is refused.");
 ABSL_FLAG(int64_t, max_crf_pixels, int64_t{2048} * 1024,
           "Most pixels for a CRF at the original resolution.");
+ABSL_FLAG(int32_t, max_large_in_flight, 0,
+          "Requests over --large_request_tokens in the server at once; more "
+          "are refused with RESOURCE_EXHAUSTED. Unset: half the CPU pool "
+          "threads (at least 1); 0 = no separate limit.");
+ABSL_FLAG(int64_t, large_request_tokens, 4096,
+          "Patch tokens from which a request counts as large.");
 ABSL_FLAG(int64_t, max_image_pixels, int64_t{8192} * 8192,
           "Largest image accepted (pixels).");
 ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "Largest gRPC message.");
@@ -101,6 +108,7 @@ void ApplyFlags(const std::set<std::string>& given_flags,
   PRIMAPS_OVERRIDE(crf_resolution);
   PRIMAPS_OVERRIDE(max_tokens);
   PRIMAPS_OVERRIDE(max_crf_pixels);
+  PRIMAPS_OVERRIDE(large_request_tokens);
   PRIMAPS_OVERRIDE(max_image_pixels);
   PRIMAPS_OVERRIDE(max_message_bytes);
   PRIMAPS_OVERRIDE(admin_token_file);
@@ -110,6 +118,11 @@ void ApplyFlags(const std::set<std::string>& given_flags,
 #undef PRIMAPS_OVERRIDE
   if (given("cpu_threads") && absl::GetFlag(FLAGS_cpu_threads) > 0) {
     c->set_cpu_threads(absl::GetFlag(FLAGS_cpu_threads));
+    c->set_max_large_in_flight(std::max(1, c->cpu_threads() / 2));
+  }
+  if (given("max_large_in_flight")) {
+    c->set_max_large_in_flight(
+        std::max(0, absl::GetFlag(FLAGS_max_large_in_flight)));
   }
 }
 

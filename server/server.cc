@@ -44,6 +44,9 @@ v1::ServerConfig DefaultServerConfig() {
   c.set_crf_resolution("processed");
   c.set_max_tokens(16384);
   c.set_max_crf_pixels(int64_t{2048} * 1024);
+  // Half the cores for large work, so small requests always find a worker.
+  c.set_max_large_in_flight(std::max(1, c.cpu_threads() / 2));
+  c.set_large_request_tokens(4096);
   c.set_max_image_pixels(int64_t{8192} * 8192);
   c.set_max_message_bytes(64 << 20);
   return c;
@@ -233,6 +236,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
                                                 : CrfResolution::kProcessed;
   pipeline_options.max_tokens = c.max_tokens();
   pipeline_options.max_crf_pixels = c.max_crf_pixels();
+  pipeline_options.max_large_in_flight = c.max_large_in_flight();
+  pipeline_options.large_request_tokens = c.large_request_tokens();
   if (!c.resize_filter().empty()) {
     pipeline_options.default_filter = c.resize_filter() == "antialias"
                                           ? ResizeFilter::kAntialias

@@ -136,5 +136,43 @@ TEST_F(BoundedCostTest, AnAbandonedCallStopsWithinAQuarterSecond) {
   EXPECT_TRUE(small->ProposeMasks(tiny).ok());
 }
 
+// Large requests beyond --max_large_in_flight (the default on 2 CPU
+// threads: 1) are refused at once; small ones are still served meanwhile.
+TEST_F(BoundedCostTest, LargeRequestsHaveTheirOwnAdmission) {
+  v1::ImageRequest large;
+  large.mutable_image()->set_encoded(Scene(2048, 1024, ".png"));
+  large.mutable_preprocess()->set_resize(720);
+  large.mutable_preprocess()->set_crop(v1::CROP_MODE_FULL);
+  std::vector<absl::Status> results(3);
+  std::vector<std::thread> senders;
+  for (int i = 0; i < 3; ++i) {
+    senders.emplace_back([&, i] {
+      results[i] =
+          Client(*server_, absl::Seconds(120))->ProposeMasks(large).status();
+    });
+  }
+  // Meanwhile, small requests go through.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  v1::ImageRequest small;
+  small.mutable_image()->set_encoded(Scene(320, 240, ".png"));
+  auto client = Client(*server_, absl::Seconds(60));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(client->ProposeMasks(small).ok());
+  for (auto& t : senders) t.join();
+  int ok = 0, refused = 0;
+  for (const absl::Status& s : results) {
+    if (s.ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+      EXPECT_THAT(std::string(s.message()), HasSubstr("--max_large_in_flight"));
+      ++refused;
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(refused, 1);
+  // Once they are done, large requests are admitted again.
+  EXPECT_TRUE(client->ProposeMasks(large).ok());
+}
+
 }  // namespace
 }  // namespace primaps
