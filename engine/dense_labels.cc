@@ -144,8 +144,9 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
         ArgmaxLabels(out.probabilities, channels, target.width, target.height);
     return out;
   }
-  out.labels = ResizeBilinearArgmax(probs.data(), channels, h, w, rows, cols,
-                                    target.height, target.width);
+  ASSIGN_OR_RETURN(
+      out.labels, ResizeBilinearArgmax(probs.data(), channels, h, w, rows, cols,
+                                       target.height, target.width, stop));
   return out;
 }
 

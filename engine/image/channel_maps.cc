@@ -62,9 +62,10 @@ std::vector<float> ResizeBilinearWindow(const float* src, int channels,
   return out;
 }
 
-LabelMap ResizeBilinearArgmax(const float* src, int channels, int src_h,
-                              int src_w, int rows, int cols, int out_h,
-                              int out_w) {
+absl::StatusOr<LabelMap> ResizeBilinearArgmax(const float* src, int channels,
+                                              int src_h, int src_w, int rows,
+                                              int cols, int out_h, int out_w,
+                                              const StopCheck* stop) {
   const float scale_h = static_cast<float>(rows) / static_cast<float>(out_h);
   const float scale_w = static_cast<float>(cols) / static_cast<float>(out_w);
   std::vector<LinearTap> taps(out_w);
@@ -94,6 +95,11 @@ LabelMap ResizeBilinearArgmax(const float* src, int channels, int src_h,
                   std::vector<uint8_t>(static_cast<size_t>(out_w) * out_h, 0)};
   std::vector<float> best(out_w);
   for (int y = 0; y < out_h; ++y) {
+    if (y % 256 == 0) {
+      const absl::Status status =
+          PollStop(stop, "resizing to the original size");
+      if (!status.ok()) return status;
+    }
     const LinearTap ty = ComputeTap(scale_h, y, rows);
     const float* row0 = blended(ty.i0, ty.i1);
     const float* row1 = blended(ty.i1, ty.i0);

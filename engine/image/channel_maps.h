@@ -6,6 +6,8 @@
 
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "base/stop_check.h"
 #include "engine/image/image.h"
 
 namespace primaps {
@@ -24,10 +26,12 @@ std::vector<float> ResizeBilinearWindow(const float* src, int channels,
 // of `src`'s src_h x src_w planes, resized whole to out_h x out_w: the same
 // arithmetic, bit for bit, computed a row at a time, so that only two
 // horizontally blended source rows per channel exist at once (the scores of
-// a 4000x3000 output with 33 channels would be 1.6 GB).
-LabelMap ResizeBilinearArgmax(const float* src, int channels, int src_h,
-                              int src_w, int rows, int cols, int out_h,
-                              int out_w);
+// a 4000x3000 output with 33 channels would be 1.6 GB). `stop` (may be
+// null) is polled every 256 output rows.
+absl::StatusOr<LabelMap> ResizeBilinearArgmax(const float* src, int channels,
+                                              int src_h, int src_w, int rows,
+                                              int cols, int out_h, int out_w,
+                                              const StopCheck* stop = nullptr);
 
 // Softmax over the channels of channel-major values (channels x positions),
 // per position, in place.

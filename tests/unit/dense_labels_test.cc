@@ -4,6 +4,8 @@
 
 #include <random>
 
+#include "absl/time/clock.h"
+
 #include "engine/image/channel_maps.h"
 
 namespace primaps {
@@ -56,8 +58,8 @@ TEST(ResizeBilinearArgmaxTest, EqualsArgmaxOfTheResizedWindowBitForBit) {
                              c.out_w, 0, 0, c.out_h, c.out_w),
         c.channels, c.out_w, c.out_h);
     const LabelMap got =
-        ResizeBilinearArgmax(src.data(), c.channels, c.src_h, c.src_w, c.rows,
-                             c.cols, c.out_h, c.out_w);
+        *ResizeBilinearArgmax(src.data(), c.channels, c.src_h, c.src_w, c.rows,
+                              c.cols, c.out_h, c.out_w);
     EXPECT_EQ(got.width, c.out_w);
     EXPECT_EQ(got.height, c.out_h);
     EXPECT_EQ(got.labels, expected.labels);
@@ -127,6 +129,32 @@ TEST(DenseLabelsTest, RefusesAGridOfTheWrongSize) {
   auto bad = ComputeDenseLabels(std::vector<float>(10), 2, 4, 4, image,
                                 OutputTarget{}, DenseLabelOptions{});
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DenseLabelsTest, AStoppedCallStopsInTheCrfAndTheResize) {
+  const std::vector<float> grid = Random(3 * 8 * 8, 9);
+  const NormalizedImage image = Processed(64, 64, 64, 64);
+  const StopCheck cancelled(absl::InfiniteFuture(), [] { return true; });
+  const StopCheck expired(absl::Now() - absl::Seconds(1), nullptr);
+  DenseLabelOptions options;
+  options.crf.stop = &cancelled;
+  auto crf = ComputeDenseLabels(grid, 3, 8, 8, image, OutputTarget{}, options);
+  EXPECT_EQ(crf.status().code(), absl::StatusCode::kCancelled);
+  options.use_crf = false;
+  options.crf.stop = &expired;
+  OutputTarget target;
+  target.size = OutputSize::kOriginal;
+  target.width = 300;
+  target.height = 300;
+  auto resized = ComputeDenseLabels(grid, 3, 8, 8, image, target, options);
+  EXPECT_EQ(resized.status().code(), absl::StatusCode::kDeadlineExceeded);
+  // Directly: the CRF's lattice and mean field poll too.
+  RgbImage rgb{64, 64, std::vector<uint8_t>(64 * 64 * 3, 100)};
+  std::vector<float> probs(3 * 64 * 64, 1.f / 3);
+  DenseCrfOptions crf_options;
+  crf_options.stop = &expired;
+  EXPECT_EQ(DenseCrfInference(rgb, probs, 3, crf_options).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
 }
 
 }  // namespace
