@@ -451,6 +451,7 @@ void InferencePipeline::Run(
     work.is_cancelled = request.is_cancelled;
     work.done = [this, p, shared_done](absl::StatusOr<FeatureMap> features) {
       if (!features.ok()) {
+        p->large_slot.reset();
         (*shared_done)(features.status());
         return;
       }
@@ -458,13 +459,20 @@ void InferencePipeline::Run(
       cpu_pool_->Schedule(
           [this, p, shared_done, f = *std::move(features)]() mutable {
             const bool large = IsLarge(*p);
-            (*shared_done)(Finish(*p, std::move(f)));
+            absl::StatusOr<PipelineResult> result = Finish(*p, std::move(f));
+            // Free the large slot before the caller hears back, so that its
+            // next request finds it free.
+            p->large_slot.reset();
+            (*shared_done)(std::move(result));
             p.reset();
             if (large) ReleaseFreedMemory();
           });
     };
     const absl::Status submitted = batcher_->Submit(std::move(work));
-    if (!submitted.ok()) (*shared_done)(submitted);
+    if (!submitted.ok()) {
+      p->large_slot.reset();
+      (*shared_done)(submitted);
+    }
   });
 }
 

@@ -660,9 +660,14 @@ TEST_F(ServerTest, AbandonedCallsReleaseTheirState) {
   options.retries = 0;
   options.deadline = absl::Milliseconds(100);
   auto hurried = *PrimapsClient::Create(options);
+  // An 800x800 crop is a large request (10000 patch tokens): while an
+  // abandoned one still winds down it holds the one large slot, and the
+  // next is refused at once instead of timing out; either way no call
+  // lingers.
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(hurried->ProposeMasks(Request(big, 800, true)).status().code(),
-              absl::StatusCode::kDeadlineExceeded);
+    EXPECT_THAT(hurried->ProposeMasks(Request(big, 800, true)).status().code(),
+                ::testing::AnyOf(absl::StatusCode::kDeadlineExceeded,
+                                 absl::StatusCode::kResourceExhausted));
   }
   // All per-call state is released once the abandoned work reaches a stage
   // boundary.
