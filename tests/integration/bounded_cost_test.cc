@@ -127,8 +127,14 @@ TEST_F(BoundedCostTest, AnAbandonedCallStopsWithinAQuarterSecond) {
       "stopped at most %.0f ms after the deadline; resident memory %.0f MB "
       "before, %.0f MB after 20 abandoned calls\n",
       worst_stop_ms, rss_before / 1e6, rss_after / 1e6);
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan runs the stages 2-3x slower (so a step between polls is longer),
+  // and its quarantine of freed memory makes resident size meaningless.
+  EXPECT_LT(worst_stop_ms, 1000);
+#else
   EXPECT_LT(worst_stop_ms, 250);
   EXPECT_LT(rss_after - rss_before, 200e6);
+#endif
   // And it still serves.
   auto small = Client(*server_, absl::Seconds(30));
   v1::ImageRequest tiny;

@@ -293,7 +293,9 @@ TEST_F(OriginalSizeTest, LargePhotoStaysUnderTheMemoryBound) {
       growth_mb, rss_before / 1024.0);
   // Decoded pixels (36 MB), the request and response (12 MB labels twice)
   // and the processed-size work: 109 MB measured; 250 MB is the bound.
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's quarantine inflates RSS
   EXPECT_LT(growth_mb, 250.0);
+#endif
 }
 
 }  // namespace
