@@ -82,12 +82,6 @@ class Manifest {
   FILE* file_;
 };
 
-bool Retryable(absl::StatusCode code) {
-  return code == absl::StatusCode::kUnavailable ||
-         code == absl::StatusCode::kResourceExhausted ||
-         code == absl::StatusCode::kDeadlineExceeded;
-}
-
 std::string Eta(double seconds) {
   if (!(seconds >= 0) || seconds > 1e7) return "?";
   const int s = static_cast<int>(seconds);
@@ -358,7 +352,7 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
              ++attempt) {
           result = CallLabels(clients[server].get(), mode, request);
           served_by = clients[server]->options().target;
-          if (result.ok() || !Retryable(result.status().code())) break;
+          if (result.ok() || !IsRetryable(result.status().code())) break;
           server = (server + 1) % clients.size();  // fail over
           if (attempt == options.retries) break;
           std::uniform_real_distribution<double> jitter(0.5, 1.0);

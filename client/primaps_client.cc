@@ -20,7 +20,8 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 
 bool IsRetryable(absl::StatusCode code) {
   return code == absl::StatusCode::kUnavailable ||
-         code == absl::StatusCode::kResourceExhausted;
+         code == absl::StatusCode::kResourceExhausted ||
+         code == absl::StatusCode::kDeadlineExceeded;
 }
 
 absl::StatusOr<std::unique_ptr<PrimapsClient>> PrimapsClient::Create(

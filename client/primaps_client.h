@@ -1,6 +1,6 @@
 // The C++ client library: channel set-up (plain, TLS or mTLS), deadlines,
-// and retries with exponential backoff and jitter on UNAVAILABLE and
-// RESOURCE_EXHAUSTED.
+// and retries with exponential backoff and jitter on the codes IsRetryable
+// names.
 #ifndef PRIMAPS_CLIENT_PRIMAPS_CLIENT_H_
 #define PRIMAPS_CLIENT_PRIMAPS_CLIENT_H_
 
@@ -76,7 +76,11 @@ class PrimapsClient {
 // absl::Status from grpc::Status, with the message kept.
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
-// Whether a status is worth retrying (UNAVAILABLE, RESOURCE_EXHAUSTED).
+// Whether a call is worth another attempt, the one rule for the client
+// library and the batch job: UNAVAILABLE (no server, or one draining),
+// RESOURCE_EXHAUSTED (refused at admission, before any work) and
+// DEADLINE_EXCEEDED (the deadline is per attempt, and the server stops an
+// abandoned call within its current step, so a retry costs it little).
 bool IsRetryable(absl::StatusCode code);
 
 }  // namespace primaps

@@ -179,7 +179,7 @@ absl::Status InferencePipeline::PlanGeometry(const PipelineRequest& request,
   }
   // A center crop must be a patch multiple for backbones that insist.
   if (g.crop == CropMode::kCenter && resize % p != 0 &&
-      backbone_->id().rfind("dinov2", 0) == 0) {
+      backbone_->requires_patch_multiple()) {
     return absl::InvalidArgumentError(
         absl::StrCat("preprocess.resize ", resize, " is not a multiple of ",
                      backbone_->id(), "'s patch size ", p));

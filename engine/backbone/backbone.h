@@ -29,6 +29,9 @@ class Backbone {
   virtual const std::string& id() const = 0;
   virtual int patch_size() const = 0;
   virtual int feature_dim() const = 0;
+  // Whether images must have sides that are multiples of the patch size
+  // (DINOv2); others take any size and drop the remainder.
+  virtual bool requires_patch_multiple() const { return false; }
 
   // Features of a batch of preprocessed images that all have the same size.
   // The caller keeps ownership of the images. Safe to call from several

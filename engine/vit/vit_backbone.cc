@@ -36,6 +36,9 @@ class VitBackbone final : public Backbone {
   const std::string& id() const override { return options_.config.name; }
   int patch_size() const override { return options_.config.patch_size; }
   int feature_dim() const override { return options_.config.dim; }
+  bool requires_patch_multiple() const override {
+    return options_.config.require_patch_multiple;
+  }
 
   absl::Status Load(const TensorMap& weights) {
     auto get = [&](const std::string& name) {
