@@ -23,8 +23,11 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 }  // namespace
 
 AdminServiceImpl::AdminServiceImpl(ModelRegistry* registry, std::string token,
-                                   ServerMetrics* metrics)
-    : registry_(registry), token_(std::move(token)), metrics_(metrics) {}
+                                   ServerMetrics* metrics, ThreadPool* pool)
+    : registry_(registry),
+      token_(std::move(token)),
+      metrics_(metrics),
+      pool_(pool) {}
 
 absl::Status AdminServiceImpl::Authorize(
     const grpc::CallbackServerContext* context) const {
@@ -60,8 +63,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::LoadCheckpoint(
     grpc::CallbackServerContext* context,
     const v1::LoadCheckpointRequest* request,
     v1::LoadCheckpointResponse* response) {
-  absl::Status status = Authorize(context);
-  if (status.ok()) {
+  const absl::Status authorized = Authorize(context);
+  if (!authorized.ok()) return Respond(context, "LoadCheckpoint", authorized);
+  // Reading and validating a checkpoint takes as long as its file: off the
+  // callback thread, which gRPC needs for every other call.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Time start = absl::Now();
+  pool_->Schedule([this, reactor, request, response, start] {
     absl::StatusOr<std::shared_ptr<const ModelSnapshot>> snapshot;
     switch (request->source_case()) {
       case v1::LoadCheckpointRequest::kPath:
@@ -73,10 +81,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::LoadCheckpoint(
       default:
         snapshot = absl::InvalidArgumentError("set path or data");
     }
-    status = snapshot.status();
     if (snapshot.ok()) FillModelInfo(**snapshot, response->mutable_model());
-  }
-  return Respond(context, "LoadCheckpoint", status);
+    metrics_->RecordRequest("LoadCheckpoint",
+                            absl::StatusCodeToString(snapshot.status().code()),
+                            absl::Now() - start);
+    reactor->Finish(ToGrpcStatus(snapshot.status()));
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::GetModelStatus(

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "base/thread_pool.h"
 #include "primaps/v1/admin.grpc.pb.h"
 #include "server/model_registry.h"
 #include "server/server_metrics.h"
@@ -14,9 +15,11 @@ namespace primaps {
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
   // `token` is what "authorization: Bearer <token>" must carry; it is never
-  // logged. The registry must outlive the service.
+  // logged. Checkpoints are read, parsed and validated on `pool`, never on
+  // gRPC's callback threads. The registry and the pool must outlive the
+  // service.
   AdminServiceImpl(ModelRegistry* registry, std::string token,
-                   ServerMetrics* metrics);
+                   ServerMetrics* metrics, ThreadPool* pool);
 
   grpc::ServerUnaryReactor* LoadCheckpoint(
       grpc::CallbackServerContext* context,
@@ -41,6 +44,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   ModelRegistry* const registry_;
   const std::string token_;
   ServerMetrics* const metrics_;
+  ThreadPool* const pool_;
 };
 
 }  // namespace primaps

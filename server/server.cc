@@ -259,8 +259,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   builder.RegisterService(impl->service.get());
   if (!c.admin_token_file().empty()) {
     ASSIGN_OR_RETURN(std::string token, ReadTokenFile(c.admin_token_file()));
-    impl->admin =
-        std::make_unique<AdminServiceImpl>(registry, std::move(token), metrics);
+    impl->admin = std::make_unique<AdminServiceImpl>(
+        registry, std::move(token), metrics, impl->cpu_pool.get());
     builder.RegisterService(impl->admin.get());
   } else {
     Log("no --admin_token_file: AdminService is disabled");
