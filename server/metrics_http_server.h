@@ -1,12 +1,16 @@
-// A minimal HTTP/1.0 server for GET /metrics (Prometheus text format).
+// The HTTP endpoint for GET /metrics (Prometheus text format), on
+// cpp-httplib.
 //
-// prometheus-cpp's Exposer (CivetWeb) could not start inside this process
-// and cannot bind port 0; this needs neither. One thread accepts and
-// answers scrapes one at a time, which is all a scraper needs.
+// Every open connection holds one of kWorkers worker threads, so scrapes
+// are answered at once even with dozens of idle or slow connections open
+// (server_integration_test MetricsStayFastWithIdleConnections); a
+// connection that sends nothing is closed after kRequestTimeoutMs.
+// (CivetWeb, which prometheus-cpp's Exposer uses, cannot start its worker
+// threads in this process: their fixed small stacks do not hold LibTorch's
+// static thread-local storage.)
 #ifndef PRIMAPS_SERVER_METRICS_HTTP_SERVER_H_
 #define PRIMAPS_SERVER_METRICS_HTTP_SERVER_H_
 
-#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,10 +18,17 @@
 
 #include "absl/status/statusor.h"
 
+namespace httplib {
+class Server;
+}
+
 namespace primaps {
 
 class MetricsHttpServer {
  public:
+  static constexpr int kWorkers = 64;
+  static constexpr int kRequestTimeoutMs = 5000;
+
   // Listens on `address` ("host:port"; port 0 picks a free one) and answers
   // GET /metrics with render(); other paths get 404.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
@@ -27,14 +38,11 @@ class MetricsHttpServer {
   int port() const { return port_; }
 
  private:
-  MetricsHttpServer(int fd, int port, std::function<std::string()> render);
-  void Loop();
+  MetricsHttpServer() = default;
 
-  const int fd_;
-  const int port_;
-  const std::function<std::string()> render_;
-  std::atomic<bool> stopping_{false};
+  std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
+  int port_ = 0;
 };
 
 }  // namespace primaps

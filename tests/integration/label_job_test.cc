@@ -129,12 +129,15 @@ class LabelJobTest : public ::testing::Test {
  protected:
   void SetUp() override { MakeDataset(data_.path()); }
   TempDir data_, out_;
+  // Logs of the processes a test starts: its own directory, never a name
+  // shared with tests running beside it.
+  TempDir logs_;
 };
 
 TEST_F(LabelJobTest, OutputsEqualOneShotCallsAndCorruptFilesAreRecorded) {
   ServerProcess server(ServerFlags(FreePort()));
   ASSERT_TRUE(server.started()) << server.Log();
-  const std::string log = out_.path() + "/../job.log";
+  const std::string log = logs_.path() + "/job.log";
   const int code = WaitProcess(SpawnProcess(
       PRIMAPS_CLIENT_BIN,
       {"label", "--server=" + server.address(), "--input=" + data_.path(),
@@ -193,7 +196,7 @@ TEST_F(LabelJobTest, ServerKilledAndRestartedMidJob) {
                    {"label", "--server=127.0.0.1:" + std::to_string(port),
                     "--input=" + data_.path(), "--output=" + out_.path(),
                     "--concurrency=4", "--retries=8"},
-                   out_.path() + "/../job.log");
+                   logs_.path() + "/job.log");
   while (CountLines(manifest) < kImages / 4)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   server->Stop(SIGKILL);
@@ -215,7 +218,7 @@ TEST_F(LabelJobTest, OneOfTwoServersKilledMidJobFailsOver) {
   ASSERT_TRUE(survivor.started()) << survivor.Log();
   ASSERT_TRUE(victim->started()) << victim->Log();
   const std::string manifest = out_.path() + "/manifest-0-of-1.jsonl";
-  const std::string log = out_.path() + "/../failover.log";
+  const std::string log = logs_.path() + "/failover.log";
   const pid_t job = SpawnProcess(
       PRIMAPS_CLIENT_BIN,
       {"label", "--server=" + victim->address() + "," + survivor.address(),
@@ -252,7 +255,7 @@ TEST_F(LabelJobTest, ClientKilledAndRerunResumesWithoutRecomputing) {
       "label", "--server=" + server.address(), "--input=" + data_.path(),
       "--output=" + out_.path(), "--concurrency=4"};
   const pid_t job =
-      SpawnProcess(PRIMAPS_CLIENT_BIN, args, out_.path() + "/../job1.log");
+      SpawnProcess(PRIMAPS_CLIENT_BIN, args, logs_.path() + "/job1.log");
   while (CountLines(manifest) < kImages / 3)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ::kill(job, SIGKILL);
@@ -262,7 +265,7 @@ TEST_F(LabelJobTest, ClientKilledAndRerunResumesWithoutRecomputing) {
   const int complete_before = CheckAllPngsValid(out_.path());
   EXPECT_GT(complete_before, 0);
   EXPECT_LT(complete_before, kImages);
-  const std::string log = out_.path() + "/../job2.log";
+  const std::string log = logs_.path() + "/job2.log";
   EXPECT_EQ(WaitProcess(SpawnProcess(PRIMAPS_CLIENT_BIN, args, log)), 1)
       << ReadText(log);
   EXPECT_THAT(ReadText(log),
@@ -293,7 +296,7 @@ TEST_F(LabelJobTest, ShardsAreDisjointAndTogetherComplete) {
       args.push_back("--shard=" + std::to_string(shard) + "/3");
     }
     WaitProcess(
-        SpawnProcess(PRIMAPS_CLIENT_BIN, args, out_.path() + "/../shard.log"));
+        SpawnProcess(PRIMAPS_CLIENT_BIN, args, logs_.path() + "/shard.log"));
     ::unsetenv("JOB_COMPLETION_INDEX");
     const auto entries = ManifestByStatus(
         out_.path() + "/manifest-" + std::to_string(shard) + "-of-3.jsonl");

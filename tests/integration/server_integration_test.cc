@@ -1,7 +1,10 @@
 // The real primaps-server binary, driven by the real client library.
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -473,6 +476,38 @@ TEST_F(ServerTest, FloodedStreamIsThrottledNotBuffered) {
   std::printf(
       "flooded stream: %d of %d written while unread; RSS %.1f -> %.1f MB\n",
       written_while_unread, kMessages, rss_before, rss_flooded);
+}
+
+// Connections that send nothing (a stuck scraper, a port scan) each hold a
+// worker of the metrics endpoint, which has enough for a scrape to go
+// through at once beside 50 of them.
+TEST_F(ServerTest, MetricsStayFastWithIdleConnections) {
+  std::vector<int> idle;
+  for (int i = 0; i < 50; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(server_->metrics_port()));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(
+        ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)),
+        0);
+    idle.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  double worst_ms = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::string body = HttpGet(server_->metrics_port(), "/metrics");
+    const double ms = std::chrono::duration<double, std::milli>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+    EXPECT_THAT(body, HasSubstr("primaps_active_calls"));
+    worst_ms = std::max(worst_ms, ms);
+  }
+  std::printf("scrape beside 50 idle connections: at most %.1f ms\n", worst_ms);
+  EXPECT_LT(worst_ms, 100);
+  for (int fd : idle) ::close(fd);
 }
 
 TEST_F(ServerTest, MetricsAreScrapedAndValid) {

@@ -78,6 +78,9 @@ class TrainerTest : public ::testing::Test {
   }
 
   TempDir data_, out_;
+  // Logs of the processes a test starts: its own directory, never a name
+  // shared with tests running beside it.
+  TempDir logs_;
   std::string token_;
   std::unique_ptr<ServerProcess> server_;
 };
@@ -88,7 +91,7 @@ TEST_F(TrainerTest, EmImprovesOnItsInitAndPushesIntoTheServer) {
   std::vector<std::string> args = Args(200);
   args.push_back("--baseline_steps=10");
   args.push_back("--push_every=50");
-  const std::string log = out_.path() + "/../trainer.log";
+  const std::string log = logs_.path() + "/trainer.log";
   ASSERT_EQ(WaitProcess(SpawnProcess(PRIMAPS_TRAINER_BIN, args, log)), 0)
       << ReadText(log);
   std::map<std::string, nlohmann::json> by_phase;
@@ -131,7 +134,7 @@ TEST_F(TrainerTest, KillDuringTrainingThenResume) {
   args.push_back("--checkpoint_every=10");
   args.push_back("--eval_crf=false");
   const pid_t trainer =
-      SpawnProcess(PRIMAPS_TRAINER_BIN, args, out_.path() + "/../first.log");
+      SpawnProcess(PRIMAPS_TRAINER_BIN, args, logs_.path() + "/first.log");
   const std::string dir = out_.path() + "/checkpoints";
   auto count_checkpoints = [&] {
     int n = 0;
@@ -159,7 +162,7 @@ TEST_F(TrainerTest, KillDuringTrainingThenResume) {
   args = Args(newest + 30);
   args.push_back("--resume");
   args.push_back("--eval_crf=false");
-  const std::string log = out_.path() + "/../second.log";
+  const std::string log = logs_.path() + "/second.log";
   ASSERT_EQ(WaitProcess(SpawnProcess(PRIMAPS_TRAINER_BIN, args, log)), 0)
       << ReadText(log) << "\nserver log:\n"
       << server_->Log();
