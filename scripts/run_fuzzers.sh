@@ -13,7 +13,7 @@ core=(engine/image/image_header.cc engine/image/image_decode.cc engine/checkpoin
       engine/crf/dense_crf.cc engine/crf/mean_field.cc engine/crf/permutohedral_lattice.cc engine/image/preprocess.cc
       engine/image/resize_antialias.cc engine/image/channel_maps.cc engine/checkpoint/tensor_record.cc
       engine/checkpoint/zip_reader.cc engine/checkpoint/pickle_reader.cc engine/checkpoint/pth_reader.cc engine/backbone/backbone_weights.cc
-      base/file_util.cc engine/backbone/vit_config.cc engine/image/label_image.cc)
+      base/file_util.cc base/stop_check.cc engine/backbone/vit_config.cc engine/image/label_image.cc)
 libs=$(pkg-config --libs opencv4)
 cflags=$(pkg-config --cflags opencv4)
 absl=(-labsl_statusor -labsl_status -labsl_strings -labsl_str_format_internal -labsl_cord -labsl_cordz_info
