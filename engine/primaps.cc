@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "base/simd_lanes.h"
 #include "base/status_macros.h"
 #include "engine/image/channel_maps.h"
@@ -221,7 +222,10 @@ absl::StatusOr<PriMaPsResult> ComputePriMaPs(const FeatureMap& features,
     return absl::InvalidArgumentError("image size and pixel count disagree");
   }
   PriMaPsResult result;
+  const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(result.proposals, ProposeSoftMasks(features, options));
+  const absl::Time labels_start = absl::Now();
+  result.proposals_time = labels_start - start;
   const SoftMasks& masks = result.proposals;
   DenseLabelOptions dense;
   dense.scores = GridScores::kMaskScores;
@@ -236,6 +240,7 @@ absl::StatusOr<PriMaPsResult> ComputePriMaPs(const FeatureMap& features,
                          target, dense));
   result.mask_labels = std::move(labels.labels);
   result.processed_mask_labels = std::move(labels.processed_labels);
+  result.labels_time = absl::Now() - labels_start;
   return result;
 }
 

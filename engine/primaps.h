@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "engine/backbone/backbone.h"
 #include "engine/crf/dense_crf.h"
 #include "engine/dense_labels.h"
@@ -53,6 +54,10 @@ struct PriMaPsResult {
   LabelMap mask_labels;
   // The same at the processed image's size (DenseLabels::processed_labels).
   LabelMap processed_mask_labels;
+  // Time in steps 1-2 (the proposals) and in steps 3-5 (refinement,
+  // upsampling, CRF, argmax), for the server's stage metrics.
+  absl::Duration proposals_time;
+  absl::Duration labels_time;
 };
 
 // Checks features and options: finite values, grid of at least 2x2.

@@ -270,6 +270,7 @@ InferencePipeline::Prepare(const PipelineRequest& request) {
     prepared->image = std::make_shared<const NormalizedImage>(std::move(image));
     return prepared;
   }
+  const absl::Time decode_start = absl::Now();
   absl::StatusOr<RgbImage> rgb =
       request.raw_channels > 0
           ? ImageFromRawPixels(request.raw_width, request.raw_height,
@@ -280,6 +281,7 @@ InferencePipeline::Prepare(const PipelineRequest& request) {
     return absl::InvalidArgumentError(
         absl::StrCat("image: ", rgb.status().message()));
   }
+  Observe("decode", decode_start);
   // After EXIF orientation.
   g.input_width = rgb->width;
   g.input_height = rgb->height;
@@ -289,7 +291,9 @@ InferencePipeline::Prepare(const PipelineRequest& request) {
   preprocess.filter = request.filter.value_or(
       options_.default_filter.value_or(DefaultFilter(request.task)));
   preprocess.patch_size = backbone_->patch_size();
+  const absl::Time preprocess_start = absl::Now();
   ASSIGN_OR_RETURN(NormalizedImage image, Preprocess(*rgb, preprocess));
+  Observe("preprocess", preprocess_start);
   g.processed_width = image.valid_width;
   g.processed_height = image.valid_height;
   OutputTarget& target = prepared->target;
@@ -371,17 +375,26 @@ absl::StatusOr<PipelineResult> InferencePipeline::Finish(
     case Task::kProposeMasks: {
       ASSIGN_OR_RETURN(result.primaps,
                        ComputePriMaPs(features, *p.image, p.primaps, p.target));
+      ObservePriMaPs(result.primaps);
       return result;
     }
     case Task::kPseudoLabel: {
       ASSIGN_OR_RETURN(result.primaps,
                        ComputePriMaPs(features, *p.image, p.primaps, p.target));
+      ObservePriMaPs(result.primaps);
+      const absl::Time head_start = absl::Now();
       ASSIGN_OR_RETURN(result.labels,
                        PseudoLabelsFor(p, features, result.primaps));
+      Observe("head", head_start);
       return result;
     }
-    case Task::kSegment:
-      return Segment(p, features, std::move(result));
+    case Task::kSegment: {
+      const absl::Time head_start = absl::Now();
+      absl::StatusOr<PipelineResult> segmented =
+          Segment(p, features, std::move(result));
+      if (segmented.ok()) Observe("head", head_start);
+      return segmented;
+    }
   }
   return absl::InternalError("unknown task");
 }
@@ -402,6 +415,16 @@ absl::Status InferencePipeline::AdmitLarge(Prepared* prepared) {
   prepared->large_slot =
       std::shared_ptr<void>(nullptr, [this](void*) { --large_in_flight_; });
   return absl::OkStatus();
+}
+
+void InferencePipeline::ObservePriMaPs(const PriMaPsResult& primaps) const {
+  if (!options_.on_stage) return;
+  options_.on_stage("proposals", primaps.proposals_time);
+  options_.on_stage("labels", primaps.labels_time);
+}
+
+void InferencePipeline::Observe(const char* stage, absl::Time since) const {
+  if (options_.on_stage) options_.on_stage(stage, absl::Now() - since);
 }
 
 bool InferencePipeline::IsLarge(const Prepared& p) const {

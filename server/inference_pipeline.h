@@ -103,6 +103,9 @@ struct PipelineOptions {
   // 0 = no separate limit.
   int max_large_in_flight = 1;
   int64_t large_request_tokens = 4096;
+  // Told the time each request spends in each of its CPU stages (decode,
+  // preprocess, proposals, labels, head); may be empty.
+  std::function<void(const char* stage, absl::Duration duration)> on_stage;
   // Requests in the pipeline at once (queued for decoding, waiting for the
   // backbone or in PriMaPs); more are refused at once with
   // RESOURCE_EXHAUSTED, so overload costs no memory and no waiting.
@@ -148,6 +151,8 @@ class InferencePipeline {
   absl::Status PlanGeometry(const PipelineRequest& request, int64_t width,
                             int64_t height, Prepared* prepared) const;
   bool IsLarge(const Prepared& prepared) const;
+  void Observe(const char* stage, absl::Time since) const;
+  void ObservePriMaPs(const PriMaPsResult& primaps) const;
   absl::StatusOr<LabelMap> PseudoLabelsFor(const Prepared& prepared,
                                            const FeatureMap& features,
                                            const PriMaPsResult& primaps) const;

@@ -56,10 +56,16 @@ grpc::ServerUnaryReactor* PriMaPsServiceImpl::Unary(
   // The context stays valid until Finish, which comes after the last poll.
   pipeline_request->is_cancelled = [context] { return context->IsCancelled(); };
   pipeline_->Run(
-      *std::move(pipeline_request),
-      [request, response, fill, finish](absl::StatusOr<PipelineResult> result) {
-        finish(result.ok() ? fill(*result, *request, response)
-                           : result.status());
+      *std::move(pipeline_request), [this, request, response, fill, finish](
+                                        absl::StatusOr<PipelineResult> result) {
+        if (!result.ok()) {
+          finish(result.status());
+          return;
+        }
+        const absl::Time encode_start = absl::Now();
+        const absl::Status filled = fill(*result, *request, response);
+        metrics_->RecordStage("encode", absl::Now() - encode_start);
+        finish(filled);
       });
   return reactor;
 }

@@ -220,6 +220,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
       batch_options, impl->backbone.get(),
       [metrics](int size, absl::Duration queued, absl::Duration compute) {
         metrics->RecordBatch(size, queued, compute);
+        metrics->RecordStage("queue", queued);
+        metrics->RecordStage("forward", compute);
       });
   PipelineOptions pipeline_options;
   pipeline_options.decode.max_pixels = c.max_image_pixels();
@@ -237,6 +239,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   pipeline_options.max_tokens = c.max_tokens();
   pipeline_options.max_crf_pixels = c.max_crf_pixels();
   pipeline_options.max_large_in_flight = c.max_large_in_flight();
+  pipeline_options.on_stage = [metrics](const char* stage,
+                                        absl::Duration duration) {
+    metrics->RecordStage(stage, duration);
+  };
   pipeline_options.large_request_tokens = c.large_request_tokens();
   if (!c.resize_filter().empty()) {
     pipeline_options.default_filter = c.resize_filter() == "antialias"

@@ -104,6 +104,7 @@ struct ServerMetrics::Impl {
   prometheus::Histogram* queue = nullptr;
   prometheus::Histogram* compute = nullptr;
   prometheus::Histogram* batch = nullptr;
+  prometheus::Family<prometheus::Histogram>* stages = nullptr;
 };
 
 ServerMetrics::ServerMetrics(std::unique_ptr<Impl> impl)
@@ -140,6 +141,12 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
                      .Help("Images per backbone batch.")
                      .Register(r)
                      .Add({}, kBatchBuckets);
+  impl->stages = &prometheus::BuildHistogram()
+                      .Name("primaps_stage_seconds")
+                      .Help(
+                          "Time in each stage of a request (queue and "
+                          "forward: per backbone batch).")
+                      .Register(r);
   impl->live = std::make_shared<LiveCollector>(std::move(live));
   auto metrics =
       std::unique_ptr<ServerMetrics>(new ServerMetrics(std::move(impl)));
@@ -166,6 +173,12 @@ void ServerMetrics::RecordBatch(int size, absl::Duration queued,
   impl_->batch->Observe(size);
   impl_->queue->Observe(absl::ToDoubleSeconds(queued));
   impl_->compute->Observe(absl::ToDoubleSeconds(compute));
+}
+
+void ServerMetrics::RecordStage(const std::string& stage,
+                                absl::Duration duration) {
+  impl_->stages->Add({{"stage", stage}}, kLatencyBuckets)
+      .Observe(absl::ToDoubleSeconds(duration));
 }
 
 int ServerMetrics::listening_port() const {

@@ -36,6 +36,9 @@ class ServerMetrics {
                      absl::Duration latency);
   // One backbone batch.
   void RecordBatch(int size, absl::Duration queued, absl::Duration compute);
+  // Time in one stage of a request: decode, preprocess, queue, forward
+  // (per batch), proposals, labels (upsampling, CRF, argmax), head, encode.
+  void RecordStage(const std::string& stage, absl::Duration duration);
 
   // The bound metrics port, or 0 when not serving.
   int listening_port() const;

@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "client/primaps_client.h"
 #include "engine/backbone/builtin_backbone.h"
 #include "engine/image/image_decode.h"
@@ -524,6 +525,14 @@ TEST_F(ServerTest, MetricsAreScrapedAndValid) {
   EXPECT_THAT(metrics, HasSubstr("primaps_batch_size_count"));
   EXPECT_THAT(metrics, HasSubstr("primaps_process_resident_memory_bytes"));
   EXPECT_THAT(metrics, HasSubstr("primaps_model_version 0"));
+  // Each stage of the good request was timed.
+  for (const char* stage : {"decode", "preprocess", "queue", "forward",
+                            "proposals", "labels", "encode"}) {
+    EXPECT_THAT(metrics, HasSubstr(absl::StrCat("primaps_stage_seconds_count{"
+                                                "stage=\"",
+                                                stage, "\"} 1")))
+        << stage;
+  }
   EXPECT_THAT(metrics,
               ::testing::Not(HasSubstr(dir_.path())));  // no file paths
   if (::system("command -v promtool > /dev/null") != 0)
