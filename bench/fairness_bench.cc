@@ -138,8 +138,9 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   const Row after = Measure(1, *small, *large, seconds / 3, false);
-  std::printf("| (no large requests, again) | %.0f | %.0f | %.0f | %d | 0 | 0 |\n",
-              after.small_p50_ms, after.small_p99_ms, after.small_max_ms,
-              after.small_done);
+  std::printf(
+      "| (no large requests, again) | %.0f | %.0f | %.0f | %d | 0 | 0 |\n",
+      after.small_p50_ms, after.small_p99_ms, after.small_max_ms,
+      after.small_done);
   return 0;
 }

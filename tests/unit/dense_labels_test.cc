@@ -5,7 +5,6 @@
 #include <random>
 
 #include "absl/time/clock.h"
-
 #include "engine/image/channel_maps.h"
 
 namespace primaps {
