@@ -112,7 +112,9 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
   DenseLabels out;
   out.processed_labels = ArgmaxLabels(probs, channels, w, h);
   if (!original) {
-    out.labels = out.processed_labels;
+    // No second copy: `labels` is the processed map.
+    out.labels = std::move(out.processed_labels);
+    out.processed_labels = LabelMap{};
     if (options.keep_probabilities) out.probabilities = std::move(probs);
     return out;
   }

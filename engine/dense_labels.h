@@ -65,7 +65,8 @@ struct DenseLabels {
   // At the output size.
   LabelMap labels;
   // At the processed image's size (the whole tensor, padding included):
-  // the same map as `labels` for kProcessed output; for kOriginal, the map
+  // empty for kProcessed output, where `labels` is that map; for kOriginal,
+  // the map
   // whose resizing gave `labels` (without the CRF when it ran at the
   // original size). Majority votes over masks are taken on it, so that both
   // output sizes give masks the same classes.

@@ -52,7 +52,8 @@ struct PriMaPsResult {
   SoftMasks proposals;  // after step 2
   // After step 5, at the output size: 0 = background, k = mask k.
   LabelMap mask_labels;
-  // The same at the processed image's size (DenseLabels::processed_labels).
+  // The same at the processed image's size for original-size output
+  // (DenseLabels::processed_labels); empty when mask_labels is that map.
   LabelMap processed_mask_labels;
   // Time in steps 1-2 (the proposals) and in steps 3-5 (refinement,
   // upsampling, CRF, argmax), for the server's stage metrics.

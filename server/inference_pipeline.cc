@@ -330,8 +330,10 @@ absl::StatusOr<LabelMap> InferencePipeline::PseudoLabelsFor(
   }
   ASSIGN_OR_RETURN(
       const MaskClassTable table,
-      MaskClasses(primaps.processed_mask_labels, prior ? &*prior : nullptr,
-                  p.primaps.ignore_label));
+      MaskClasses(primaps.processed_mask_labels.labels.empty()
+                      ? primaps.mask_labels
+                      : primaps.processed_mask_labels,
+                  prior ? &*prior : nullptr, p.primaps.ignore_label));
   return ApplyMaskClasses(primaps.mask_labels, table);
 }
 
