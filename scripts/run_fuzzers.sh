@@ -10,7 +10,7 @@ out=out/fuzz
 mkdir -p "$out"
 
 core=(engine/image/image_header.cc engine/image/image_decode.cc engine/checkpoint/safetensors.cc engine/segmentation_head.cc
-      engine/crf/dense_crf.cc engine/crf/mean_field.cc engine/crf/permutohedral_lattice.cc engine/image/preprocess.cc
+      engine/crf/dense_crf.cc engine/crf/mean_field.cc engine/crf/permutohedral_lattice.cc engine/crf/lattice_filter.cc engine/image/preprocess.cc
       engine/image/resize_antialias.cc engine/image/channel_maps.cc engine/checkpoint/tensor_record.cc
       engine/checkpoint/zip_reader.cc engine/checkpoint/pickle_reader.cc engine/checkpoint/pth_reader.cc engine/backbone/backbone_weights.cc
       base/file_util.cc base/stop_check.cc engine/backbone/vit_config.cc engine/image/label_image.cc)

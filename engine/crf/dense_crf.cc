@@ -23,8 +23,7 @@ namespace {
 struct NormalizedLattice {
   NormalizedLattice(const std::vector<float>& features, int num_points, int dim,
                     const StopCheck* stop)
-      : lattice(features.data(), num_points, dim,
-                PermutohedralLattice::NeighborSearch::kSort, stop) {
+      : lattice(features.data(), num_points, dim, stop) {
     if (!lattice.stopped().ok()) return;
     std::vector<float> ones(num_points, 1.f), workspace;
     norm.resize(num_points);

@@ -1,7 +1,6 @@
 #include "engine/crf/permutohedral_lattice.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -12,180 +11,17 @@
 #endif
 
 #include "base/simd_lanes.h"
-#include "engine/crf/lattice_rows.h"
+#include "engine/crf/lattice_key_tables.h"
 
 namespace primaps {
 namespace {
 
 constexpr int kMaxDim = 8;
 
-// Open-addressing hash table from lattice keys to vertex indices (in
-// insertion order). A key is the first `dim` coordinates of a lattice point
-// (the last is implied), stored as K shorts padded with zeros, inline in its
-// slot so that a probe costs one cache miss. Construction is dominated by
-// these misses, so callers look keys up in blocks: Prefetch all, then Find.
-template <int K>
-class KeyTable {
- public:
-  using Key = std::array<int16_t, K>;
-
-  // The key as two words (std::array's == calls memcmp).
-  static void Words(const Key& key, uint64_t* low, uint64_t* high) {
-    *high = 0;
-    std::memcpy(low, key.data(), 8);
-    std::memcpy(high, key.data() + 4, sizeof(Key) - 8);
-  }
-
-  static bool Same(const Key& a, const Key& b) {
-    uint64_t a0, a1, b0, b1;
-    Words(a, &a0, &a1);
-    Words(b, &b0, &b1);
-    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-  }
-
-  explicit KeyTable(size_t expected) {
-    size_t capacity = 1024;
-    while (capacity < 2 * expected) capacity <<= 1;
-    Resize(capacity);
-  }
-
-  int size() const { return static_cast<int>(keys_.size()); }
-  const std::vector<Key>& keys() const { return keys_; }
-  static uint64_t HashOf(const Key& key) { return Hash(key); }
-  const Key& key(int index) const { return keys_[index]; }
-
-  // Lookups take the key's Hash, computed once for Prefetch and Find.
-  void Prefetch(uint64_t hash) const {
-    __builtin_prefetch(&slots_[hash >> shift_]);
-  }
-
-  // The index of `key`, or -1 when absent.
-  int Find(const Key& key, uint64_t hash) const {
-    for (size_t h = hash >> shift_;; h = (h + 1) & mask_) {
-      const Slot& slot = slots_[h];
-      if (slot.index < 0 || Same(slot.key, key)) return slot.index;
-    }
-  }
-
-  // The index of `key`, inserted when absent.
-  int FindOrInsert(const Key& key, uint64_t hash) {
-    if (2 * keys_.size() >= slots_.size()) Resize(2 * slots_.size());
-    for (size_t h = hash >> shift_;; h = (h + 1) & mask_) {
-      Slot& slot = slots_[h];
-      if (slot.index < 0) {
-        slot.key = key;
-        slot.index = size();
-        keys_.push_back(key);
-        return slot.index;
-      }
-      if (Same(slot.key, key)) return slot.index;
-    }
-  }
-
- private:
-  struct Slot {
-    Key key;
-    int32_t index = -1;  // -1: empty
-  };
-
-  // Fibonacci hashing: mix the key's words; slots take the top bits.
-  static uint64_t Hash(const Key& key) {
-    uint64_t low, high;
-    Words(key, &low, &high);
-    uint64_t h = low * 0x9E3779B97F4A7C15ull;
-    h = (h ^ high) * 0x9E3779B97F4A7C15ull;
-    h ^= h >> 31;
-    return h * 0xC2B2AE3D27D4EB4Full;
-  }
-
-  void Resize(size_t capacity) {
-    slots_.assign(capacity, Slot{});
-    mask_ = capacity - 1;
-    shift_ = 64;
-    for (size_t c = capacity; c > 1; c >>= 1) --shift_;
-    for (int index = 0; index < size(); ++index) {
-      size_t h = Hash(keys_[index]) >> shift_;
-      while (slots_[h].index >= 0) h = (h + 1) & mask_;
-      slots_[h].key = keys_[index];
-      slots_[h].index = index;
-    }
-  }
-
-  std::vector<Slot> slots_;
-  size_t mask_ = 0;
-  int shift_ = 64;
-  std::vector<Key> keys_;  // by index, for walking the vertices
-};
-
-// Open-addressing hash table from packed lattice keys (non-zero, below
-// 2^(64 - index_bits)) to vertex indices (in insertion order), the key and
-// the index together in one 8-byte slot (0: empty), so that twice as many
-// slots share the caches as in KeyTable.
-class PackedKeyTable {
- public:
-  PackedKeyTable(size_t expected, int index_bits)
-      : index_bits_(index_bits), index_mask_((uint64_t{1} << index_bits) - 1) {
-    size_t capacity = 1024;
-    while (capacity < 2 * expected) capacity <<= 1;
-    Resize(capacity);
-  }
-
-  int size() const { return static_cast<int>(keys_.size()); }
-  const std::vector<uint64_t>& keys() const { return keys_; }
-  static uint64_t HashOf(uint64_t key) { return key * 0x9E3779B97F4A7C15ull; }
-  void Prefetch(uint64_t hash) const {
-    __builtin_prefetch(&slots_[hash >> shift_]);
-  }
-
-  // Whether more vertices were inserted than index_bits can number (the
-  // table is then unusable).
-  bool overflowed() const { return keys_.size() > index_mask_; }
-
-  // The index of `key`, inserted when absent.
-  int FindOrInsert(uint64_t key, uint64_t hash) {
-    if (2 * keys_.size() >= slots_.size()) Resize(2 * slots_.size());
-    for (size_t h = hash >> shift_;; h = (h + 1) & mask_) {
-      const uint64_t slot = slots_[h];
-      if (slot == 0) {
-        slots_[h] = key << index_bits_ | (keys_.size() & index_mask_);
-        keys_.push_back(key);
-        return size() - 1;
-      }
-      if ((slot >> index_bits_) == key)
-        return static_cast<int>(slot & index_mask_);
-    }
-  }
-
-  // The index of `key`, or -1 when absent.
-  int Find(uint64_t key) const {
-    for (size_t h = HashOf(key) >> shift_;; h = (h + 1) & mask_) {
-      const uint64_t slot = slots_[h];
-      if (slot == 0) return -1;
-      if ((slot >> index_bits_) == key)
-        return static_cast<int>(slot & index_mask_);
-    }
-  }
-
- private:
-  void Resize(size_t capacity) {
-    slots_.assign(capacity, 0);
-    mask_ = capacity - 1;
-    shift_ = 64;
-    for (size_t c = capacity; c > 1; c >>= 1) --shift_;
-    for (size_t index = 0; index < keys_.size(); ++index) {
-      size_t h = HashOf(keys_[index]) >> shift_;
-      while (slots_[h] != 0) h = (h + 1) & mask_;
-      slots_[h] = keys_[index] << index_bits_ | (index & index_mask_);
-    }
-  }
-
-  const int index_bits_;
-  const uint64_t index_mask_;
-  std::vector<uint64_t> slots_;
-  size_t mask_ = 0;
-  int shift_ = 64;
-  std::vector<uint64_t> keys_;  // by index
-};
+using lattice::kLookupBlock;
+using lattice::PackedKeyTable;
+using lattice::PendingLookups;
+using lattice::ShortKeyTable;
 
 // The number of bits that hold v.
 int BitWidth(uint64_t v) {
@@ -193,44 +29,6 @@ int BitWidth(uint64_t v) {
   while (bits < 64 && (v >> bits) != 0) ++bits;
   return bits;
 }
-
-// Lattice keys are looked up this many at a time, prefetched together.
-constexpr int kLookupBlock = 32;
-
-// Simplex vertex keys waiting for their vertex index, looked up a block at
-// a time: all prefetched, then found or inserted (construction is
-// dominated by the table's cache misses). Branch-free, since whether a key
-// is new is a coin flip for the predictor: every key is written to the
-// next slot, and the slot is kept only when the key is new.
-template <typename Table, typename Key>
-class PendingLookups {
- public:
-  // The slot for the next key; Commit says where its index goes.
-  Key& Next() { return keys_[count_]; }
-  void Commit(size_t at, bool keep) {
-    at_[count_] = at;
-    count_ += keep;
-  }
-  // Whether fewer than `room` slots are left.
-  bool Full(int room) const { return count_ > kLookupBlock - room; }
-
-  // offsets[at] = 1 + the key's index, for every kept key.
-  void Flush(Table* table, std::vector<int32_t>* offsets) {
-    for (int i = 0; i < count_; ++i) {
-      hash_[i] = Table::HashOf(keys_[i]);
-      table->Prefetch(hash_[i]);
-    }
-    for (int i = 0; i < count_; ++i)
-      (*offsets)[at_[i]] = table->FindOrInsert(keys_[i], hash_[i]) + 1;
-    count_ = 0;
-  }
-
- private:
-  Key keys_[kLookupBlock] = {};
-  size_t at_[kLookupBlock];
-  uint64_t hash_[kLookupBlock];
-  int count_ = 0;
-};
 
 // Points are placed in their simplices this many at a time, one per lane.
 constexpr int kPointBlock = simd::kLanes;
@@ -463,33 +261,33 @@ void ResolveReused(std::vector<int32_t>* offsets) {
 
 PermutohedralLattice::PermutohedralLattice(const float* features,
                                            int num_points, int dim,
-                                           NeighborSearch search,
-                                           const StopCheck* stop)
+                                           const StopCheck* stop,
+                                           KeyPacking packing)
     : num_points_(num_points), dim_(dim), stop_(stop) {
   switch (dim) {
     case 1:
-      Build<1>(features, search);
+      Build<1>(features, packing);
       break;
     case 2:
-      Build<2>(features, search);
+      Build<2>(features, packing);
       break;
     case 3:
-      Build<3>(features, search);
+      Build<3>(features, packing);
       break;
     case 4:
-      Build<4>(features, search);
+      Build<4>(features, packing);
       break;
     case 5:
-      Build<5>(features, search);
+      Build<5>(features, packing);
       break;
     case 6:
-      Build<6>(features, search);
+      Build<6>(features, packing);
       break;
     case 7:
-      Build<7>(features, search);
+      Build<7>(features, packing);
       break;
     default:
-      Build<8>(features, search);
+      Build<8>(features, packing);
   }
 }
 
@@ -515,8 +313,7 @@ bool PermutohedralLattice::KeepGoing(int p0, const char* step) {
 // in 64 bits or a key falls outside its field (non-finite features); Build
 // then starts over with keys of shorts.
 template <int D>
-bool PermutohedralLattice::BuildPacked(const float* features,
-                                       NeighborSearch search) {
+bool PermutohedralLattice::BuildWithPackedKeys(const float* features) {
   constexpr int d = D, d1 = D + 1;
   const int num_points = num_points_;
   if (num_points <= 0) return false;
@@ -564,8 +361,8 @@ bool PermutohedralLattice::BuildPacked(const float* features,
   offsets_.resize(static_cast<size_t>(num_points) * d1);
   weights_.resize(static_cast<size_t>(num_points) * d1);
   PackedKeyTable table(static_cast<size_t>(num_points), index_bits);
-  // As in Build: keys repeated from the previous point reuse its index
-  // (offset -1 until ResolveReused), the others are looked up.
+  // As with keys of shorts: keys repeated from the previous point reuse its
+  // index (offset -1 until ResolveReused), the others are looked up.
   PendingLookups<PackedKeyTable, uint64_t> pending;
   typedef int64_t Longs __attribute__((vector_size(8 * simd::kLanes)));
   typedef uint64_t Words __attribute__((vector_size(8 * simd::kLanes)));
@@ -610,36 +407,29 @@ bool PermutohedralLattice::BuildPacked(const float* features,
   num_vertices_ = table.size();
   const int num_vertices = num_vertices_;
   neighbors_.assign(static_cast<size_t>(d1) * num_vertices * 2, 0);
-  if (search == NeighborSearch::kSort) {
-    // The vertex indices fit in index_bits, so this fits in 64 bits.
-    NeighborsFromPacked<D>(table.keys(), field_shift, key_bits, &neighbors_);
-    return true;
-  }
-  for (int j = 0; j < d1; ++j) {
-    uint64_t step = 0;  // n1 along j on the packed fields, as in
-                        // NeighborsFromPacked
-    for (int i = 0; i < d; ++i) step -= uint64_t{1} << field_shift[i];
-    if (j < d) step += static_cast<uint64_t>(d1) << field_shift[j];
-    int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
-    for (int v = 0; v < num_vertices; ++v) {
-      const int u = table.Find(table.keys()[v] + step);
-      if (u < 0) continue;
-      nb[2 * v] = u + 1;
-      nb[2 * u + 1] = v + 1;
-    }
-  }
+  // The vertex indices fit in index_bits, so this fits in 64 bits.
+  NeighborsFromPacked<D>(table.keys(), field_shift, key_bits, &neighbors_);
   return true;
 }
 
 // The dimension is a template parameter so that the per-point loops over
 // coordinates unroll and their small arrays live in registers.
 template <int D>
-void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
-  if (BuildPacked<D>(features, search) || !stopped_.ok()) return;
+void PermutohedralLattice::Build(const float* features, KeyPacking packing) {
+  if (packing == KeyPacking::kWhenTheyFit) {
+    if (BuildWithPackedKeys<D>(features) || !stopped_.ok()) return;
+  }
+  BuildWithShortKeys<D>(features);
+}
+
+// Construction with keys of shorts (ShortKeyTable), for features too wide
+// (or not finite) to pack.
+template <int D>
+void PermutohedralLattice::BuildWithShortKeys(const float* features) {
   constexpr int K = D <= 6 ? 6 : 8;  // key width: 16-byte slots up to 6
   const int num_points = num_points_;
   constexpr int d = D, d1 = D + 1;
-  using Table = KeyTable<K>;
+  using Table = ShortKeyTable<K>;
   using Key = typename Table::Key;
   offsets_.resize(static_cast<size_t>(num_points) * d1);
   weights_.resize(static_cast<size_t>(num_points) * d1);
@@ -709,272 +499,6 @@ void PermutohedralLattice::Build(const float* features, NeighborSearch search) {
       neighbors_[(axis + pending_vertex[b]) * 2] = u + 1;
       neighbors_[(axis + u) * 2 + 1] = pending_vertex[b] + 1;
     }
-  }
-}
-
-namespace {
-
-// The row width C is a template parameter where it is small (kDynamic
-// otherwise), so that the per-row loops compile to a few straight SIMD
-// instructions instead of vectorized loops with run-time checks.
-constexpr int kDynamic = 0;
-
-// The filter's buffers in the caller's workspace: two of the lattice's
-// rows, swapped after each blur axis, and one row of scratch. Only the
-// splat target needs zeroing; the blur overwrites every row of the other
-// except row 0, the always-zero "missing neighbour" row.
-struct FilterBuffers {
-  FilterBuffers(int num_vertices, int channels, std::vector<float>* workspace) {
-    const size_t cells = static_cast<size_t>(num_vertices + 1) * channels;
-    workspace->resize(2 * cells + channels);
-    values = workspace->data();
-    scratch = values + cells;
-    row = scratch + cells;
-    std::fill(values, values + cells, 0.f);
-    std::fill(scratch, scratch + channels, 0.f);
-  }
-  float* values;
-  float* scratch;
-  float* row;
-};
-
-}  // namespace
-
-// Blur along each axis: new = old + 0.5 * (left + right).
-template <int C>
-float* PermutohedralLattice::BlurRows(float* values, float* scratch) const {
-  using Row = RowRegs<C>;
-  const int num_vertices = num_vertices_;
-  for (int j = 0; j <= dim_; ++j) {
-    const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
-    int v = 0;
-#if defined(__AVX__)
-    if constexpr (C == 4) {
-      // Two vertices per 8-float register: their own rows are adjacent,
-      // each neighbour row fills one half.
-      auto pair = [values](int32_t lo, int32_t hi) {
-        return _mm256_insertf128_ps(
-            _mm256_castps128_ps256(
-                _mm_loadu_ps(&values[static_cast<size_t>(lo) * 4])),
-            _mm_loadu_ps(&values[static_cast<size_t>(hi) * 4]), 1);
-      };
-      const __m256 half = _mm256_set1_ps(0.5f);
-      for (; v + 2 <= num_vertices; v += 2) {
-        const __m256 a = pair(nb[2 * v], nb[2 * v + 2]);
-        const __m256 b = pair(nb[2 * v + 1], nb[2 * v + 3]);
-        const __m256 self =
-            _mm256_loadu_ps(&values[static_cast<size_t>(v + 1) * 4]);
-        _mm256_storeu_ps(
-            &scratch[static_cast<size_t>(v + 1) * 4],
-            _mm256_add_ps(self, _mm256_mul_ps(half, _mm256_add_ps(a, b))));
-      }
-    }
-#endif
-    for (; v < num_vertices; ++v) {
-      const Row a = Row::Load(&values[static_cast<size_t>(nb[2 * v]) * C]);
-      const Row b = Row::Load(&values[static_cast<size_t>(nb[2 * v + 1]) * C]);
-      Row::Load(&values[static_cast<size_t>(v + 1) * C])
-          .PlusHalfSum(a, b)
-          .Store(&scratch[static_cast<size_t>(v + 1) * C]);
-    }
-    std::swap(values, scratch);
-  }
-  return values;
-}
-
-// Fixed row width C: every row operation on registers.
-template <int D1, int C>
-void PermutohedralLattice::FilterRows(const float* in, float* out,
-                                      const Scaling& scaling,
-                                      std::vector<float>* workspace) const {
-  using Row = RowRegs<C>;
-  const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
-  // Loop bounds in locals: stores through float pointers would otherwise
-  // make the compiler reload them from *this on every iteration.
-  const int num_points = num_points_, num_vertices = num_vertices_;
-  FilterBuffers buffers(num_vertices, C, workspace);
-  float* values = buffers.values;
-  float* scratch = buffers.scratch;
-  // Splat.
-  for (int p = 0; p < num_points; ++p) {
-    const Row src = Row::Load(in + static_cast<size_t>(p) * C);
-    const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
-    const float* weights = &weights_[static_cast<size_t>(p) * d1];
-    const float in_scale = scaling.in_scale ? scaling.in_scale[p] : 1.f;
-    for (int r = 0; r < d1; ++r) {
-      float* dst = &values[static_cast<size_t>(offsets[r]) * C];
-      Row::Load(dst).PlusScaled(weights[r] * in_scale, src).Store(dst);
-    }
-  }
-  values = BlurRows<C>(values, scratch);
-  // Slice, each point's weighted sum in registers.
-  const float alpha = slice_scale();
-  for (int p = 0; p < num_points; ++p) {
-    const int32_t* offsets = &offsets_[static_cast<size_t>(p) * d1];
-    const float* weights = &weights_[static_cast<size_t>(p) * d1];
-    Row acc =
-        Row::Scaled(weights[0] * alpha,
-                    Row::Load(&values[static_cast<size_t>(offsets[0]) * C]));
-    for (int r = 1; r < d1; ++r) {
-      acc = acc.PlusScaled(
-          weights[r] * alpha,
-          Row::Load(&values[static_cast<size_t>(offsets[r]) * C]));
-    }
-    float* dst = out + static_cast<size_t>(p) * C;
-    const float out_scale =
-        scaling.out_weight * (scaling.out_scale ? scaling.out_scale[p] : 1.f);
-    if (scaling.accumulate) {
-      Row::Load(dst).PlusScaled(out_scale, acc).Store(dst);
-    } else if (scaling.base != nullptr) {
-      Row::Load(scaling.base + static_cast<size_t>(p) * C)
-          .PlusScaled(out_scale, acc)
-          .Store(dst);
-    } else {
-      Row::Scaled(out_scale, acc).Store(dst);
-    }
-  }
-}
-
-// The same for any row width, as plain loops over the row.
-float* PermutohedralLattice::BlurAnyRows(float* values, float* scratch,
-                                         int channels) const {
-  const int num_vertices = num_vertices_;
-  for (int j = 0; j <= dim_; ++j) {
-    const int32_t* nb = &neighbors_[static_cast<size_t>(j) * num_vertices * 2];
-    for (int v = 0; v < num_vertices; ++v) {
-      const float* self = &values[static_cast<size_t>(v + 1) * channels];
-      const float* a = &values[static_cast<size_t>(nb[2 * v]) * channels];
-      const float* b = &values[static_cast<size_t>(nb[2 * v + 1]) * channels];
-      float* dst = &scratch[static_cast<size_t>(v + 1) * channels];
-      for (int c = 0; c < channels; ++c)
-        dst[c] = self[c] + 0.5f * (a[c] + b[c]);
-    }
-    std::swap(values, scratch);
-  }
-  return values;
-}
-
-// Any row width: the same operations in the same order as FilterRows, as
-// plain loops over the row.
-template <int D1>
-void PermutohedralLattice::FilterAnyRows(const float* in, int channels,
-                                         float* out, const Scaling& scaling,
-                                         std::vector<float>* workspace) const {
-  const int d1 = D1 == kDynamic ? dim_ + 1 : D1;
-  const int num_points = num_points_, num_vertices = num_vertices_;
-  FilterBuffers buffers(num_vertices, channels, workspace);
-  float* values = buffers.values;
-  float* scratch = buffers.scratch;
-  float* acc = buffers.row;
-  for (int p = 0; p < num_points; ++p) {
-    const float* src = in + static_cast<size_t>(p) * channels;
-    const float in_scale = scaling.in_scale ? scaling.in_scale[p] : 1.f;
-    for (int r = 0; r < d1; ++r) {
-      const size_t at = static_cast<size_t>(p) * d1 + r;
-      float* dst = &values[static_cast<size_t>(offsets_[at]) * channels];
-      const float w = weights_[at] * in_scale;
-      for (int c = 0; c < channels; ++c) dst[c] = dst[c] + w * src[c];
-    }
-  }
-  values = BlurAnyRows(values, scratch, channels);
-  const float alpha = slice_scale();
-  for (int p = 0; p < num_points; ++p) {
-    for (int r = 0; r < d1; ++r) {
-      const size_t at = static_cast<size_t>(p) * d1 + r;
-      const float* src = &values[static_cast<size_t>(offsets_[at]) * channels];
-      const float w = weights_[at] * alpha;
-      for (int c = 0; c < channels; ++c)
-        acc[c] = r == 0 ? w * src[c] : acc[c] + w * src[c];
-    }
-    float* dst = out + static_cast<size_t>(p) * channels;
-    const float out_scale =
-        scaling.out_weight * (scaling.out_scale ? scaling.out_scale[p] : 1.f);
-    const float* base = scaling.accumulate ? dst
-                        : scaling.base
-                            ? scaling.base + static_cast<size_t>(p) * channels
-                            : nullptr;
-    for (int c = 0; c < channels; ++c) {
-      dst[c] =
-          base != nullptr ? base[c] + out_scale * acc[c] : out_scale * acc[c];
-    }
-  }
-}
-
-float PermutohedralLattice::slice_scale() const {
-  return 1.f / (1.f + std::pow(2.f, -static_cast<float>(dim_)));
-}
-
-float* PermutohedralLattice::Blur(float* values, float* scratch,
-                                  int channels) const {
-  switch (channels) {
-    case 4:
-      return BlurRows<4>(values, scratch);
-    case 8:
-      return BlurRows<8>(values, scratch);
-    case 12:
-      return BlurRows<12>(values, scratch);
-    case 16:
-      return BlurRows<16>(values, scratch);
-    case 24:
-      return BlurRows<24>(values, scratch);
-    case 32:
-      return BlurRows<32>(values, scratch);
-    default:
-      return BlurAnyRows(values, scratch, channels);
-  }
-}
-
-void PermutohedralLattice::Filter(const float* in, int channels, float* out,
-                                  std::vector<float>* workspace) const {
-  FilterScaled(in, channels, out, Scaling{}, workspace);
-}
-
-void PermutohedralLattice::FilterScaled(const float* in, int channels,
-                                        float* out, const Scaling& scaling,
-                                        std::vector<float>* workspace) const {
-  // The dense CRF's two kernels (d = 2 and 5) get their simplex size fixed
-  // at compile time, so the per-point loops over its vertices unroll.
-  switch (dim_) {
-    case 2:
-      return FilterAnyWidth<3>(in, channels, out, scaling, workspace);
-    case 5:
-      return FilterAnyWidth<6>(in, channels, out, scaling, workspace);
-    default:
-      return FilterAnyWidth<kDynamic>(in, channels, out, scaling, workspace);
-  }
-}
-
-template <int D1>
-void PermutohedralLattice::FilterAnyWidth(const float* in, int channels,
-                                          float* out, const Scaling& scaling,
-                                          std::vector<float>* workspace) const {
-  switch (channels) {
-    case 1:
-      return FilterRows<D1, 1>(in, out, scaling, workspace);
-    case 2:
-      return FilterRows<D1, 2>(in, out, scaling, workspace);
-    case 3:
-      return FilterRows<D1, 3>(in, out, scaling, workspace);
-    case 4:
-      return FilterRows<D1, 4>(in, out, scaling, workspace);
-    case 5:
-      return FilterRows<D1, 5>(in, out, scaling, workspace);
-    case 6:
-      return FilterRows<D1, 6>(in, out, scaling, workspace);
-    case 7:
-      return FilterRows<D1, 7>(in, out, scaling, workspace);
-    case 8:
-      return FilterRows<D1, 8>(in, out, scaling, workspace);
-    case 12:
-      return FilterRows<D1, 12>(in, out, scaling, workspace);
-    case 16:
-      return FilterRows<D1, 16>(in, out, scaling, workspace);
-    case 24:
-      return FilterRows<D1, 24>(in, out, scaling, workspace);
-    case 32:
-      return FilterRows<D1, 32>(in, out, scaling, workspace);
-    default:
-      return FilterAnyRows<D1>(in, channels, out, scaling, workspace);
   }
 }
 

@@ -24,13 +24,16 @@ namespace primaps {
 
 class PermutohedralLattice {
  public:
-  // How the vertices' neighbours are found; both give the same lattice.
-  enum class NeighborSearch {
-    // Sort the vertices' packed keys once and merge per axis; falls back to
-    // kHash when a key and a vertex index do not pack into 64 bits.
-    kSort,
-    // One hash lookup per vertex and axis.
-    kHash,
+  // How lattice keys are held while the vertices are found; both give the
+  // same lattice.
+  enum class KeyPacking {
+    // In bit fields of one 64-bit integer, when the features' range lets
+    // every key and vertex index fit (fewer cache misses, and neighbours
+    // found by one sort); keys of shorts otherwise.
+    kWhenTheyFit,
+    // Always keys of shorts, with one hash lookup per vertex and axis for
+    // the neighbours (the fallback, forced for tests).
+    kNever,
   };
 
   // `features` holds num_points rows of `dim` floats (already divided by the
@@ -39,8 +42,8 @@ class PermutohedralLattice {
   // are found and before the neighbour search; a stopped lattice has no
   // vertices and says why in stopped().
   PermutohedralLattice(const float* features, int num_points, int dim,
-                       NeighborSearch search = NeighborSearch::kSort,
-                       const StopCheck* stop = nullptr);
+                       const StopCheck* stop = nullptr,
+                       KeyPacking packing = KeyPacking::kWhenTheyFit);
 
   // OK, or why the construction stopped half-way (the lattice is unusable).
   const absl::Status& stopped() const { return stopped_; }
@@ -87,30 +90,33 @@ class PermutohedralLattice {
   float* Blur(float* values, float* scratch, int channels) const;
 
  private:
-  // Builds the structure for D == dim_.
+  // Builds the structure for D == dim_, with packed keys where `packing`
+  // allows and they fit, with keys of shorts otherwise.
   template <int D>
-  void Build(const float* features, NeighborSearch search);
-  // The same with keys packed into 64-bit integers; false when they do not
-  // fit (Build then uses keys of shorts).
+  void Build(const float* features, KeyPacking packing);
+  // False when the keys do not fit in 64-bit integers.
   template <int D>
-  bool BuildPacked(const float* features, NeighborSearch search);
+  bool BuildWithPackedKeys(const float* features);
+  template <int D>
+  void BuildWithShortKeys(const float* features);
 
   // Filter for simplices of D1 = dim + 1 vertices (0: given at run time by
   // dim_), dispatching on the row width.
   template <int D1>
-  void FilterAnyWidth(const float* in, int channels, float* out,
+  void FilterForWidth(const float* in, int channels, float* out,
                       const Scaling& scaling,
                       std::vector<float>* workspace) const;
-  // The blur for rows of a fixed width C, and for any width.
+  // The kernels come in two kinds that give the same bits per channel: for
+  // rows of a fixed width C (the common label counts), every row operation
+  // on registers; for any other width, plain loops over the row.
   template <int C>
-  float* BlurRows(float* values, float* scratch) const;
-  float* BlurAnyRows(float* values, float* scratch, int channels) const;
-  // For rows of a fixed width C, and for any width.
+  float* BlurInRegisters(float* values, float* scratch) const;
+  float* BlurInLoops(float* values, float* scratch, int channels) const;
   template <int D1, int C>
-  void FilterRows(const float* in, float* out, const Scaling& scaling,
-                  std::vector<float>* workspace) const;
+  void FilterInRegisters(const float* in, float* out, const Scaling& scaling,
+                         std::vector<float>* workspace) const;
   template <int D1>
-  void FilterAnyRows(const float* in, int channels, float* out,
+  void FilterInLoops(const float* in, int channels, float* out,
                      const Scaling& scaling,
                      std::vector<float>* workspace) const;
 

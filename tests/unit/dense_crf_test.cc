@@ -243,22 +243,25 @@ TEST(PermutohedralLatticeTest, EveryRowWidthGivesTheSameBitsPerChannel) {
   }
 }
 
-// Neighbours found by sorting packed keys and by hash lookups give the
-// same lattice, so the same filtered bits; with features spread so wide
-// that the keys do not pack into 64 bits, sorting falls back to lookups.
-TEST(PermutohedralLatticeTest, NeighborSearchBySortingEqualsHashLookups) {
+// Keys packed into 64-bit integers (neighbours found by sorting) and keys
+// of shorts (neighbours by hash lookups) give the same lattice, so the same
+// filtered bits; with features spread so wide that the keys do not pack,
+// both are keys of shorts.
+TEST(PermutohedralLatticeTest, PackedKeysEqualShortKeys) {
   const int n = 3000;
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> uniform(0.f, 1.f);
-  using Search = PermutohedralLattice::NeighborSearch;
+  using Packing = PermutohedralLattice::KeyPacking;
   for (const float spread : {3.f, 40.f, 1500.f}) {
     for (const int dim : {1, 2, 3, 5, 8}) {
       SCOPED_TRACE(::testing::Message()
                    << "dim " << dim << ", spread " << spread);
       std::vector<float> features(static_cast<size_t>(n) * dim);
       for (float& f : features) f = spread * uniform(rng);
-      const PermutohedralLattice sorted(features.data(), n, dim, Search::kSort);
-      const PermutohedralLattice hashed(features.data(), n, dim, Search::kHash);
+      const PermutohedralLattice sorted(features.data(), n, dim, nullptr,
+                                        Packing::kWhenTheyFit);
+      const PermutohedralLattice hashed(features.data(), n, dim, nullptr,
+                                        Packing::kNever);
       ASSERT_EQ(sorted.num_vertices(), hashed.num_vertices());
       std::vector<float> in(static_cast<size_t>(n) * 4);
       for (float& v : in) v = uniform(rng);
