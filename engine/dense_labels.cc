@@ -52,6 +52,30 @@ absl::Status CheckTarget(const OutputTarget& target,
   return absl::OkStatus();
 }
 
+absl::Status CheckGrid(const std::vector<float>& grid, int channels, int grid_h,
+                       int grid_w) {
+  if (channels < 1 || channels > 256 ||
+      grid.size() != static_cast<size_t>(channels) * grid_h * grid_w) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("score grid of ", grid.size(), " values is not ", channels,
+                     " x ", grid_h, " x ", grid_w));
+  }
+  return absl::OkStatus();
+}
+
+// The grid's scores upsampled to h x w, as probabilities when `softmax`
+// (upsampled logits otherwise: their argmax is the same).
+std::vector<float> UpsampledScores(const std::vector<float>& grid, int channels,
+                                   int grid_h, int grid_w, int h, int w,
+                                   GridScores scores, bool softmax) {
+  if (scores == GridScores::kMaskScores)
+    return UpsampledProbabilities(grid, channels, grid_h, grid_w, h, w);
+  std::vector<float> probs = ResizeBilinearWindow(grid.data(), channels, grid_h,
+                                                  grid_w, h, w, 0, 0, h, w);
+  if (softmax) SoftmaxOverChannels(&probs, channels);
+  return probs;
+}
+
 }  // namespace
 
 std::vector<float> UpsampledProbabilities(const std::vector<float>& grid,
@@ -79,28 +103,15 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
     const std::vector<float>& grid, int channels, int grid_h, int grid_w,
     const NormalizedImage& processed, const OutputTarget& target,
     const DenseLabelOptions& options) {
-  if (channels < 1 || channels > 256 ||
-      grid.size() != static_cast<size_t>(channels) * grid_h * grid_w) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("score grid of ", grid.size(), " values is not ", channels,
-                     " x ", grid_h, " x ", grid_w));
-  }
+  RETURN_IF_ERROR(CheckGrid(grid, channels, grid_h, grid_w));
   const bool crf = options.use_crf && channels > 1;
   RETURN_IF_ERROR(CheckTarget(target, processed, crf));
   const int h = processed.height, w = processed.width;
   const bool original = target.size == OutputSize::kOriginal;
 
-  // Probabilities (or, for logits nobody needs as probabilities, the
-  // upsampled logits: their argmax is the same) at the processed size.
-  std::vector<float> probs;
-  if (options.scores == GridScores::kMaskScores) {
-    probs = UpsampledProbabilities(grid, channels, grid_h, grid_w, h, w);
-  } else {
-    probs = ResizeBilinearWindow(grid.data(), channels, grid_h, grid_w, h, w, 0,
-                                 0, h, w);
-    if (crf || options.keep_probabilities || original)
-      SoftmaxOverChannels(&probs, channels);
-  }
+  std::vector<float> probs =
+      UpsampledScores(grid, channels, grid_h, grid_w, h, w, options.scores,
+                      crf || options.keep_probabilities || original);
   const StopCheck* stop = options.crf.stop;
   RETURN_IF_ERROR(PollStop(stop, "upsampling the scores"));
   const bool crf_here =
@@ -150,6 +161,21 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
       out.labels, ResizeBilinearArgmax(probs.data(), channels, h, w, rows, cols,
                                        target.height, target.width, stop));
   return out;
+}
+
+absl::StatusOr<LabelMap> DenseLabelsForPixels(
+    const std::vector<float>& grid, int channels, int grid_h, int grid_w,
+    const RgbImage& pixels, const DenseLabelOptions& options) {
+  RETURN_IF_ERROR(CheckGrid(grid, channels, grid_h, grid_w));
+  const bool crf = options.use_crf && channels > 1;
+  std::vector<float> probs =
+      UpsampledScores(grid, channels, grid_h, grid_w, pixels.height,
+                      pixels.width, options.scores, crf);
+  if (crf) {
+    ASSIGN_OR_RETURN(probs,
+                     DenseCrfInference(pixels, probs, channels, options.crf));
+  }
+  return ArgmaxLabels(probs, channels, pixels.width, pixels.height);
 }
 
 }  // namespace primaps

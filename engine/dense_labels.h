@@ -88,6 +88,16 @@ absl::StatusOr<DenseLabels> ComputeDenseLabels(
     const NormalizedImage& processed, const OutputTarget& target,
     const DenseLabelOptions& options);
 
+// The same chain at the processed size for callers that hold the processed
+// image as 8-bit pixels (the trainer's evaluation, which caches its
+// validation crops so): labels of pixels' size; the CRF, when it runs,
+// on `pixels`.
+absl::StatusOr<LabelMap> DenseLabelsForPixels(const std::vector<float>& grid,
+                                              int channels, int grid_h,
+                                              int grid_w,
+                                              const RgbImage& pixels,
+                                              const DenseLabelOptions& options);
+
 }  // namespace primaps
 
 #endif  // PRIMAPS_ENGINE_DENSE_LABELS_H_

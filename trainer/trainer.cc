@@ -22,7 +22,7 @@
 #include "base/thread_pool.h"
 #include "client/primaps_client.h"
 #include "engine/checkpoint/safetensors.h"
-#include "engine/crf/dense_crf.h"
+#include "engine/dense_labels.h"
 #include "engine/image/channel_maps.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
@@ -414,12 +414,9 @@ nlohmann::json ScoresJson(const SegmentationScores& s) {
   return j;
 }
 
-// Evaluates theta_M and theta_R, with and without the CRF; appends a line to
-// metrics.jsonl and writes the confusion matrix of theta_M as a PNG.
-// The linear probe's class map at out_h x out_w: its scores on the grid
-// (W f + b), bilinearly upsampled, argmax.
-LabelMap LinearClassMap(const SegmentationHead& head, const FeatureMap& f,
-                        int out_h, int out_w) {
+// The linear probe's scores on the feature grid, W f + b.
+std::vector<float> LinearScores(const SegmentationHead& head,
+                                const FeatureMap& f) {
   const int k = head.classes;
   const size_t cells = static_cast<size_t>(f.height) * f.width;
   std::vector<float> grid(static_cast<size_t>(k) * cells);
@@ -432,11 +429,11 @@ LabelMap LinearClassMap(const SegmentationHead& head, const FeatureMap& f,
       grid[c * cells + p] = s;
     }
   }
-  const std::vector<float> scores = ResizeBilinearWindow(
-      grid.data(), k, f.height, f.width, out_h, out_w, 0, 0, out_h, out_w);
-  return ArgmaxLabels(scores, k, out_w, out_h);
+  return grid;
 }
 
+// Evaluates theta_M and theta_R, with and without the CRF; appends a line to
+// metrics.jsonl and writes the confusion matrix of theta_M as a PNG.
 absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
                                         const SegmentationHead& head,
                                         const std::vector<ValImage>& val,
@@ -446,29 +443,28 @@ absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
   std::vector<ConfusionMatrix> confusion(4, ConfusionMatrix(k, o.classes));
   const bool linear = !head.linear_weight.empty();
   ConfusionMatrix linear_confusion(k, o.classes);
+  DenseLabelOptions without_crf, with_crf;
+  without_crf.use_crf = false;
   for (const ValImage& v : val) {
-    const int h = v.truth.height, w = v.truth.width;
+    // The class maps at the crop's size, which is the truth's.
+    const FeatureMap& f = v.view.features;
     if (linear) {
-      RETURN_IF_ERROR(linear_confusion.Add(
-          LinearClassMap(head, v.view.features, h, w), v.truth));
+      ASSIGN_OR_RETURN(const LabelMap labels,
+                       DenseLabelsForPixels(LinearScores(head, f), k, f.height,
+                                            f.width, v.view.crop, without_crf));
+      RETURN_IF_ERROR(linear_confusion.Add(labels, v.truth));
     }
     int variant = 0;
     for (HeadKind kind : {HeadKind::kClusterProbe, HeadKind::kSegmentation}) {
-      RETURN_IF_ERROR(confusion[variant++].Add(
-          HeadClassMap(head, kind, v.view.features, h, w), v.truth));
-      if (!o.eval_crf) {
-        ++variant;
-        continue;
+      const std::vector<float> grid = HeadScores(head, kind, f);
+      for (const DenseLabelOptions* options : {&without_crf, &with_crf}) {
+        ConfusionMatrix& matrix = confusion[variant++];
+        if (options->use_crf && !o.eval_crf) continue;
+        ASSIGN_OR_RETURN(const LabelMap labels,
+                         DenseLabelsForPixels(grid, k, f.height, f.width,
+                                              v.view.crop, *options));
+        RETURN_IF_ERROR(matrix.Add(labels, v.truth));
       }
-      const std::vector<float> grid = HeadScores(head, kind, v.view.features);
-      std::vector<float> probs =
-          ResizeBilinearWindow(grid.data(), k, v.view.features.height,
-                               v.view.features.width, h, w, 0, 0, h, w);
-      SoftmaxOverChannels(&probs, k);
-      ASSIGN_OR_RETURN(const std::vector<float> q,
-                       DenseCrfInference(v.view.crop, probs, k));
-      RETURN_IF_ERROR(
-          confusion[variant++].Add(ArgmaxLabels(q, k, w, h), v.truth));
     }
   }
   nlohmann::json line = {
