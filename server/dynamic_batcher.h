@@ -20,16 +20,18 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/backbone/backbone.h"
+#include "server/server_defaults.h"
 
 namespace primaps {
 
 class DynamicBatcher {
  public:
   struct Options {
-    int max_batch = 8;
-    absl::Duration max_queue_delay = absl::Milliseconds(5);
+    int max_batch = server_defaults::kMaxBatch;
+    absl::Duration max_queue_delay =
+        absl::Milliseconds(server_defaults::kMaxQueueDelayMs);
     // Images waiting, beyond which Submit refuses.
-    int max_queue = 64;
+    int max_queue = server_defaults::kMaxBackboneQueue;
   };
 
   // Called once per batch, on the batcher thread, after the forward pass:

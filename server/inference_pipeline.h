@@ -21,6 +21,7 @@
 #include "engine/primaps.h"
 #include "server/dynamic_batcher.h"
 #include "server/model_registry.h"
+#include "server/server_defaults.h"
 
 namespace primaps {
 
@@ -78,21 +79,20 @@ struct PipelineResult {
 
 struct PipelineOptions {
   DecodeOptions decode;
-  int default_resize = 320;
+  int default_resize = server_defaults::kResize;
   CropMode default_crop = CropMode::kCenter;
   // Unset: the reference's filter per task (DefaultFilter).
   std::optional<ResizeFilter> default_filter;
   OutputSize default_output_size = OutputSize::kProcessed;
   CrfResolution default_crf_resolution = CrfResolution::kProcessed;
   PriMaPsOptions primaps;  // threshold and CRF defaults
-  int max_resize = 2048;
+  int max_resize = server_defaults::kMaxResize;
   // Most patch tokens per image: the backbone's cost grows with their
-  // square. 16384 holds a 1024x1024 center crop at patch 8, and a
-  // 2048x1024 street scene processed whole at resize 640 (12800).
-  int64_t max_tokens = 16384;
+  // square.
+  int64_t max_tokens = server_defaults::kMaxTokens;
   // Most pixels for a CRF at the original resolution (its buffers are
   // about 4 x channels floats per pixel).
-  int64_t max_crf_pixels = int64_t{2048} * 1024;
+  int64_t max_crf_pixels = server_defaults::kMaxCrfPixels;
   // After a request whose processed or output image has at least this many
   // pixels, freed memory is given back to the system (ReleaseFreedMemory);
   // smaller requests reuse what the allocator keeps.
@@ -102,14 +102,14 @@ struct PipelineOptions {
   // cannot take every worker (and the backbone's queue) from small ones.
   // 0 = no separate limit.
   int max_large_in_flight = 1;
-  int64_t large_request_tokens = 4096;
+  int64_t large_request_tokens = server_defaults::kLargeRequestTokens;
   // Told the time each request spends in each of its CPU stages (decode,
   // preprocess, proposals, labels, head); may be empty.
   std::function<void(const char* stage, absl::Duration duration)> on_stage;
   // Requests in the pipeline at once (queued for decoding, waiting for the
   // backbone or in PriMaPs); more are refused at once with
   // RESOURCE_EXHAUSTED, so overload costs no memory and no waiting.
-  int max_in_flight = 64;
+  int max_in_flight = server_defaults::kMaxQueue;
 };
 
 // Gives the allocator's free memory back to the system.

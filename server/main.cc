@@ -15,13 +15,22 @@
 #include "base/cpu_support.h"
 #include "server/server.h"
 
+namespace {
+// The defaults every flag shows and starts from (server/server_defaults.h).
+const primaps::v1::ServerConfig& Defaults() {
+  static const primaps::v1::ServerConfig* defaults =
+      new primaps::v1::ServerConfig(primaps::DefaultServerConfig());
+  return *defaults;
+}
+}  // namespace
+
 ABSL_FLAG(std::string, config, "",
           "Text-format ServerConfig file; flags override it.");
-ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+ABSL_FLAG(std::string, listen, Defaults().listen(),
           "gRPC address (port 0 picks a free one).");
-ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9464",
+ABSL_FLAG(std::string, metrics_listen, Defaults().metrics_listen(),
           "Prometheus /metrics address; empty = off.");
-ABSL_FLAG(std::string, backbone, "builtin",
+ABSL_FLAG(std::string, backbone, Defaults().backbone(),
           "builtin, dino_vits8, dino_vits16, dino_vitb8, dino_vitb16, "
           "dinov2_vits14, dinov2_vitb14, "
           "dinov2_vits14_reg or dinov2_vitb14_reg.");
@@ -30,42 +39,52 @@ ABSL_FLAG(std::string, head, "",
           "Head checkpoint (.safetensors) to serve at start-up.");
 ABSL_FLAG(std::string, checkpoint_dir, "",
           "Directory for AdminService.LoadCheckpoint paths.");
-ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N].");
-ABSL_FLAG(int32_t, threads, 1, "LibTorch intra-op threads for the backbone.");
+ABSL_FLAG(std::string, device, Defaults().device(), "cpu or cuda[:N].");
+ABSL_FLAG(int32_t, threads, Defaults().threads(),
+          "LibTorch intra-op threads for the backbone.");
 ABSL_FLAG(int32_t, cpu_threads, 0,
           "CPU pool threads (decode, PriMaPs, CRF); 0 = one per core.");
-ABSL_FLAG(int32_t, max_batch, 8, "Largest backbone batch.");
-ABSL_FLAG(int32_t, max_queue_delay_ms, 5, "Longest wait for a batch to fill.");
-ABSL_FLAG(int32_t, max_queue, 64,
+ABSL_FLAG(int32_t, max_batch, Defaults().max_batch(),
+          "Largest backbone batch.");
+ABSL_FLAG(int32_t, max_queue_delay_ms, Defaults().max_queue_delay_ms(),
+          "Longest wait for a batch to fill.");
+ABSL_FLAG(int32_t, max_queue, Defaults().max_queue(),
           "Most requests in the server at once (queued or being processed); "
           "more are refused at once with RESOURCE_EXHAUSTED.");
-ABSL_FLAG(int32_t, resize, 320, "Default short side after resizing.");
-ABSL_FLAG(std::string, crop, "center", "Default crop: center or full.");
-ABSL_FLAG(float, threshold, 0.4f, "Default PriMaPs threshold.");
+ABSL_FLAG(int32_t, max_backbone_queue, Defaults().max_backbone_queue(),
+          "Of those, most images waiting for the backbone; more are refused "
+          "with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, resize, Defaults().resize(),
+          "Default short side after resizing.");
+ABSL_FLAG(std::string, crop, Defaults().crop(),
+          "Default crop: center or full.");
+ABSL_FLAG(float, threshold, Defaults().threshold(),
+          "Default PriMaPs threshold.");
 ABSL_FLAG(std::string, resize_filter, "",
           "Resize filter for every method: antialias (Pillow's, as the "
           "reference's training and pseudo labels) or bilinear (torch's, as "
           "its validation); empty = antialias except for Segment.");
-ABSL_FLAG(std::string, output_size, "processed",
+ABSL_FLAG(std::string, output_size, Defaults().output_size(),
           "Default label map size: processed (the preprocessed image's, as "
           "the reference) or original (the input image's, processed whole).");
-ABSL_FLAG(std::string, crf_resolution, "processed",
+ABSL_FLAG(std::string, crf_resolution, Defaults().crf_resolution(),
           "Where the CRF runs for original-size output: processed (then "
           "resized) or original.");
-ABSL_FLAG(int64_t, max_tokens, 16384,
+ABSL_FLAG(int64_t, max_tokens, Defaults().max_tokens(),
           "Most patch tokens per image; a default resize is lowered to fit, "
           "an explicit one is refused.");
-ABSL_FLAG(int64_t, max_crf_pixels, int64_t{2048} * 1024,
+ABSL_FLAG(int64_t, max_crf_pixels, Defaults().max_crf_pixels(),
           "Most pixels for a CRF at the original resolution.");
 ABSL_FLAG(int32_t, max_large_in_flight, 0,
           "Requests over --large_request_tokens in the server at once; more "
           "are refused with RESOURCE_EXHAUSTED. Unset: half the CPU pool "
           "threads (at least 1); 0 = no separate limit.");
-ABSL_FLAG(int64_t, large_request_tokens, 4096,
+ABSL_FLAG(int64_t, large_request_tokens, Defaults().large_request_tokens(),
           "Patch tokens from which a request counts as large.");
-ABSL_FLAG(int64_t, max_image_pixels, int64_t{8192} * 8192,
+ABSL_FLAG(int64_t, max_image_pixels, Defaults().max_image_pixels(),
           "Largest image accepted (pixels).");
-ABSL_FLAG(int32_t, max_message_bytes, 64 << 20, "Largest gRPC message.");
+ABSL_FLAG(int32_t, max_message_bytes, Defaults().max_message_bytes(),
+          "Largest gRPC message.");
 ABSL_FLAG(std::string, admin_token_file, "",
           "Bearer token for AdminService; empty = disabled.");
 ABSL_FLAG(std::string, tls_cert, "", "Server certificate (PEM).");
@@ -100,6 +119,7 @@ void ApplyFlags(const std::set<std::string>& given_flags,
   PRIMAPS_OVERRIDE(max_batch);
   PRIMAPS_OVERRIDE(max_queue_delay_ms);
   PRIMAPS_OVERRIDE(max_queue);
+  PRIMAPS_OVERRIDE(max_backbone_queue);
   PRIMAPS_OVERRIDE(resize);
   PRIMAPS_OVERRIDE(crop);
   PRIMAPS_OVERRIDE(threshold);

@@ -21,34 +21,37 @@
 #include "server/inference_pipeline.h"
 #include "server/model_registry.h"
 #include "server/primaps_service.h"
+#include "server/server_defaults.h"
 #include "server/server_metrics.h"
 
 namespace primaps {
 
 v1::ServerConfig DefaultServerConfig() {
+  namespace d = server_defaults;
   v1::ServerConfig c;
-  c.set_listen("0.0.0.0:50051");
-  c.set_metrics_listen("0.0.0.0:9464");
-  c.set_backbone("builtin");
-  c.set_device("cpu");
-  c.set_threads(1);
+  c.set_listen(d::kListen);
+  c.set_metrics_listen(d::kMetricsListen);
+  c.set_backbone(d::kBackbone);
+  c.set_device(d::kDevice);
+  c.set_threads(d::kThreads);
   c.set_cpu_threads(
       static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  c.set_max_batch(8);
-  c.set_max_queue_delay_ms(5);
-  c.set_max_queue(64);
-  c.set_resize(320);
+  c.set_max_batch(d::kMaxBatch);
+  c.set_max_queue_delay_ms(d::kMaxQueueDelayMs);
+  c.set_max_queue(d::kMaxQueue);
+  c.set_max_backbone_queue(d::kMaxBackboneQueue);
+  c.set_resize(d::kResize);
   c.set_crop("center");
-  c.set_threshold(0.4f);
+  c.set_threshold(PriMaPsOptions{}.threshold);
   c.set_output_size("processed");
   c.set_crf_resolution("processed");
-  c.set_max_tokens(16384);
-  c.set_max_crf_pixels(int64_t{2048} * 1024);
+  c.set_max_tokens(d::kMaxTokens);
+  c.set_max_crf_pixels(d::kMaxCrfPixels);
   // Half the cores for large work, so small requests always find a worker.
   c.set_max_large_in_flight(std::max(1, c.cpu_threads() / 2));
-  c.set_large_request_tokens(4096);
-  c.set_max_image_pixels(int64_t{8192} * 8192);
-  c.set_max_message_bytes(64 << 20);
+  c.set_large_request_tokens(d::kLargeRequestTokens);
+  c.set_max_image_pixels(d::kMaxImagePixels);
+  c.set_max_message_bytes(d::kMaxMessageBytes);
   return c;
 }
 
@@ -174,9 +177,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     return absl::InvalidArgumentError(
         "--max_tokens must be >= 4 (a 2x2 grid), --max_crf_pixels >= 1");
   }
-  if (c.max_batch() < 1 || c.max_queue() < 1 || c.max_queue_delay_ms() < 0) {
+  if (c.max_batch() < 1 || c.max_queue() < 1 || c.max_backbone_queue() < 1 ||
+      c.max_queue_delay_ms() < 0) {
     return absl::InvalidArgumentError(
-        "--max_batch and --max_queue must be >= 1, --max_queue_delay_ms >= 0");
+        "--max_batch, --max_queue and --max_backbone_queue must be >= 1, "
+        "--max_queue_delay_ms >= 0");
   }
   Log(absl::StrCat("loading backbone ", c.backbone(),
                    c.weights().empty() ? "" : " from " + c.weights()));
@@ -213,7 +218,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   impl->cpu_pool = std::make_unique<ThreadPool>(c.cpu_threads());
   DynamicBatcher::Options batch_options;
   batch_options.max_batch = c.max_batch();
-  batch_options.max_queue = c.max_queue();
+  batch_options.max_queue = c.max_backbone_queue();
   batch_options.max_queue_delay = absl::Milliseconds(c.max_queue_delay_ms());
   ServerMetrics* metrics = impl->metrics.get();
   impl->batcher = std::make_unique<DynamicBatcher>(

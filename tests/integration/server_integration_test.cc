@@ -618,6 +618,40 @@ TEST(OverloadTest, RefusesBeyondMaxQueueAndRecovers) {
   EXPECT_TRUE(client->ProposeMasks(Request(Scene(41), 64, false)).ok());
 }
 
+// --max_backbone_queue bounds the images waiting for the backbone apart from
+// --max_queue: with batches that wait 1.5 s to fill, the third of six
+// concurrent requests finds two images waiting and is refused.
+TEST(OverloadTest, BackboneQueueHasItsOwnLimit) {
+  ServerProcess server({"--max_backbone_queue=2", "--max_batch=8",
+                        "--max_queue_delay_ms=1500", "--cpu_threads=4"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  const std::string image = Scene(42, 96, 96);
+  std::atomic<int> ok{0}, exhausted{0}, other{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 6; ++i) {
+    callers.emplace_back([&] {
+      auto client = Client(server, kToken, /*retries=*/0);
+      auto r = client->ProposeMasks(Request(image, 64, false));
+      if (r.ok()) {
+        ++ok;
+      } else if (r.status().code() == absl::StatusCode::kResourceExhausted) {
+        ++exhausted;
+        EXPECT_THAT(std::string(r.status().message()),
+                    HasSubstr("waiting for the backbone (limit 2)"));
+      } else {
+        ++other;
+        ADD_FAILURE() << r.status();
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  // Two at least wait and are served; a caller slowed past the first
+  // batch's departure may find room again.
+  EXPECT_GE(ok, 2);
+  EXPECT_GE(exhausted, 1);
+  EXPECT_EQ(other, 0);
+}
+
 }  // namespace
 }  // namespace primaps
 
