@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -177,27 +178,34 @@ absl::Status WriteReferenceExtras(const LabelJobOptions& options,
 
 }  // namespace
 
-absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
+namespace {
+
+// What the options decide once for the whole job.
+struct JobPlan {
+  LabelMode mode = LabelMode::kPropose;
+  v1::OutputSize output_size = v1::OUTPUT_SIZE_ORIGINAL;
+  bool reference = false;    // --layout=reference
+  int reference_resize = 0;  // its training crop's short side
+};
+
+absl::StatusOr<JobPlan> PlanJob(const LabelJobOptions& options) {
   if (options.servers.empty())
     return absl::InvalidArgumentError("no servers (--server)");
+  JobPlan plan;
   ASSIGN_OR_RETURN(const LabelMode requested_mode,
                    ParseLabelMode(options.mode, "--mode"));
-  ASSIGN_OR_RETURN(v1::OutputSize output_size,
-                   ParseOutputSize(options.output_size));
-  if (options.layout == "reference" &&
-      output_size == v1::OUTPUT_SIZE_ORIGINAL) {
-    return absl::InvalidArgumentError(
-        "--layout=reference holds images and labels at the training crop; "
-        "--output_size=original does not apply");
-  }
-  // Labels a user trains on must cover each image: original by default.
-  if (output_size == v1::OUTPUT_SIZE_UNSPECIFIED)
-    output_size = v1::OUTPUT_SIZE_ORIGINAL;
+  ASSIGN_OR_RETURN(plan.output_size, ParseOutputSize(options.output_size));
   if (options.layout != "mirror" && options.layout != "reference") {
     return absl::InvalidArgumentError(absl::StrCat(
         "--layout is \"", options.layout, "\", expected mirror or reference"));
   }
-  if (options.layout == "reference" && options.mode == "segment") {
+  plan.reference = options.layout == "reference";
+  if (plan.reference && plan.output_size == v1::OUTPUT_SIZE_ORIGINAL) {
+    return absl::InvalidArgumentError(
+        "--layout=reference holds images and labels at the training crop; "
+        "--output_size=original does not apply");
+  }
+  if (plan.reference && requested_mode == LabelMode::kSegment) {
     return absl::InvalidArgumentError(
         "--layout=reference holds class-agnostic PriMaPs masks (as "
         "ProposeMasks gives them); --mode=segment does not apply");
@@ -208,221 +216,319 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
         absl::StrCat("shard ", options.shard_index, "/", options.shard_count,
                      " is out of range"));
   }
-  std::string root;
-  ASSIGN_OR_RETURN(const std::vector<std::string> files,
-                   ListShard(options, &root));
+  // Labels a user trains on must cover each image: original by default.
+  if (plan.output_size == v1::OUTPUT_SIZE_UNSPECIFIED)
+    plan.output_size = v1::OUTPUT_SIZE_ORIGINAL;
+  plan.reference_resize = options.resize > 0 ? options.resize : 320;
+  // The reference layout holds class-agnostic PriMaPs masks, whatever head
+  // the server has: always ProposeMasks.
+  plan.mode = plan.reference ? LabelMode::kPropose : requested_mode;
+  return plan;
+}
+
+// Creates the output directory and removes the temporary files of
+// WriteFileAtomically a killed run can leave behind (never at an output
+// name).
+absl::Status PrepareOutputDir(const std::string& output) {
   std::error_code ec;
-  fs::create_directories(options.output, ec);
-  if (ec)
+  fs::create_directories(output, ec);
+  if (ec) {
     return absl::PermissionDeniedError(
-        absl::StrCat("cannot create ", options.output, ": ", ec.message()));
-  // A killed run can leave WriteFileAtomically's temporary files behind
-  // (never at an output name); remove them.
-  for (auto it = fs::recursive_directory_iterator(options.output, ec);
+        absl::StrCat("cannot create ", output, ": ", ec.message()));
+  }
+  for (auto it = fs::recursive_directory_iterator(output, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (it->is_regular_file(ec) &&
         it->path().filename().string().find(".tmp.") != std::string::npos) {
       fs::remove(it->path(), ec);
     }
   }
-  Manifest manifest(absl::StrCat(options.output, "/manifest-",
-                                 options.shard_index, "-of-",
-                                 options.shard_count, ".jsonl"));
-  if (!manifest.ok())
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot write the manifest in ", options.output));
+  return absl::OkStatus();
+}
 
-  const bool reference = options.layout == "reference";
-  const int reference_resize = options.resize > 0 ? options.resize : 320;
-  // The reference layout holds class-agnostic PriMaPs masks, whatever head
-  // the server has: always ProposeMasks.
-  const LabelMode mode = reference ? LabelMode::kPropose : requested_mode;
-  auto label_path = [&](const std::string& rel) {
-    const std::string stem = PngStem(rel);
-    return reference ? absl::StrCat(options.output, "/pseudos/", stem)
-                     : absl::StrCat(options.output, "/", stem);
-  };
-  auto input_path = [&](const std::string& rel) {
-    return rel[0] == '/' ? rel : absl::StrCat(root, "/", rel);
-  };
-
-  LabelJobSummary summary;
-  summary.total = static_cast<int64_t>(files.size());
+struct JobCounters {
   std::atomic<int64_t> done{0}, skipped{0}, failed{0};
-  std::atomic<size_t> next{0};
-  const absl::Time start = absl::Now();
-  std::atomic<bool> finished{false};
+};
 
-  // Progress: a bar on a terminal, a log line every log_every otherwise.
-  std::thread progress([&] {
+// Progress on its own thread until destroyed: a bar on a terminal, a log
+// line every `log_every` otherwise.
+class ProgressReporter {
+ public:
+  ProgressReporter(int64_t total, absl::Duration log_every,
+                   const JobCounters* counters)
+      : total_(total),
+        log_every_(log_every),
+        counters_(counters),
+        thread_([this] { Run(); }) {}
+  ~ProgressReporter() {
+    finished_ = true;
+    thread_.join();
+  }
+
+ private:
+  void Run() {
     const bool tty = ::isatty(STDERR_FILENO);
     absl::Time last_line = absl::Now();
-    while (!finished) {
+    while (!finished_) {
       absl::SleepFor(absl::Milliseconds(tty ? 300 : 200));
-      const int64_t d = done, s = skipped, f = failed;
-      const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
+      const int64_t d = counters_->done, s = counters_->skipped,
+                    f = counters_->failed;
+      const double elapsed = absl::ToDoubleSeconds(absl::Now() - start_);
       const double rate = d / std::max(elapsed, 1e-9);
-      const double eta = (summary.total - d - s - f) / std::max(rate, 1e-9);
+      const double eta = (total_ - d - s - f) / std::max(rate, 1e-9);
       const int64_t finished_count = d + s + f;
       if (tty) {
         const int width = 30;
         const int filled =
-            summary.total
-                ? static_cast<int>(width * finished_count / summary.total)
-                : width;
+            total_ ? static_cast<int>(width * finished_count / total_) : width;
         std::fprintf(stderr,
                      "\r[%s%s] %lld/%lld  %.1f img/s  ETA %s  failed %lld ",
                      std::string(filled, '#').c_str(),
                      std::string(width - filled, '.').c_str(),
                      static_cast<long long>(finished_count),
-                     static_cast<long long>(summary.total), rate,
-                     Eta(eta).c_str(), static_cast<long long>(f));
-      } else if (absl::Now() - last_line >= options.log_every) {
+                     static_cast<long long>(total_), rate, Eta(eta).c_str(),
+                     static_cast<long long>(f));
+      } else if (absl::Now() - last_line >= log_every_) {
         last_line = absl::Now();
         std::fprintf(stderr,
                      "label: %lld/%lld done (%lld skipped, %lld failed), %.1f "
                      "img/s, ETA %s\n",
                      static_cast<long long>(finished_count),
-                     static_cast<long long>(summary.total),
-                     static_cast<long long>(s), static_cast<long long>(f), rate,
-                     Eta(eta).c_str());
+                     static_cast<long long>(total_), static_cast<long long>(s),
+                     static_cast<long long>(f), rate, Eta(eta).c_str());
       }
     }
     if (tty) std::fprintf(stderr, "\n");
-  });
+  }
 
-  auto worker = [&](int worker_index) {
-    // One client per server per worker; a worker starts on its own server
-    // and moves on to the next when a call fails.
-    std::vector<std::unique_ptr<PrimapsClient>> clients;
-    for (const std::string& server : options.servers) {
+  const int64_t total_;
+  const absl::Duration log_every_;
+  const JobCounters* counters_;
+  const absl::Time start_ = absl::Now();
+  std::atomic<bool> finished_{false};
+  std::thread thread_;  // last: starts once the members above are set
+};
+
+// The request for one input. The reference layout's crop is made here and
+// sent as pixels (returned in `crop`), so that imgs/ holds exactly what the
+// pseudo labels describe.
+absl::StatusOr<v1::ImageRequest> BuildRequest(const JobPlan& plan,
+                                              const LabelJobOptions& options,
+                                              const std::string& rel,
+                                              const std::string& bytes,
+                                              RgbImage* crop) {
+  v1::ImageRequest request;
+  request.set_request_id(rel);
+  if (!plan.reference) {
+    request.mutable_image()->set_encoded(bytes);
+    request.mutable_preprocess()->set_resize(options.resize);
+    request.mutable_preprocess()->set_output_size(plan.output_size);
+    return request;
+  }
+  ASSIGN_OR_RETURN(const RgbImage rgb, DecodeImage(bytes));
+  *crop = ResizeAndCropAntialias(rgb, plan.reference_resize, CropMode::kCenter);
+  v1::RawImage* raw = request.mutable_image()->mutable_raw();
+  raw->set_width(crop->width);
+  raw->set_height(crop->height);
+  raw->set_channels(3);
+  raw->set_pixels(crop->pixels.data(), crop->pixels.size());
+  request.mutable_preprocess()->set_resize(plan.reference_resize);
+  request.mutable_preprocess()->set_crop(v1::CROP_MODE_CENTER);
+  return request;
+}
+
+// The manifest fields of a labelled image: the model and what the label
+// map is aligned with.
+void DescribeResult(const LabelCallResult& result, const std::string& server,
+                    nlohmann::json* entry) {
+  (*entry)["model_version"] = result.model.head_version();
+  (*entry)["backbone"] = result.model.backbone();
+  (*entry)["checkpoint_digest"] = result.model.checkpoint_digest();
+  (*entry)["masks"] = result.masks;
+  (*entry)["server"] = server;
+  const v1::LabelGeometry& g = result.geometry;
+  (*entry)["input_size"] = {g.input_width(), g.input_height()};
+  (*entry)["output_size"] = {result.labels.width, result.labels.height};
+  (*entry)["output"] =
+      g.output_size() == v1::OUTPUT_SIZE_ORIGINAL ? "original" : "processed";
+  (*entry)["crop"] = g.crop() == v1::CROP_MODE_FULL ? "full" : "center";
+  (*entry)["resize"] = g.resize();
+}
+
+// One worker of the job: takes the next image until none is left, with one
+// client per server; it starts on its own server and moves on to the next
+// when a call fails.
+class LabelWorker {
+ public:
+  LabelWorker(const LabelJobOptions& options, const JobPlan& plan,
+              const std::string& root, const std::vector<std::string>& files,
+              std::atomic<size_t>* next, Manifest* manifest,
+              JobCounters* counters)
+      : options_(options),
+        plan_(plan),
+        root_(root),
+        files_(files),
+        next_(next),
+        manifest_(manifest),
+        counters_(counters) {}
+
+  absl::Status Connect(int worker_index) {
+    for (const std::string& server : options_.servers) {
       ClientOptions client_options;
       client_options.target = server;
       client_options.retries = 0;  // retries happen here, across servers
-      client_options.deadline = options.deadline;
-      clients.push_back(*PrimapsClient::Create(client_options));
+      client_options.deadline = options_.deadline;
+      ASSIGN_OR_RETURN(std::unique_ptr<PrimapsClient> client,
+                       PrimapsClient::Create(client_options));
+      clients_.push_back(std::move(client));
     }
-    std::mt19937 rng(static_cast<uint32_t>(worker_index * 7919 + 1));
-    size_t server = static_cast<size_t>(worker_index) % clients.size();
-    while (!(options.stop != nullptr && options.stop->load())) {
-      const size_t i = next++;
-      if (i >= files.size()) break;
-      const std::string& rel = files[i];
-      const std::string out = label_path(rel);
-      if (options.resume && IsCompletePng(out)) {
-        ++skipped;
+    rng_.seed(static_cast<uint32_t>(worker_index * 7919 + 1));
+    server_ = static_cast<size_t>(worker_index) % clients_.size();
+    return absl::OkStatus();
+  }
+
+  void Run() {
+    while (!(options_.stop != nullptr && options_.stop->load())) {
+      const size_t i = (*next_)++;
+      if (i >= files_.size()) break;
+      const std::string& rel = files_[i];
+      if (options_.resume && IsCompletePng(LabelPath(rel))) {
+        ++counters_->skipped;
         continue;
       }
       const absl::Time t0 = absl::Now();
       nlohmann::json entry = {{"path", rel}};
-      absl::Status status;
-      absl::StatusOr<LabelCallResult> result = absl::UnknownError("not run");
-      RgbImage crop;  // the reference layout's training crop
-      std::string served_by;
-      auto bytes = ReadFile(input_path(rel));
-      if (!bytes.ok()) {
-        status = bytes.status();
-      } else {
-        v1::ImageRequest request;
-        request.set_request_id(rel);
-        if (reference) {
-          // The crop is made here and sent as pixels, so that imgs/ holds
-          // exactly what the pseudo labels describe.
-          auto rgb = DecodeImage(*bytes);
-          if (rgb.ok()) {
-            crop = ResizeAndCropAntialias(*rgb, reference_resize,
-                                          CropMode::kCenter);
-            v1::RawImage* raw = request.mutable_image()->mutable_raw();
-            raw->set_width(crop.width);
-            raw->set_height(crop.height);
-            raw->set_channels(3);
-            raw->set_pixels(crop.pixels.data(), crop.pixels.size());
-            request.mutable_preprocess()->set_resize(reference_resize);
-            request.mutable_preprocess()->set_crop(v1::CROP_MODE_CENTER);
-          } else {
-            status = rgb.status();
-          }
-        } else {
-          request.mutable_image()->set_encoded(*bytes);
-          request.mutable_preprocess()->set_resize(options.resize);
-          request.mutable_preprocess()->set_output_size(output_size);
-        }
-        absl::Duration backoff = options.initial_backoff;
-        for (int attempt = 0; status.ok() && attempt <= options.retries;
-             ++attempt) {
-          result = CallLabels(clients[server].get(), mode, request);
-          served_by = clients[server]->options().target;
-          if (result.ok() || !IsRetryable(result.status().code())) break;
-          server = (server + 1) % clients.size();  // fail over
-          if (attempt == options.retries) break;
-          std::uniform_real_distribution<double> jitter(0.5, 1.0);
-          absl::SleepFor(backoff * jitter(rng));
-          backoff = std::min(backoff * 2, options.max_backoff);
-        }
-        if (status.ok()) status = result.status();
-      }
-      if (status.ok()) {
-        if (reference) {
-          // The reference's pseudos/: mask k as id k, background 255.
-          for (uint8_t& id : result->labels.labels) {
-            if (id == 0) id = kIgnoreLabel;
-          }
-        }
-        auto png = EncodeLabelPng(result->labels);
-        status = png.ok() ? WriteCreatingDirs(out, *png) : png.status();
-        if (status.ok() && options.overlays) {
-          // An overlay is a picture for people: one that cannot be drawn
-          // is noted in the manifest, and the labels still count.
-          auto overlay = OverlayPng(*bytes, *result, mode);
-          const absl::Status written =
-              overlay.ok()
-                  ? WriteCreatingDirs(absl::StrCat(options.output, "/overlays/",
-                                                   PngStem(rel)),
-                                      *overlay)
-                  : overlay.status();
-          if (!written.ok()) entry["overlay_error"] = written.ToString();
-        }
-        if (status.ok() && reference) {
-          status = WriteReferenceExtras(options, rel, crop, reference_resize);
-        }
-      }
+      const absl::Status status = LabelOne(rel, &entry);
       entry["ms"] =
           static_cast<int64_t>(absl::ToDoubleMilliseconds(absl::Now() - t0));
       if (status.ok()) {
         entry["status"] = "ok";
-        entry["model_version"] = result->model.head_version();
-        entry["backbone"] = result->model.backbone();
-        entry["checkpoint_digest"] = result->model.checkpoint_digest();
-        entry["masks"] = result->masks;
-        entry["server"] = served_by;
-        // What the label map is aligned with.
-        const v1::LabelGeometry& g = result->geometry;
-        entry["input_size"] = {g.input_width(), g.input_height()};
-        entry["output_size"] = {result->labels.width, result->labels.height};
-        entry["output"] = g.output_size() == v1::OUTPUT_SIZE_ORIGINAL
-                              ? "original"
-                              : "processed";
-        entry["crop"] = g.crop() == v1::CROP_MODE_FULL ? "full" : "center";
-        entry["resize"] = g.resize();
-        ++done;
+        ++counters_->done;
       } else {
         entry["status"] = "failed";
         entry["error"] = absl::StrCat(absl::StatusCodeToString(status.code()),
                                       ": ", status.message());
-        ++failed;
+        ++counters_->failed;
       }
-      manifest.Append(entry);
+      manifest_->Append(entry);
     }
-  };
-  std::vector<std::thread> workers;
-  for (int w = 0; w < std::max(1, options.concurrency); ++w)
-    workers.emplace_back(worker, w);
-  for (auto& t : workers) t.join();
-  finished = true;
-  progress.join();
-  summary.done = done;
-  summary.skipped = skipped;
-  summary.failed = failed;
+  }
+
+ private:
+  std::string LabelPath(const std::string& rel) const {
+    return plan_.reference
+               ? absl::StrCat(options_.output, "/pseudos/", PngStem(rel))
+               : absl::StrCat(options_.output, "/", PngStem(rel));
+  }
+
+  // Labels one image and writes its outputs; `entry` gets the manifest's
+  // fields.
+  absl::Status LabelOne(const std::string& rel, nlohmann::json* entry) {
+    ASSIGN_OR_RETURN(const std::string bytes,
+                     ReadFile(rel[0] == '/' ? rel : root_ + "/" + rel));
+    RgbImage crop;  // the reference layout's training crop
+    ASSIGN_OR_RETURN(const v1::ImageRequest request,
+                     BuildRequest(plan_, options_, rel, bytes, &crop));
+    std::string served_by;
+    ASSIGN_OR_RETURN(LabelCallResult result,
+                     CallWithFailover(request, &served_by));
+    if (plan_.reference) {
+      // The reference's pseudos/: mask k as id k, background 255.
+      for (uint8_t& id : result.labels.labels) {
+        if (id == 0) id = kIgnoreLabel;
+      }
+    }
+    ASSIGN_OR_RETURN(const std::string png, EncodeLabelPng(result.labels));
+    RETURN_IF_ERROR(WriteCreatingDirs(LabelPath(rel), png));
+    if (options_.overlays) {
+      // An overlay is a picture for people: one that cannot be drawn is
+      // noted in the manifest, and the labels still count.
+      auto overlay = OverlayPng(bytes, result, plan_.mode);
+      const absl::Status written =
+          overlay.ok()
+              ? WriteCreatingDirs(
+                    absl::StrCat(options_.output, "/overlays/", PngStem(rel)),
+                    *overlay)
+              : overlay.status();
+      if (!written.ok()) (*entry)["overlay_error"] = written.ToString();
+    }
+    if (plan_.reference) {
+      RETURN_IF_ERROR(
+          WriteReferenceExtras(options_, rel, crop, plan_.reference_resize));
+    }
+    DescribeResult(result, served_by, entry);
+    return absl::OkStatus();
+  }
+
+  // The call, retried with equal jitter and exponential backoff on
+  // retryable codes, each retry on the next server.
+  absl::StatusOr<LabelCallResult> CallWithFailover(
+      const v1::ImageRequest& request, std::string* served_by) {
+    absl::Duration backoff = options_.initial_backoff;
+    for (int attempt = 0;; ++attempt) {
+      absl::StatusOr<LabelCallResult> result =
+          CallLabels(clients_[server_].get(), plan_.mode, request);
+      *served_by = clients_[server_]->options().target;
+      if (result.ok() || !IsRetryable(result.status().code())) return result;
+      // Fail over: the next call (this image's retry, or the next image)
+      // goes to the next server.
+      server_ = (server_ + 1) % clients_.size();
+      if (attempt >= options_.retries) return result;
+      std::uniform_real_distribution<double> jitter(0.5, 1.0);
+      absl::SleepFor(backoff * jitter(rng_));
+      backoff = std::min(backoff * 2, options_.max_backoff);
+    }
+  }
+
+  const LabelJobOptions& options_;
+  const JobPlan& plan_;
+  const std::string& root_;
+  const std::vector<std::string>& files_;
+  std::atomic<size_t>* next_;
+  Manifest* manifest_;
+  JobCounters* counters_;
+  std::vector<std::unique_ptr<PrimapsClient>> clients_;
+  std::mt19937 rng_;
+  size_t server_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
+  ASSIGN_OR_RETURN(const JobPlan plan, PlanJob(options));
+  std::string root;
+  ASSIGN_OR_RETURN(const std::vector<std::string> files,
+                   ListShard(options, &root));
+  RETURN_IF_ERROR(PrepareOutputDir(options.output));
+  Manifest manifest(absl::StrCat(options.output, "/manifest-",
+                                 options.shard_index, "-of-",
+                                 options.shard_count, ".jsonl"));
+  if (!manifest.ok()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot write the manifest in ", options.output));
+  }
+
+  JobCounters counters;
+  std::atomic<size_t> next{0};
+  std::vector<std::unique_ptr<LabelWorker>> workers;
+  for (int w = 0; w < std::max(1, options.concurrency); ++w) {
+    workers.push_back(std::make_unique<LabelWorker>(
+        options, plan, root, files, &next, &manifest, &counters));
+    RETURN_IF_ERROR(workers.back()->Connect(w));
+  }
+  LabelJobSummary summary;
+  summary.total = static_cast<int64_t>(files.size());
+  const absl::Time start = absl::Now();
+  {
+    ProgressReporter progress(summary.total, options.log_every, &counters);
+    std::vector<std::thread> threads;
+    for (auto& worker : workers)
+      threads.emplace_back([&worker] { worker->Run(); });
+    for (auto& t : threads) t.join();
+  }
+  summary.done = counters.done;
+  summary.skipped = counters.skipped;
+  summary.failed = counters.failed;
   summary.interrupted = options.stop != nullptr && options.stop->load();
   summary.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return summary;

@@ -136,23 +136,8 @@ absl::StatusOr<std::unique_ptr<Backbone>> MakeBackbone(
   return LoadVitBackbone(c.weights(), options);
 }
 
-}  // namespace
-
-Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-
-Server::~Server() {
-  Drain(absl::Seconds(30));
-  // Stop the batcher before the pool it hands work to, and both before the
-  // models they use.
-  impl_->batcher.reset();
-  impl_->cpu_pool.reset();
-}
-
-absl::StatusOr<std::unique_ptr<Server>> Server::Create(
-    const v1::ServerConfig& config) {
-  auto impl = std::make_unique<Impl>();
-  impl->config = config;
-  const v1::ServerConfig& c = impl->config;
+// The settings Create takes as they are: choices and bounds.
+absl::Status ValidateConfig(const v1::ServerConfig& c) {
   if (c.crop() != "center" && c.crop() != "full") {
     return absl::InvalidArgumentError(
         absl::StrCat("--crop is \"", c.crop(), "\", expected center or full"));
@@ -183,25 +168,115 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
         "--max_batch, --max_queue and --max_backbone_queue must be >= 1, "
         "--max_queue_delay_ms >= 0");
   }
+  return absl::OkStatus();
+}
+
+// The registry for `backbone`'s heads, serving --head when given.
+absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
+    const v1::ServerConfig& c, const Backbone& backbone) {
+  ModelRegistry::Options options;
+  options.backbone = backbone.id();
+  options.feature_dim = backbone.feature_dim();
+  options.checkpoint_dir = c.checkpoint_dir();
+  auto registry = std::make_unique<ModelRegistry>(options);
+  if (c.head().empty()) return registry;
+  ASSIGN_OR_RETURN(const std::string bytes, ReadFile(c.head(), 1 << 30));
+  auto loaded = registry->LoadFromBytes(bytes);
+  if (!loaded.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--head ", c.head(), ": ", loaded.status().message()));
+  }
+  Log(absl::StrCat("head loaded: ", (*loaded)->head->classes,
+                   " classes, version ", (*loaded)->version));
+  return registry;
+}
+
+DynamicBatcher::Options BatcherOptionsFrom(const v1::ServerConfig& c) {
+  DynamicBatcher::Options options;
+  options.max_batch = c.max_batch();
+  options.max_queue = c.max_backbone_queue();
+  options.max_queue_delay = absl::Milliseconds(c.max_queue_delay_ms());
+  return options;
+}
+
+PipelineOptions PipelineOptionsFrom(const v1::ServerConfig& c,
+                                    ServerMetrics* metrics) {
+  PipelineOptions options;
+  options.decode.max_pixels = c.max_image_pixels();
+  options.default_resize = c.resize();
+  options.max_in_flight = c.max_queue();
+  options.default_crop =
+      c.crop() == "full" ? CropMode::kFull : CropMode::kCenter;
+  options.primaps.threshold = c.threshold();
+  options.default_output_size = c.output_size() == "original"
+                                    ? OutputSize::kOriginal
+                                    : OutputSize::kProcessed;
+  options.default_crf_resolution = c.crf_resolution() == "original"
+                                       ? CrfResolution::kOriginal
+                                       : CrfResolution::kProcessed;
+  options.max_tokens = c.max_tokens();
+  options.max_crf_pixels = c.max_crf_pixels();
+  options.max_large_in_flight = c.max_large_in_flight();
+  options.large_request_tokens = c.large_request_tokens();
+  if (!c.resize_filter().empty()) {
+    options.default_filter = c.resize_filter() == "antialias"
+                                 ? ResizeFilter::kAntialias
+                                 : ResizeFilter::kBilinear;
+  }
+  options.on_stage = [metrics](const char* stage, absl::Duration duration) {
+    metrics->RecordStage(stage, duration);
+  };
+  return options;
+}
+
+// The gRPC server with the services (admin may be null), the health
+// service and reflection, listening on --listen; `port` receives the port.
+absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(
+    const v1::ServerConfig& c, PriMaPsServiceImpl* service,
+    AdminServiceImpl* admin, int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  ASSIGN_OR_RETURN(auto credentials, Credentials(c));
+  builder.AddListeningPort(c.listen(), credentials, port);
+  builder.SetMaxReceiveMessageSize(c.max_message_bytes());
+  builder.SetMaxSendMessageSize(c.max_message_bytes());
+  builder.RegisterService(service);
+  if (admin != nullptr) builder.RegisterService(admin);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || *port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", c.listen()));
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+  return server;
+}
+
+}  // namespace
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  Drain(absl::Seconds(30));
+  // Stop the batcher before the pool it hands work to, and both before the
+  // models they use.
+  impl_->batcher.reset();
+  impl_->cpu_pool.reset();
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Create(
+    const v1::ServerConfig& config) {
+  RETURN_IF_ERROR(ValidateConfig(config));
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  const v1::ServerConfig& c = impl->config;
   Log(absl::StrCat("loading backbone ", c.backbone(),
                    c.weights().empty() ? "" : " from " + c.weights()));
   ASSIGN_OR_RETURN(impl->backbone, MakeBackbone(c));
-  ModelRegistry::Options registry_options;
-  registry_options.backbone = impl->backbone->id();
-  registry_options.feature_dim = impl->backbone->feature_dim();
-  registry_options.checkpoint_dir = c.checkpoint_dir();
-  impl->registry = std::make_unique<ModelRegistry>(registry_options);
-  if (!c.head().empty()) {
-    ASSIGN_OR_RETURN(const std::string bytes, ReadFile(c.head(), 1 << 30));
-    auto loaded = impl->registry->LoadFromBytes(bytes);
-    if (!loaded.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--head ", c.head(), ": ", loaded.status().message()));
-    }
-    Log(absl::StrCat("head loaded: ", (*loaded)->head->classes,
-                     " classes, version ", (*loaded)->version));
-  }
+  ASSIGN_OR_RETURN(impl->registry, CreateRegistry(c, *impl->backbone));
   ModelRegistry* registry = impl->registry.get();
+
+  // Metrics read live values from parts created below.
   Impl* raw = impl.get();
   ServerMetrics::LiveValues live;
   live.queue_depth = [raw] {
@@ -215,73 +290,31 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   };
   ASSIGN_OR_RETURN(impl->metrics,
                    ServerMetrics::Create(c.metrics_listen(), live));
-  impl->cpu_pool = std::make_unique<ThreadPool>(c.cpu_threads());
-  DynamicBatcher::Options batch_options;
-  batch_options.max_batch = c.max_batch();
-  batch_options.max_queue = c.max_backbone_queue();
-  batch_options.max_queue_delay = absl::Milliseconds(c.max_queue_delay_ms());
   ServerMetrics* metrics = impl->metrics.get();
+
+  impl->cpu_pool = std::make_unique<ThreadPool>(c.cpu_threads());
   impl->batcher = std::make_unique<DynamicBatcher>(
-      batch_options, impl->backbone.get(),
+      BatcherOptionsFrom(c), impl->backbone.get(),
       [metrics](int size, absl::Duration queued, absl::Duration compute) {
         metrics->RecordBatch(size, queued, compute);
         metrics->RecordStage("queue", queued);
         metrics->RecordStage("forward", compute);
       });
-  PipelineOptions pipeline_options;
-  pipeline_options.decode.max_pixels = c.max_image_pixels();
-  pipeline_options.default_resize = c.resize();
-  pipeline_options.max_in_flight = c.max_queue();
-  pipeline_options.default_crop =
-      c.crop() == "full" ? CropMode::kFull : CropMode::kCenter;
-  pipeline_options.primaps.threshold = c.threshold();
-  pipeline_options.default_output_size = c.output_size() == "original"
-                                             ? OutputSize::kOriginal
-                                             : OutputSize::kProcessed;
-  pipeline_options.default_crf_resolution = c.crf_resolution() == "original"
-                                                ? CrfResolution::kOriginal
-                                                : CrfResolution::kProcessed;
-  pipeline_options.max_tokens = c.max_tokens();
-  pipeline_options.max_crf_pixels = c.max_crf_pixels();
-  pipeline_options.max_large_in_flight = c.max_large_in_flight();
-  pipeline_options.on_stage = [metrics](const char* stage,
-                                        absl::Duration duration) {
-    metrics->RecordStage(stage, duration);
-  };
-  pipeline_options.large_request_tokens = c.large_request_tokens();
-  if (!c.resize_filter().empty()) {
-    pipeline_options.default_filter = c.resize_filter() == "antialias"
-                                          ? ResizeFilter::kAntialias
-                                          : ResizeFilter::kBilinear;
-  }
   impl->pipeline = std::make_unique<InferencePipeline>(
-      pipeline_options, impl->backbone.get(), registry, impl->batcher.get(),
-      impl->cpu_pool.get());
+      PipelineOptionsFrom(c, metrics), impl->backbone.get(), registry,
+      impl->batcher.get(), impl->cpu_pool.get());
   impl->service =
       std::make_unique<PriMaPsServiceImpl>(impl->pipeline.get(), metrics);
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  ASSIGN_OR_RETURN(auto credentials, Credentials(c));
-  builder.AddListeningPort(c.listen(), credentials, &impl->port);
-  builder.SetMaxReceiveMessageSize(c.max_message_bytes());
-  builder.SetMaxSendMessageSize(c.max_message_bytes());
-  builder.RegisterService(impl->service.get());
   if (!c.admin_token_file().empty()) {
     ASSIGN_OR_RETURN(std::string token, ReadTokenFile(c.admin_token_file()));
     impl->admin = std::make_unique<AdminServiceImpl>(
         registry, std::move(token), metrics, impl->cpu_pool.get());
-    builder.RegisterService(impl->admin.get());
   } else {
     Log("no --admin_token_file: AdminService is disabled");
   }
-  impl->server = builder.BuildAndStart();
-  if (impl->server == nullptr || impl->port == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", c.listen()));
-  }
-  impl->server->GetHealthCheckService()->SetServingStatus(true);
+
+  ASSIGN_OR_RETURN(impl->server, StartGrpc(c, impl->service.get(),
+                                           impl->admin.get(), &impl->port));
   Log(absl::StrCat("serving on port ", impl->port, ", metrics on port ",
                    impl->metrics->listening_port(), " (backbone ",
                    impl->backbone->id(), ", head version ",

@@ -15,6 +15,20 @@ namespace {
 
 namespace F = torch::nn::functional;
 
+// LibTorch reports its errors (shapes, allocation) as exceptions: the
+// public methods turn them into a Status, so that none reaches a caller.
+template <typename Body>
+auto CatchTorchErrors(const char* what, Body&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(
+        what, " failed in LibTorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, " failed: ", e.what()));
+  }
+}
+
 torch::Tensor FromRecord(const TensorRecord& r) {
   return torch::from_blob(const_cast<char*>(r.data.data()), r.shape,
                           torch::kFloat)
@@ -185,155 +199,179 @@ HeadTrainer::~HeadTrainer() = default;
 
 absl::StatusOr<std::unique_ptr<HeadTrainer>> HeadTrainer::Create(
     const HeadTrainerOptions& options) {
-  if (options.classes < 1 || options.classes > 254 || options.dim < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("classes is ", options.classes, " and dim ", options.dim,
-                     "; need 1..254 classes and dim >= 1"));
-  }
-  auto impl = std::make_unique<Impl>();
-  impl->options = options;
-  // Until PCA initialization: a fixed, deterministic orthogonal-ish start.
-  impl->v_r =
-      torch::eye(options.classes, options.dim).add_(0.01).requires_grad_(true);
-  impl->g_r = torch::ones({options.classes}).requires_grad_(true);
-  impl->v_m = impl->v_r.detach().clone();
-  impl->g_m = impl->g_r.detach().clone();
-  impl->ResetAdam();
-  if (options.linear_learning_rate > 0) {
-    // PyTorch's Conv2d initialization: weight and bias uniform in
-    // +-1/sqrt(D), here from a fixed seed.
-    const torch::Generator generator =
-        at::detail::createCPUGenerator(/*seed_in=*/17);
-    const double bound = 1.0 / std::sqrt(static_cast<double>(options.dim));
-    impl->w_l = torch::empty({options.classes, options.dim})
-                    .uniform_(-bound, bound, generator)
-                    .requires_grad_(true);
-    impl->b_l = torch::empty({options.classes})
-                    .uniform_(-bound, bound, generator)
-                    .requires_grad_(true);
-    impl->m_wl = torch::zeros_like(impl->w_l);
-    impl->s_wl = torch::zeros_like(impl->w_l);
-    impl->m_bl = torch::zeros_like(impl->b_l);
-    impl->s_bl = torch::zeros_like(impl->b_l);
-  }
-  return std::unique_ptr<HeadTrainer>(new HeadTrainer(std::move(impl)));
+  return CatchTorchErrors(
+      "creating the head trainer",
+      [&]() -> absl::StatusOr<std::unique_ptr<HeadTrainer>> {
+        if (options.classes < 1 || options.classes > 254 || options.dim < 1) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("classes is ", options.classes, " and dim ",
+                           options.dim, "; need 1..254 classes and dim >= 1"));
+        }
+        auto impl = std::make_unique<Impl>();
+        impl->options = options;
+        // Until PCA initialization: a fixed, deterministic orthogonal-ish
+        // start.
+        impl->v_r = torch::eye(options.classes, options.dim)
+                        .add_(0.01)
+                        .requires_grad_(true);
+        impl->g_r = torch::ones({options.classes}).requires_grad_(true);
+        impl->v_m = impl->v_r.detach().clone();
+        impl->g_m = impl->g_r.detach().clone();
+        impl->ResetAdam();
+        if (options.linear_learning_rate > 0) {
+          // PyTorch's Conv2d initialization: weight and bias uniform in
+          // +-1/sqrt(D), here from a fixed seed.
+          const torch::Generator generator =
+              at::detail::createCPUGenerator(/*seed_in=*/17);
+          const double bound =
+              1.0 / std::sqrt(static_cast<double>(options.dim));
+          impl->w_l = torch::empty({options.classes, options.dim})
+                          .uniform_(-bound, bound, generator)
+                          .requires_grad_(true);
+          impl->b_l = torch::empty({options.classes})
+                          .uniform_(-bound, bound, generator)
+                          .requires_grad_(true);
+          impl->m_wl = torch::zeros_like(impl->w_l);
+          impl->s_wl = torch::zeros_like(impl->w_l);
+          impl->m_bl = torch::zeros_like(impl->b_l);
+          impl->s_bl = torch::zeros_like(impl->b_l);
+        }
+        return std::unique_ptr<HeadTrainer>(new HeadTrainer(std::move(impl)));
+      });
 }
 
 absl::Status HeadTrainer::InitFromPca(const std::vector<FeatureMap>& features) {
-  if (features.empty())
-    return absl::InvalidArgumentError("PCA initialization needs features");
-  for (const FeatureMap& f : features) RETURN_IF_ERROR(AddPcaFeatures(f));
-  return FinishPca();
+  return CatchTorchErrors("the PCA initialization", [&]() -> absl::Status {
+    if (features.empty())
+      return absl::InvalidArgumentError("PCA initialization needs features");
+    for (const FeatureMap& f : features) RETURN_IF_ERROR(AddPcaFeatures(f));
+    return FinishPca();
+  });
 }
 
 absl::Status HeadTrainer::AddPcaFeatures(const FeatureMap& f) {
-  const int d = impl_->options.dim;
-  if (f.dim != d) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("features have dim ", f.dim, ", expected ", d));
-  }
-  torch::NoGradGuard no_grad;
-  const torch::Tensor x = Features(f).reshape({d, -1}).to(torch::kDouble);
-  if (impl_->pca_count == 0) {
-    impl_->pca_sum = torch::zeros({d}, torch::kDouble);
-    impl_->pca_scatter = torch::zeros({d, d}, torch::kDouble);
-  }
-  impl_->pca_sum += x.sum(1);
-  impl_->pca_scatter.addmm_(x, x.t());
-  impl_->pca_count += x.size(1);
-  return absl::OkStatus();
+  return CatchTorchErrors("the PCA initialization", [&]() -> absl::Status {
+    const int d = impl_->options.dim;
+    if (f.dim != d) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("features have dim ", f.dim, ", expected ", d));
+    }
+    torch::NoGradGuard no_grad;
+    const torch::Tensor x = Features(f).reshape({d, -1}).to(torch::kDouble);
+    if (impl_->pca_count == 0) {
+      impl_->pca_sum = torch::zeros({d}, torch::kDouble);
+      impl_->pca_scatter = torch::zeros({d, d}, torch::kDouble);
+    }
+    impl_->pca_sum += x.sum(1);
+    impl_->pca_scatter.addmm_(x, x.t());
+    impl_->pca_count += x.size(1);
+    return absl::OkStatus();
+  });
 }
 
 absl::Status HeadTrainer::FinishPca() {
-  const int k = impl_->options.classes, d = impl_->options.dim;
-  if (k > d)
-    return absl::InvalidArgumentError(
-        absl::StrCat(k, " classes need at most ", d, " feature dims"));
-  if (impl_->pca_count == 0)
-    return absl::InvalidArgumentError("PCA initialization needs features");
-  torch::NoGradGuard no_grad;
-  // The centered scatter matrix: sum x x^T - n mean mean^T.
-  const torch::Tensor mean = impl_->pca_sum / impl_->pca_count;
-  const torch::Tensor covariance =
-      impl_->pca_scatter - impl_->pca_count * mean.outer(mean);
-  const torch::Tensor vectors =
-      std::get<1>(torch::linalg::eigh(covariance, "L"));
-  impl_->pca_count = 0;
-  impl_->pca_sum = impl_->pca_scatter = torch::Tensor();
-  // Largest eigenvalues last: take the last K columns, largest first.
-  const torch::Tensor top =
-      vectors.slice(1, d - k, d).flip({1}).t().to(torch::kFloat).contiguous();
-  impl_->v_r = top.clone().requires_grad_(true);
-  impl_->g_r = torch::ones({k}).requires_grad_(true);
-  impl_->v_m = top.clone();
-  impl_->g_m = torch::ones({k});
-  impl_->ResetAdam();
-  return absl::OkStatus();
+  return CatchTorchErrors("the PCA initialization", [&]() -> absl::Status {
+    const int k = impl_->options.classes, d = impl_->options.dim;
+    if (k > d)
+      return absl::InvalidArgumentError(
+          absl::StrCat(k, " classes need at most ", d, " feature dims"));
+    if (impl_->pca_count == 0)
+      return absl::InvalidArgumentError("PCA initialization needs features");
+    torch::NoGradGuard no_grad;
+    // The centered scatter matrix: sum x x^T - n mean mean^T.
+    const torch::Tensor mean = impl_->pca_sum / impl_->pca_count;
+    const torch::Tensor covariance =
+        impl_->pca_scatter - impl_->pca_count * mean.outer(mean);
+    const torch::Tensor vectors =
+        std::get<1>(torch::linalg::eigh(covariance, "L"));
+    impl_->pca_count = 0;
+    impl_->pca_sum = impl_->pca_scatter = torch::Tensor();
+    // Largest eigenvalues last: take the last K columns, largest first.
+    const torch::Tensor top =
+        vectors.slice(1, d - k, d).flip({1}).t().to(torch::kFloat).contiguous();
+    impl_->v_r = top.clone().requires_grad_(true);
+    impl_->g_r = torch::ones({k}).requires_grad_(true);
+    impl_->v_m = top.clone();
+    impl_->g_m = torch::ones({k});
+    impl_->ResetAdam();
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<double> HeadTrainer::BaselineStep(
     const std::vector<FeatureMap>& features) {
-  const int d = impl_->options.dim;
-  std::vector<torch::Tensor> rows;
-  for (const FeatureMap& f : features)
-    rows.push_back(Features(f).reshape({d, -1}).t());
-  if (rows.empty())
-    return absl::InvalidArgumentError("baseline step needs features");
-  const torch::Tensor x =
-      F::normalize(torch::cat(rows, 0), F::NormalizeFuncOptions().dim(1));
-  const torch::Tensor prototypes =
-      F::normalize(impl_->v_r, F::NormalizeFuncOptions().dim(1));
-  const torch::Tensor loss = -std::get<0>(x.mm(prototypes.t()).max(1)).mean();
-  loss.backward();
-  AdamStep({{&impl_->v_r, &impl_->m_v, &impl_->s_v},
-            {&impl_->g_r, &impl_->m_g, &impl_->s_g}},
-           ++impl_->adam_step, impl_->options.learning_rate);
-  {
-    torch::NoGradGuard no_grad;
-    impl_->v_m = impl_->v_r.detach().clone();
-    impl_->g_m = impl_->g_r.detach().clone();
-  }
-  return loss.item<double>();
+  return CatchTorchErrors("a baseline step", [&]() -> absl::StatusOr<double> {
+    const int d = impl_->options.dim;
+    std::vector<torch::Tensor> rows;
+    for (const FeatureMap& f : features)
+      rows.push_back(Features(f).reshape({d, -1}).t());
+    if (rows.empty())
+      return absl::InvalidArgumentError("baseline step needs features");
+    const torch::Tensor x =
+        F::normalize(torch::cat(rows, 0), F::NormalizeFuncOptions().dim(1));
+    const torch::Tensor prototypes =
+        F::normalize(impl_->v_r, F::NormalizeFuncOptions().dim(1));
+    const torch::Tensor loss = -std::get<0>(x.mm(prototypes.t()).max(1)).mean();
+    loss.backward();
+    AdamStep({{&impl_->v_r, &impl_->m_v, &impl_->s_v},
+              {&impl_->g_r, &impl_->m_g, &impl_->s_g}},
+             ++impl_->adam_step, impl_->options.learning_rate);
+    {
+      torch::NoGradGuard no_grad;
+      impl_->v_m = impl_->v_r.detach().clone();
+      impl_->g_m = impl_->g_r.detach().clone();
+    }
+    return loss.item<double>();
+  });
 }
 
 absl::StatusOr<double> HeadTrainer::EmStep(
     const std::vector<TrainingSample>& batch) {
-  RETURN_IF_ERROR(CheckBatch(batch, impl_->options.dim));
-  const torch::Tensor targets = StackTargets(batch);
-  if ((targets != 255).sum().item<int64_t>() == 0) {
-    ++impl_->step;  // nothing to learn from; keep the schedule moving
+  return CatchTorchErrors("a PriMaPs-EM step", [&]() -> absl::StatusOr<double> {
+    RETURN_IF_ERROR(CheckBatch(batch, impl_->options.dim));
+    const torch::Tensor targets = StackTargets(batch);
+    if ((targets != 255).sum().item<int64_t>() == 0) {
+      ++impl_->step;  // nothing to learn from; keep the schedule moving
+      if (IsEmaStep(impl_->step, impl_->options.ema_every)) impl_->EmaUpdate();
+      return 0.0;
+    }
+    const torch::Tensor logits = UpsampledLogits(
+        Weights(impl_->v_r, impl_->g_r), torch::Tensor(), batch);
+    const torch::Tensor loss =
+        FocalLoss(logits, targets, impl_->options.focal_gamma);
+    loss.backward();
+    AdamStep({{&impl_->v_r, &impl_->m_v, &impl_->s_v},
+              {&impl_->g_r, &impl_->m_g, &impl_->s_g}},
+             ++impl_->adam_step, impl_->options.learning_rate);
+    ++impl_->step;
     if (IsEmaStep(impl_->step, impl_->options.ema_every)) impl_->EmaUpdate();
-    return 0.0;
-  }
-  const torch::Tensor logits =
-      UpsampledLogits(Weights(impl_->v_r, impl_->g_r), torch::Tensor(), batch);
-  const torch::Tensor loss =
-      FocalLoss(logits, targets, impl_->options.focal_gamma);
-  loss.backward();
-  AdamStep({{&impl_->v_r, &impl_->m_v, &impl_->s_v},
-            {&impl_->g_r, &impl_->m_g, &impl_->s_g}},
-           ++impl_->adam_step, impl_->options.learning_rate);
-  ++impl_->step;
-  if (IsEmaStep(impl_->step, impl_->options.ema_every)) impl_->EmaUpdate();
-  return loss.item<double>();
+    return loss.item<double>();
+  });
 }
 
 absl::StatusOr<double> HeadTrainer::LinearStep(
     const std::vector<TrainingSample>& batch) {
-  if (!has_linear_probe())
-    return absl::FailedPreconditionError("no linear probe (learning rate 0)");
-  RETURN_IF_ERROR(CheckBatch(batch, impl_->options.dim));
-  const torch::Tensor logits = UpsampledLogits(impl_->w_l, impl_->b_l, batch);
-  const torch::Tensor loss =
-      F::cross_entropy(logits, StackTargets(batch),
-                       F::CrossEntropyFuncOptions().ignore_index(255).reduction(
-                           torch::kNone))
-          .mean();
-  loss.backward();
-  AdamStep({{&impl_->w_l, &impl_->m_wl, &impl_->s_wl},
-            {&impl_->b_l, &impl_->m_bl, &impl_->s_bl}},
-           ++impl_->linear_adam_step, impl_->options.linear_learning_rate);
-  return loss.item<double>();
+  return CatchTorchErrors(
+      "a linear probe step", [&]() -> absl::StatusOr<double> {
+        if (!has_linear_probe())
+          return absl::FailedPreconditionError(
+              "no linear probe (learning rate 0)");
+        RETURN_IF_ERROR(CheckBatch(batch, impl_->options.dim));
+        const torch::Tensor logits =
+            UpsampledLogits(impl_->w_l, impl_->b_l, batch);
+        const torch::Tensor loss =
+            F::cross_entropy(
+                logits, StackTargets(batch),
+                F::CrossEntropyFuncOptions().ignore_index(255).reduction(
+                    torch::kNone))
+                .mean();
+        loss.backward();
+        AdamStep({{&impl_->w_l, &impl_->m_wl, &impl_->s_wl},
+                  {&impl_->b_l, &impl_->m_bl, &impl_->s_bl}},
+                 ++impl_->linear_adam_step,
+                 impl_->options.linear_learning_rate);
+        return loss.item<double>();
+      });
 }
 
 bool HeadTrainer::has_linear_probe() const {
@@ -381,63 +419,66 @@ std::string HeadTrainer::SerializeCheckpoint(
 }
 
 absl::Status HeadTrainer::RestoreCheckpoint(absl::string_view bytes) {
-  ASSIGN_OR_RETURN(
-      const SegmentationHead head,
-      ParseHeadCheckpoint(bytes, impl_->options.backbone, impl_->options.dim));
-  if (head.classes != impl_->options.classes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint has ", head.classes,
-                     " classes, training asks for ", impl_->options.classes));
-  }
-  ASSIGN_OR_RETURN(const SafetensorsFile file, ParseSafetensors(bytes));
-  for (const char* name : {"adam.m_v", "adam.s_v", "adam.m_g", "adam.s_g"}) {
-    if (!file.tensors.count(name)) {
+  return CatchTorchErrors("restoring the checkpoint", [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const SegmentationHead head,
+                     ParseHeadCheckpoint(bytes, impl_->options.backbone,
+                                         impl_->options.dim));
+    if (head.classes != impl_->options.classes) {
       return absl::InvalidArgumentError(
-          absl::StrCat("checkpoint has no optimizer state (", name, ")"));
+          absl::StrCat("checkpoint has ", head.classes,
+                       " classes, training asks for ", impl_->options.classes));
     }
-  }
-  const int64_t k = head.classes, d = head.dim;
-  auto vec = [](const std::vector<float>& v, std::vector<int64_t> shape) {
-    return torch::from_blob(const_cast<float*>(v.data()), shape, torch::kFloat)
-        .clone();
-  };
-  impl_->v_r = vec(head.theta_r.v, {k, d}).requires_grad_(true);
-  impl_->g_r = vec(head.theta_r.g, {k}).requires_grad_(true);
-  impl_->v_m = vec(head.theta_m.v, {k, d});
-  impl_->g_m = vec(head.theta_m.g, {k});
-  impl_->m_v = FromRecord(file.tensors.at("adam.m_v"));
-  impl_->s_v = FromRecord(file.tensors.at("adam.s_v"));
-  impl_->m_g = FromRecord(file.tensors.at("adam.m_g"));
-  impl_->s_g = FromRecord(file.tensors.at("adam.s_g"));
-  impl_->step = head.step;
-  if (has_linear_probe() && !head.linear_weight.empty() &&
-      file.tensors.count("linear_adam.m_w")) {
-    impl_->w_l = vec(head.linear_weight, {k, d}).requires_grad_(true);
-    impl_->b_l = vec(head.linear_bias, {k}).requires_grad_(true);
-    impl_->m_wl = FromRecord(file.tensors.at("linear_adam.m_w"));
-    impl_->s_wl = FromRecord(file.tensors.at("linear_adam.s_w"));
-    impl_->m_bl = FromRecord(file.tensors.at("linear_adam.m_b"));
-    impl_->s_bl = FromRecord(file.tensors.at("linear_adam.s_b"));
-    if (!absl::SimpleAtoi(file.metadata.count("linear_adam_step")
-                              ? file.metadata.at("linear_adam_step")
+    ASSIGN_OR_RETURN(const SafetensorsFile file, ParseSafetensors(bytes));
+    for (const char* name : {"adam.m_v", "adam.s_v", "adam.m_g", "adam.s_g"}) {
+      if (!file.tensors.count(name)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("checkpoint has no optimizer state (", name, ")"));
+      }
+    }
+    const int64_t k = head.classes, d = head.dim;
+    auto vec = [](const std::vector<float>& v, std::vector<int64_t> shape) {
+      return torch::from_blob(const_cast<float*>(v.data()), shape,
+                              torch::kFloat)
+          .clone();
+    };
+    impl_->v_r = vec(head.theta_r.v, {k, d}).requires_grad_(true);
+    impl_->g_r = vec(head.theta_r.g, {k}).requires_grad_(true);
+    impl_->v_m = vec(head.theta_m.v, {k, d});
+    impl_->g_m = vec(head.theta_m.g, {k});
+    impl_->m_v = FromRecord(file.tensors.at("adam.m_v"));
+    impl_->s_v = FromRecord(file.tensors.at("adam.s_v"));
+    impl_->m_g = FromRecord(file.tensors.at("adam.m_g"));
+    impl_->s_g = FromRecord(file.tensors.at("adam.s_g"));
+    impl_->step = head.step;
+    if (has_linear_probe() && !head.linear_weight.empty() &&
+        file.tensors.count("linear_adam.m_w")) {
+      impl_->w_l = vec(head.linear_weight, {k, d}).requires_grad_(true);
+      impl_->b_l = vec(head.linear_bias, {k}).requires_grad_(true);
+      impl_->m_wl = FromRecord(file.tensors.at("linear_adam.m_w"));
+      impl_->s_wl = FromRecord(file.tensors.at("linear_adam.s_w"));
+      impl_->m_bl = FromRecord(file.tensors.at("linear_adam.m_b"));
+      impl_->s_bl = FromRecord(file.tensors.at("linear_adam.s_b"));
+      if (!absl::SimpleAtoi(file.metadata.count("linear_adam_step")
+                                ? file.metadata.at("linear_adam_step")
+                                : "0",
+                            &impl_->linear_adam_step)) {
+        return absl::InvalidArgumentError(
+            "checkpoint metadata linear_adam_step is not a number");
+      }
+    }
+    if (!absl::SimpleAtoi(file.metadata.count("adam_step")
+                              ? file.metadata.at("adam_step")
                               : "0",
-                          &impl_->linear_adam_step)) {
+                          &impl_->adam_step) ||
+        !absl::SimpleAtoi(file.metadata.count("ema_updates")
+                              ? file.metadata.at("ema_updates")
+                              : "0",
+                          &impl_->ema_updates)) {
       return absl::InvalidArgumentError(
-          "checkpoint metadata linear_adam_step is not a number");
+          "checkpoint metadata adam_step / ema_updates is not a number");
     }
-  }
-  if (!absl::SimpleAtoi(file.metadata.count("adam_step")
-                            ? file.metadata.at("adam_step")
-                            : "0",
-                        &impl_->adam_step) ||
-      !absl::SimpleAtoi(file.metadata.count("ema_updates")
-                            ? file.metadata.at("ema_updates")
-                            : "0",
-                        &impl_->ema_updates)) {
-    return absl::InvalidArgumentError(
-        "checkpoint metadata adam_step / ema_updates is not a number");
-  }
-  return absl::OkStatus();
+    return absl::OkStatus();
+  });
 }
 
 double HeadTrainer::FocalLossForTest(const std::vector<float>& logits,
