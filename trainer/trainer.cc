@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -634,64 +635,64 @@ std::vector<size_t> BatchIndices(int64_t step, size_t n, int batch,
 
 }  // namespace
 
-absl::Status RunTrainer(const TrainerOptions& options) {
-  if (options.servers.empty())
-    return absl::InvalidArgumentError("no servers (--server)");
-  if (options.classes < 1 || options.batch < 1 || options.steps < 0) {
-    return absl::InvalidArgumentError(
-        "--classes and --batch must be >= 1, --steps >= 0");
-  }
-  const DatasetDirs train_dirs = FindDatasetDirs(options.train_dir);
-  const std::vector<std::string> train = ListImages(train_dirs.images);
-  if (train.empty())
-    return absl::NotFoundError(
-        absl::StrCat("no images in ", train_dirs.images));
-  if (!train_dirs.masks.empty())
-    Log(absl::StrCat("precomputed pseudo labels from ", train_dirs.masks));
-  const TrainerOptions o = ResolveEpochs(options, train.size());
-  Log(absl::StrCat(train.size(), " training images: ", o.baseline_steps,
-                   " baseline steps, ", o.steps, " PriMaPs-EM steps of ",
-                   o.batch, " images"));
-  std::error_code ec;
-  fs::create_directories(o.out_dir + "/cache/train", ec);
-  fs::create_directories(o.out_dir + "/cache/val", ec);
-  FeatureSource source(o.servers, o.resize);
-  ThreadPool pool(std::max(1, o.fetch_concurrency));
+namespace {
 
-  // Validation set: original views and cropped ground truth.
+// What the phases of a run share.
+struct TrainingRun {
+  const TrainerOptions& o;
+  DatasetDirs train_dirs;
+  std::vector<std::string> train;  // image names
+  FeatureSource* source;
+  ThreadPool* pool;
+
+  absl::StatusOr<View> TrainView(const std::string& name) const {
+    return LoadView(source, train_dirs, name, o.out_dir + "/cache/train",
+                    o.resize, ResizeFilter::kAntialias);
+  }
+};
+
+// Evaluates the current head and keeps the best of run.
+using Evaluator =
+    std::function<absl::Status(const std::string& phase, int64_t step)>;
+
+// The validation set: original views and cropped ground truth.
+absl::StatusOr<std::vector<ValImage>> LoadValidationSet(const TrainerOptions& o,
+                                                        FeatureSource* source) {
   std::vector<ValImage> val;
-  if (!o.val_dir.empty()) {
-    const DatasetDirs val_dirs = FindDatasetDirs(o.val_dir);
-    for (const std::string& name : ListImages(val_dirs.images)) {
-      ValImage v;
-      ASSIGN_OR_RETURN(
-          v.view, LoadView(&source, val_dirs, name, o.out_dir + "/cache/val",
-                           o.resize, ResizeFilter::kBilinear));
-      ASSIGN_OR_RETURN(
-          const std::string label_png,
-          ReadFile(o.val_dir + "/labels/" +
-                   fs::path(name).replace_extension(".png").string()));
-      ASSIGN_OR_RETURN(const LabelMap truth, DecodeLabelPng(label_png));
-      // As the reference resizes its validation labels.
-      v.truth = ResizeAndCropLabels(truth, o.resize, CropMode::kCenter,
-                                    LabelResize::kTorchNearest);
-      val.push_back(std::move(v));
-    }
-    Log(absl::StrCat(val.size(), " validation images"));
+  if (o.val_dir.empty()) return val;
+  const DatasetDirs val_dirs = FindDatasetDirs(o.val_dir);
+  for (const std::string& name : ListImages(val_dirs.images)) {
+    ValImage v;
+    ASSIGN_OR_RETURN(v.view,
+                     LoadView(source, val_dirs, name, o.out_dir + "/cache/val",
+                              o.resize, ResizeFilter::kBilinear));
+    ASSIGN_OR_RETURN(
+        const std::string label_png,
+        ReadFile(o.val_dir + "/labels/" +
+                 fs::path(name).replace_extension(".png").string()));
+    ASSIGN_OR_RETURN(const LabelMap truth, DecodeLabelPng(label_png));
+    // As the reference resizes its validation labels.
+    v.truth = ResizeAndCropLabels(truth, o.resize, CropMode::kCenter,
+                                  LabelResize::kTorchNearest);
+    val.push_back(std::move(v));
   }
+  Log(absl::StrCat(val.size(), " validation images"));
+  return val;
+}
 
-  // Feature dim from the first image.
-  ASSIGN_OR_RETURN(
-      const View first,
-      LoadView(&source, train_dirs, train[0], o.out_dir + "/cache/train",
-               o.resize, ResizeFilter::kAntialias));
+// The head trainer for the backbone the servers run, its feature dim from
+// the first training image.
+absl::StatusOr<std::unique_ptr<HeadTrainer>> CreateHeadTrainer(
+    const TrainingRun& run) {
+  const TrainerOptions& o = run.o;
+  ASSIGN_OR_RETURN(const View first, run.TrainView(run.train[0]));
   HeadTrainerOptions head_options;
   head_options.classes = o.classes;
   head_options.dim = first.features.dim;
   head_options.learning_rate = o.learning_rate;
   head_options.focal_gamma = o.focal_gamma;
   if (o.linear_learning_rate > 0) {
-    if (train_dirs.labels.empty()) {
+    if (run.train_dirs.labels.empty()) {
       Log("no ground truth for the training images (labels/ or gts/): no "
           "linear probe");
     } else {
@@ -699,76 +700,69 @@ absl::Status RunTrainer(const TrainerOptions& options) {
     }
   }
   ASSIGN_OR_RETURN(const v1::FeatureResponse probe,
-                   source.Features(first.crop, false));
+                   run.source->Features(first.crop, false));
   head_options.backbone = probe.model().backbone();
-  ASSIGN_OR_RETURN(std::unique_ptr<HeadTrainer> trainer,
-                   HeadTrainer::Create(head_options));
+  return HeadTrainer::Create(head_options);
+}
 
-  BestOfRun best(o.out_dir);
-  auto evaluate = [&](const std::string& phase, int64_t step) -> absl::Status {
-    ASSIGN_OR_RETURN(const nlohmann::json line,
-                     Evaluate(o, trainer->Head(), val, phase, step));
-    return best.Offer(line, trainer->Head());
-  };
-  const std::string newest = o.resume ? NewestCheckpoint(o) : "";
-  if (!newest.empty()) {
-    ASSIGN_OR_RETURN(const std::string bytes, ReadFile(newest));
-    RETURN_IF_ERROR(trainer->RestoreCheckpoint(bytes));
-    Log(absl::StrCat("resumed from ", newest, " at step ", trainer->step()));
-  } else {
-    // PCA initialization on the features of shuffled training images, as
-    // the reference draws its PCA batches.
-    const int n = std::min<int>(static_cast<int>(train.size()),
-                                o.pca_images > 0 ? o.pca_images : o.batch);
-    const std::vector<size_t> order = Shuffled(train.size(), o.seed + 1000003u);
-    for (int i = 0; i < n; ++i) {
-      ASSIGN_OR_RETURN(View v, LoadView(&source, train_dirs, train[order[i]],
-                                        o.out_dir + "/cache/train", o.resize,
-                                        ResizeFilter::kAntialias));
-      RETURN_IF_ERROR(trainer->AddPcaFeatures(v.features));
-    }
-    RETURN_IF_ERROR(trainer->FinishPca());
-    Log(absl::StrCat("PCA initialization on ", n, " images"));
-    if (!val.empty()) RETURN_IF_ERROR(evaluate("pca_init", 0));
-    if (o.baseline_steps > 0) {
-      for (int s = 0; s < o.baseline_steps; ++s) {
-        std::vector<FeatureMap> batch;
-        std::vector<TrainingSample> labelled;
-        for (size_t i :
-             BatchIndices(s, train.size(), o.batch, o.seed + 2000003u)) {
-          ASSIGN_OR_RETURN(View v,
-                           LoadView(&source, train_dirs, train[i],
-                                    o.out_dir + "/cache/train", o.resize,
-                                    ResizeFilter::kAntialias));
-          if (trainer->has_linear_probe()) {
-            ASSIGN_OR_RETURN(LabelMap truth,
-                             TrainingTruth(train_dirs, train[i], o.resize));
-            if (!truth.labels.empty())
-              labelled.push_back({v.features, std::move(truth)});
-          }
-          batch.push_back(std::move(v.features));
-        }
-        RETURN_IF_ERROR(trainer->BaselineStep(batch).status());
-        if (!labelled.empty())
-          RETURN_IF_ERROR(trainer->LinearStep(labelled).status());
-      }
-      trainer->ResetOptimizer();
-      Log(absl::StrCat(o.baseline_steps, " baseline steps"));
-      if (!val.empty()) RETURN_IF_ERROR(evaluate("baseline", 0));
-    }
+// PCA initialization on the features of shuffled training images, as the
+// reference draws its PCA batches.
+absl::Status InitializeFromPca(const TrainingRun& run, HeadTrainer* trainer) {
+  const TrainerOptions& o = run.o;
+  const int n = std::min<int>(static_cast<int>(run.train.size()),
+                              o.pca_images > 0 ? o.pca_images : o.batch);
+  const std::vector<size_t> order =
+      Shuffled(run.train.size(), o.seed + 1000003u);
+  for (int i = 0; i < n; ++i) {
+    ASSIGN_OR_RETURN(View v, run.TrainView(run.train[order[i]]));
+    RETURN_IF_ERROR(trainer->AddPcaFeatures(v.features));
   }
+  RETURN_IF_ERROR(trainer->FinishPca());
+  Log(absl::StrCat("PCA initialization on ", n, " images"));
+  return absl::OkStatus();
+}
 
+// The cosine k-means baseline on theta_R (and the linear probe, when
+// there is ground truth), then fresh optimizer moments for PriMaPs-EM.
+absl::Status TrainBaseline(const TrainingRun& run, HeadTrainer* trainer) {
+  const TrainerOptions& o = run.o;
+  for (int s = 0; s < o.baseline_steps; ++s) {
+    std::vector<FeatureMap> batch;
+    std::vector<TrainingSample> labelled;
+    for (size_t i :
+         BatchIndices(s, run.train.size(), o.batch, o.seed + 2000003u)) {
+      ASSIGN_OR_RETURN(View v, run.TrainView(run.train[i]));
+      if (trainer->has_linear_probe()) {
+        ASSIGN_OR_RETURN(LabelMap truth,
+                         TrainingTruth(run.train_dirs, run.train[i], o.resize));
+        if (!truth.labels.empty())
+          labelled.push_back({v.features, std::move(truth)});
+      }
+      batch.push_back(std::move(v.features));
+    }
+    RETURN_IF_ERROR(trainer->BaselineStep(batch).status());
+    if (!labelled.empty())
+      RETURN_IF_ERROR(trainer->LinearStep(labelled).status());
+  }
+  trainer->ResetOptimizer();
+  Log(absl::StrCat(o.baseline_steps, " baseline steps"));
+  return absl::OkStatus();
+}
+
+// PriMaPs-EM from the trainer's step to o.steps, with checkpoints, pushes
+// and evaluations as the options ask.
+absl::Status TrainPrimapsEm(const TrainingRun& run, HeadTrainer* trainer,
+                            const Evaluator& evaluate, bool have_val) {
+  const TrainerOptions& o = run.o;
   auto batch_names = [&](int64_t step) {
     std::vector<std::string> names;
-    for (size_t i : BatchIndices(step, train.size(), o.batch, o.seed))
-      names.push_back(train[i]);
+    for (size_t i : BatchIndices(step, run.train.size(), o.batch, o.seed))
+      names.push_back(run.train[i]);
     return names;
   };
-
   const absl::Time start = absl::Now();
   absl::Time last_log = start;
   const int64_t first_step = trainer->step();
-  // Requests for the next batch go out while the current step runs.
   // Requests for the next two batches are out while the current step runs,
   // so the servers always have work queued.
   constexpr size_t kBatchesAhead = 2;
@@ -778,14 +772,14 @@ absl::Status RunTrainer(const TrainerOptions& options) {
     while (ahead.size() < kBatchesAhead && requested < o.steps) {
       const int64_t step = requested++;
       ahead.push_back(std::async(std::launch::async, [&, step] {
-        return FetchBatch(&source, &pool, o, batch_names(step),
+        return FetchBatch(run.source, run.pool, o, batch_names(step),
                           o.seed + static_cast<uint32_t>(step));
       }));
     }
   };
   fill();
   double loss = 0;
-  source.ResetBusy();
+  run.source->ResetBusy();
   // Where a step's time goes: waiting for the servers' features, the E-step
   // (theta_M class maps and mask votes), the M-step (focal loss, Adam).
   absl::Duration wait_time, e_step_time, m_step_time;
@@ -832,8 +826,8 @@ absl::Status RunTrainer(const TrainerOptions& options) {
     if (o.checkpoint_every > 0 && step % o.checkpoint_every == 0)
       RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
     if (o.push_every > 0 && step % o.push_every == 0)
-      Push(o, &source, *trainer);
-    if (o.eval_every > 0 && step % o.eval_every == 0 && !val.empty() &&
+      Push(o, run.source, *trainer);
+    if (o.eval_every > 0 && step % o.eval_every == 0 && have_val &&
         step != o.steps) {
       RETURN_IF_ERROR(evaluate("em", step));
     }
@@ -847,8 +841,65 @@ absl::Status RunTrainer(const TrainerOptions& options) {
                         absl::ToDoubleMilliseconds(wait_time) / n,
                         absl::ToDoubleMilliseconds(e_step_time) / n,
                         absl::ToDoubleMilliseconds(m_step_time) / n,
-                        100 * source.BusyFraction()));
+                        100 * run.source->BusyFraction()));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunTrainer(const TrainerOptions& options) {
+  if (options.servers.empty())
+    return absl::InvalidArgumentError("no servers (--server)");
+  if (options.classes < 1 || options.batch < 1 || options.steps < 0) {
+    return absl::InvalidArgumentError(
+        "--classes and --batch must be >= 1, --steps >= 0");
+  }
+  const DatasetDirs train_dirs = FindDatasetDirs(options.train_dir);
+  std::vector<std::string> train = ListImages(train_dirs.images);
+  if (train.empty())
+    return absl::NotFoundError(
+        absl::StrCat("no images in ", train_dirs.images));
+  if (!train_dirs.masks.empty())
+    Log(absl::StrCat("precomputed pseudo labels from ", train_dirs.masks));
+  const TrainerOptions o = ResolveEpochs(options, train.size());
+  Log(absl::StrCat(train.size(), " training images: ", o.baseline_steps,
+                   " baseline steps, ", o.steps, " PriMaPs-EM steps of ",
+                   o.batch, " images"));
+  std::error_code ec;
+  fs::create_directories(o.out_dir + "/cache/train", ec);
+  fs::create_directories(o.out_dir + "/cache/val", ec);
+  FeatureSource source(o.servers, o.resize);
+  ThreadPool pool(std::max(1, o.fetch_concurrency));
+  const TrainingRun run{o, train_dirs, std::move(train), &source, &pool};
+
+  ASSIGN_OR_RETURN(const std::vector<ValImage> val,
+                   LoadValidationSet(o, &source));
+  ASSIGN_OR_RETURN(std::unique_ptr<HeadTrainer> trainer,
+                   CreateHeadTrainer(run));
+  BestOfRun best(o.out_dir);
+  const Evaluator evaluate = [&](const std::string& phase,
+                                 int64_t step) -> absl::Status {
+    ASSIGN_OR_RETURN(const nlohmann::json line,
+                     Evaluate(o, trainer->Head(), val, phase, step));
+    return best.Offer(line, trainer->Head());
+  };
+
+  const std::string newest = o.resume ? NewestCheckpoint(o) : "";
+  if (!newest.empty()) {
+    ASSIGN_OR_RETURN(const std::string bytes, ReadFile(newest));
+    RETURN_IF_ERROR(trainer->RestoreCheckpoint(bytes));
+    Log(absl::StrCat("resumed from ", newest, " at step ", trainer->step()));
+  } else {
+    RETURN_IF_ERROR(InitializeFromPca(run, trainer.get()));
+    if (!val.empty()) RETURN_IF_ERROR(evaluate("pca_init", 0));
+    if (o.baseline_steps > 0) {
+      RETURN_IF_ERROR(TrainBaseline(run, trainer.get()));
+      if (!val.empty()) RETURN_IF_ERROR(evaluate("baseline", 0));
+    }
+  }
+  RETURN_IF_ERROR(TrainPrimapsEm(run, trainer.get(), evaluate, !val.empty()));
+
   RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
   if (!val.empty()) RETURN_IF_ERROR(evaluate("em", trainer->step()));
   // The last step may already have been pushed.
