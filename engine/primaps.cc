@@ -53,9 +53,9 @@ absl::Status ValidateFeatures(const FeatureMap& f) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<SoftMasks> ProposeSoftMasks(const FeatureMap& features,
-                                           const PriMaPsOptions& options) {
-  RETURN_IF_ERROR(ValidateFeatures(features));
+namespace {
+
+absl::Status ValidateOptions(const PriMaPsOptions& options) {
   if (!(options.threshold >= 0.f && options.threshold <= 1.f)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "threshold is ", options.threshold, ", must be in [0, 1]"));
@@ -68,71 +68,98 @@ absl::StatusOr<SoftMasks> ProposeSoftMasks(const FeatureMap& features,
     return absl::InvalidArgumentError(absl::StrCat(
         "max_masks is ", options.max_masks, ", must be in [1, 254]"));
   }
-  const int d = features.dim;
-  const int n = features.height * features.width;
-  // Position-major copies: raw rows for the PCA, L2-normalized rows for the
-  // cosine similarities (F.normalize's eps of 1e-12).
-  std::vector<float> rows(static_cast<size_t>(n) * d),
-      unit(static_cast<size_t>(n) * d);
-  for (int c = 0; c < d; ++c) {
-    for (int i = 0; i < n; ++i)
-      rows[static_cast<size_t>(i) * d + c] =
-          features.data[static_cast<size_t>(c) * n + i];
-  }
-  for (int i = 0; i < n; ++i) {
-    const float* r = &rows[static_cast<size_t>(i) * d];
-    const float norm2 = Dot(r, r, d);
-    const float inv = 1.f / std::max(std::sqrt(norm2), 1e-12f);
-    for (int c = 0; c < d; ++c)
-      unit[static_cast<size_t>(i) * d + c] = r[c] * inv;
-  }
-  auto dot = [d](const float* a, const float* b) { return Dot(a, b, d); };
+  return absl::OkStatus();
+}
 
+// The features position-major: raw rows for the PCA, L2-normalized rows
+// for the cosine similarities (F.normalize's eps of 1e-12).
+struct PositionRows {
+  explicit PositionRows(const FeatureMap& features)
+      : n(features.height * features.width),
+        d(features.dim),
+        raw(static_cast<size_t>(n) * d),
+        unit(static_cast<size_t>(n) * d) {
+    for (int c = 0; c < d; ++c) {
+      for (int i = 0; i < n; ++i)
+        raw[static_cast<size_t>(i) * d + c] =
+            features.data[static_cast<size_t>(c) * n + i];
+    }
+    for (int i = 0; i < n; ++i) {
+      const float* r = row(i);
+      const float inv = 1.f / std::max(std::sqrt(Dot(r, r, d)), 1e-12f);
+      for (int c = 0; c < d; ++c)
+        unit[static_cast<size_t>(i) * d + c] = r[c] * inv;
+    }
+  }
+  const float* row(int i) const { return &raw[static_cast<size_t>(i) * d]; }
+  const float* unit_row(int i) const {
+    return &unit[static_cast<size_t>(i) * d];
+  }
+
+  const int n, d;
+  std::vector<float> raw, unit;
+};
+
+// PriMaPs steps 2a-2c over the free positions: the first principal
+// component of their features, the anchor (the free position most similar
+// to it, first on ties), and in `s` the similarities to the anchor,
+// thresholded at t * max and scaled to 1 (0 off the free set). False when
+// no similarity is positive: no mask.
+bool ProposeMask(const PositionRows& rows, const std::vector<uint8_t>& free,
+                 int free_count, float threshold, std::vector<float>* s,
+                 int* anchor) {
+  const int n = rows.n, d = rows.d;
+  std::vector<float> free_rows;
+  free_rows.reserve(static_cast<size_t>(free_count) * d);
+  for (int i = 0; i < n; ++i) {
+    if (free[i])
+      free_rows.insert(free_rows.end(), rows.row(i), rows.row(i + 1));
+  }
+  const std::vector<float> v =
+      FirstPrincipalComponent(free_rows.data(), free_count, d);
+  const float v_norm = std::max(std::sqrt(Dot(v.data(), v.data(), d)), 1e-12f);
+  std::vector<float> sim(n);
+  *anchor = 0;
+  for (int i = 0; i < n; ++i) {
+    sim[i] = free[i] ? Dot(v.data(), rows.unit_row(i), d) / v_norm : 0.f;
+    if (sim[i] > sim[*anchor]) *anchor = i;
+  }
+  float max_s = 0;
+  for (int i = 0; i < n; ++i) {
+    (*s)[i] = free[i] ? Dot(rows.unit_row(*anchor), rows.unit_row(i), d) : 0.f;
+    max_s = std::max(max_s, (*s)[i]);
+  }
+  if (!(max_s > 0)) return false;
+  for (float& value : *s) {
+    if (value < threshold * max_s) value = 0;
+    value /= max_s;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<SoftMasks> ProposeSoftMasks(const FeatureMap& features,
+                                           const PriMaPsOptions& options) {
+  RETURN_IF_ERROR(ValidateFeatures(features));
+  RETURN_IF_ERROR(ValidateOptions(options));
+  const PositionRows rows(features);
+  const int n = rows.n;
   SoftMasks out;
   out.height = features.height;
   out.width = features.width;
   // PriMaPs step 1: every position is free.
   std::vector<uint8_t> free(n, 1);
   int free_count = n;
-  std::vector<int> free_history = {
-      free_count};  // free only shrinks: sizes identify sets
-  std::vector<float> free_rows, sim(n), s(n);
+  // The free set only shrinks, so its sizes identify it.
+  std::vector<int> free_history = {free_count};
+  std::vector<float> s(n);
   // PriMaPs step 2: until the coverage is reached.
   while (n - free_count < options.coverage * n &&
          out.num_masks < options.max_masks) {
     RETURN_IF_ERROR(PollStop(options.stop, "PriMaPs' mask proposals"));
-    // Step 2a: first principal component of the free features.
-    free_rows.clear();
-    for (int i = 0; i < n; ++i) {
-      if (free[i])
-        free_rows.insert(free_rows.end(), &rows[static_cast<size_t>(i) * d],
-                         &rows[static_cast<size_t>(i + 1) * d]);
-    }
-    const std::vector<float> v =
-        FirstPrincipalComponent(free_rows.data(), free_count, d);
-    // Step 2b: anchor = the free position most similar to v (first on ties).
-    float v_norm = std::max(std::sqrt(dot(v.data(), v.data())), 1e-12f);
     int anchor = 0;
-    for (int i = 0; i < n; ++i) {
-      sim[i] = free[i]
-                   ? dot(v.data(), &unit[static_cast<size_t>(i) * d]) / v_norm
-                   : 0.f;
-      if (sim[i] > sim[anchor]) anchor = i;
-    }
-    // Step 2c: similarity to the anchor, thresholded at t * max, scaled to 1.
-    float max_s = 0;
-    for (int i = 0; i < n; ++i) {
-      s[i] = free[i] ? dot(&unit[static_cast<size_t>(anchor) * d],
-                           &unit[static_cast<size_t>(i) * d])
-                     : 0.f;
-      max_s = std::max(max_s, s[i]);
-    }
-    // An iteration with no positive similarity adds no mask.
-    if (max_s > 0) {
-      for (int i = 0; i < n; ++i) {
-        if (s[i] < options.threshold * max_s) s[i] = 0;
-        s[i] /= max_s;
-      }
+    if (ProposeMask(rows, free, free_count, options.threshold, &s, &anchor)) {
       out.masks.insert(out.masks.end(), s.begin(), s.end());
       out.anchors.push_back(anchor);
       ++out.num_masks;
