@@ -382,7 +382,7 @@ class LabelWorker {
                        PrimapsClient::Create(client_options));
       clients_.push_back(std::move(client));
     }
-    rng_.seed(static_cast<uint32_t>(worker_index * 7919 + 1));
+    seed_ = static_cast<uint32_t>(worker_index * 7919 + 1);
     server_ = static_cast<size_t>(worker_index) % clients_.size();
     return absl::OkStatus();
   }
@@ -460,11 +460,11 @@ class LabelWorker {
     return absl::OkStatus();
   }
 
-  // The call, retried with equal jitter and exponential backoff on
-  // retryable codes, each retry on the next server.
+  // The call, retried with Backoff on retryable codes, each retry on the
+  // next server.
   absl::StatusOr<LabelCallResult> CallWithFailover(
       const v1::ImageRequest& request, std::string* served_by) {
-    absl::Duration backoff = options_.initial_backoff;
+    Backoff backoff(options_.initial_backoff, options_.max_backoff, seed_++);
     for (int attempt = 0;; ++attempt) {
       absl::StatusOr<LabelCallResult> result =
           CallLabels(clients_[server_].get(), plan_.mode, request);
@@ -474,9 +474,7 @@ class LabelWorker {
       // goes to the next server.
       server_ = (server_ + 1) % clients_.size();
       if (attempt >= options_.retries) return result;
-      std::uniform_real_distribution<double> jitter(0.5, 1.0);
-      absl::SleepFor(backoff * jitter(rng_));
-      backoff = std::min(backoff * 2, options_.max_backoff);
+      backoff.Wait();
     }
   }
 
@@ -488,7 +486,7 @@ class LabelWorker {
   Manifest* manifest_;
   JobCounters* counters_;
   std::vector<std::unique_ptr<PrimapsClient>> clients_;
-  std::mt19937 rng_;
+  uint32_t seed_ = 0;  // of the next call's backoff jitter
   size_t server_ = 0;
 };
 

@@ -24,6 +24,12 @@ bool IsRetryable(absl::StatusCode code) {
          code == absl::StatusCode::kDeadlineExceeded;
 }
 
+void Backoff::Wait() {
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
+  absl::SleepFor(next_ * jitter(rng_));
+  next_ = std::min(next_ * 2, max_);
+}
+
 absl::StatusOr<std::unique_ptr<PrimapsClient>> PrimapsClient::Create(
     const ClientOptions& options) {
   if (options.target.empty())
@@ -69,8 +75,8 @@ template <typename Response>
 absl::StatusOr<Response> PrimapsClient::WithRetries(
     const std::function<grpc::Status(grpc::ClientContext*, Response*)>& call,
     bool admin) {
-  std::mt19937 rng(std::random_device{}());
-  absl::Duration backoff = options_.initial_backoff;
+  Backoff backoff(options_.initial_backoff, options_.max_backoff,
+                  std::random_device{}());
   absl::Status last;
   for (int attempt = 0; attempt <= options_.retries; ++attempt) {
     grpc::ClientContext context;
@@ -83,10 +89,7 @@ absl::StatusOr<Response> PrimapsClient::WithRetries(
     last = FromGrpcStatus(call(&context, &response));
     if (last.ok()) return response;
     if (!IsRetryable(last.code()) || attempt == options_.retries) break;
-    // Full jitter: sleep a random time up to the current backoff.
-    std::uniform_real_distribution<double> jitter(0.5, 1.0);
-    absl::SleepFor(backoff * jitter(rng));
-    backoff = std::min(backoff * 2, options_.max_backoff);
+    backoff.Wait();
   }
   return last;
 }

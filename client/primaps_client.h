@@ -5,6 +5,7 @@
 #define PRIMAPS_CLIENT_PRIMAPS_CLIENT_H_
 
 #include <memory>
+#include <random>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -82,6 +83,23 @@ absl::Status FromGrpcStatus(const grpc::Status& status);
 // DEADLINE_EXCEEDED (the deadline is per attempt, and the server stops an
 // abandoned call within its current step, so a retry costs it little).
 bool IsRetryable(absl::StatusCode code);
+
+// The waits between attempts, for every retry loop of the clients:
+// exponential backoff from `initial` to `max`, with equal jitter (each
+// wait drawn from [b/2, b] for the current b), so that clients refused
+// together do not come back together.
+class Backoff {
+ public:
+  Backoff(absl::Duration initial, absl::Duration max, uint32_t seed)
+      : next_(initial), max_(max), rng_(seed) {}
+  // Sleeps for the next wait.
+  void Wait();
+
+ private:
+  absl::Duration next_;
+  const absl::Duration max_;
+  std::mt19937 rng_;
+};
 
 }  // namespace primaps
 
