@@ -11,6 +11,11 @@ namespace primaps {
 // FailedPrecondition naming the missing instruction set, or OK.
 absl::Status CheckCpuSupport();
 
+// Whether this CPU computes bf16 products natively (AVX512-BF16 or AMX-BF16,
+// with the operating system's support for AVX-512 state): where bf16 is
+// worth its loss of precision.
+bool CpuHasNativeBf16();
+
 // For main(): false, after printing "program: why" to stderr, when this CPU
 // cannot run this build.
 bool CpuCanRunThisBuild(const char* program);

@@ -3,6 +3,14 @@
 
   vit_forward_bench.py write WEIGHTS.safetensors   # random ViT-S/8 weights
   vit_forward_bench.py time WEIGHTS.safetensors THREADS REPS
+  vit_forward_bench.py pipeline WEIGHTS.safetensors THREADS REPS IMAGES_DIR PRECISION
+
+`pipeline` times the reference pipeline per image on the same weights
+(vit_serving_bench.sh): decode (Pillow), preprocess, the backbone's
+forward (in PRECISION: fp32, or bf16 as model.bfloat16()), PriMaPs' mask
+proposals and steps 3-5 up to the CRF (tests/golden/make_golden.py, the
+method's statement in PyTorch), argmax. The CRF is left out: the
+reference's (pydensecrf) is not in Debian.
 """
 import json
 import os
@@ -12,7 +20,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden"))
-from make_golden import ViT, save_safetensors  # noqa: E402
+from make_golden import ViT, preprocess, primaps_crf_input, primaps_proposals, save_safetensors  # noqa: E402
 
 SIZE = 320
 
@@ -29,16 +37,10 @@ def main():
         return
     path, threads, reps = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
-    m = model()
-    # Load the exact weights the C++ side uses.
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-        data = f.read()
-    sd = {k: torch.frombuffer(bytearray(data[v["data_offsets"][0]:v["data_offsets"][1]]),
-                              dtype=torch.float32).reshape(v["shape"])
-          for k, v in header.items() if k != "__metadata__"}
-    m.load_state_dict(sd)
+    m = load(path)
+    if sys.argv[1] == "pipeline":
+        pipeline(m, threads, reps, sys.argv[5], sys.argv[6])
+        return
     x = torch.linspace(-1, 1, 3 * SIZE * SIZE).reshape(1, 3, SIZE, SIZE)
     times = []
     with torch.inference_mode():
@@ -51,6 +53,42 @@ def main():
     print(json.dumps({"impl": "pytorch", "threads": threads, "median_s": round(times[len(times) // 2], 4),
                       "min_s": round(times[0], 4)}))
 
+
+def load(path):
+    m = model()
+    # Load the exact weights the C++ side uses.
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = f.read()
+    sd = {k: torch.frombuffer(bytearray(data[v["data_offsets"][0]:v["data_offsets"][1]]),
+                              dtype=torch.float32).reshape(v["shape"])
+          for k, v in header.items() if k != "__metadata__"}
+    m.load_state_dict(sd)
+    return m
+
+
+def pipeline(m, threads, reps, images_dir, precision):
+    import numpy as np
+    from PIL import Image
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    m = m.to(dtype)
+    paths = sorted(os.path.join(images_dir, n) for n in os.listdir(images_dir))
+    times = []
+    with torch.inference_mode():
+        for i in range(reps + 1):  # the first is a warm-up
+            start = time.perf_counter()
+            img = torch.from_numpy(np.array(Image.open(paths[i % len(paths)]).convert("RGB")))
+            x = preprocess(img, SIZE, "center", 8)[None].to(dtype)
+            feat = m.features(x)[0].float()
+            masks, _ = primaps_proposals(feat)
+            _, _, probs = primaps_crf_input(masks, SIZE, SIZE)
+            probs.argmax(0)
+            if i > 0:
+                times.append(time.perf_counter() - start)
+    times.sort()
+    print(json.dumps({"impl": "python", "precision": precision, "threads": threads,
+                      "median_s": round(times[len(times) // 2], 4)}))
 
 if __name__ == "__main__":
     main()

@@ -40,6 +40,10 @@ ABSL_FLAG(std::string, head, "",
 ABSL_FLAG(std::string, checkpoint_dir, "",
           "Directory for AdminService.LoadCheckpoint paths.");
 ABSL_FLAG(std::string, device, Defaults().device(), "cpu or cuda[:N].");
+ABSL_FLAG(std::string, precision, Defaults().precision(),
+          "The backbone's number format: fp32, bf16, fp16 (CUDA only) or "
+          "auto (bf16 on CUDA and on CPUs with AVX512-BF16 or AMX, fp32 "
+          "elsewhere). bf16 is faster; its pseudo labels can differ.");
 ABSL_FLAG(int32_t, threads, Defaults().threads(),
           "LibTorch intra-op threads for the backbone.");
 ABSL_FLAG(int32_t, cpu_threads, 0,
@@ -115,6 +119,7 @@ void ApplyFlags(const std::set<std::string>& given_flags,
   PRIMAPS_OVERRIDE(head);
   PRIMAPS_OVERRIDE(checkpoint_dir);
   PRIMAPS_OVERRIDE(device);
+  PRIMAPS_OVERRIDE(precision);
   PRIMAPS_OVERRIDE(threads);
   PRIMAPS_OVERRIDE(max_batch);
   PRIMAPS_OVERRIDE(max_queue_delay_ms);

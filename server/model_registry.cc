@@ -32,6 +32,7 @@ absl::StatusOr<std::string> RealPath(const std::string& path) {
 ModelRegistry::ModelRegistry(Options options) : options_(std::move(options)) {
   auto empty = std::make_shared<ModelSnapshot>();
   empty->backbone = options_.backbone;
+  empty->precision = options_.precision;
   std::atomic_store(&current_,
                     std::shared_ptr<const ModelSnapshot>(std::move(empty)));
 }
@@ -44,6 +45,7 @@ void ModelRegistry::Publish(std::shared_ptr<const SegmentationHead> head,
                             std::string digest) {
   auto snapshot = std::make_shared<ModelSnapshot>();
   snapshot->backbone = options_.backbone;
+  snapshot->precision = options_.precision;
   snapshot->head = std::move(head);
   snapshot->version = next_version_++;
   snapshot->digest = std::move(digest);

@@ -23,6 +23,7 @@ namespace primaps {
 
 struct ModelSnapshot {
   std::string backbone;
+  std::string precision;  // of the backbone's forward pass
   // Null until a head is loaded.
   std::shared_ptr<const SegmentationHead> head;
   // 0 without a head; then 1, 2, ... one per publication, never reused.
@@ -41,6 +42,8 @@ class ModelRegistry {
     std::string checkpoint_dir;
     // Earlier heads kept for Rollback.
     size_t history = 8;
+    // The backbone's precision, for ModelInfo.
+    std::string precision = "fp32";
   };
 
   explicit ModelRegistry(Options options);

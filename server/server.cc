@@ -33,6 +33,7 @@ v1::ServerConfig DefaultServerConfig() {
   c.set_metrics_listen(d::kMetricsListen);
   c.set_backbone(d::kBackbone);
   c.set_device(d::kDevice);
+  c.set_precision(d::kPrecision);
   c.set_threads(d::kThreads);
   c.set_cpu_threads(
       static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
@@ -121,6 +122,11 @@ absl::StatusOr<std::unique_ptr<Backbone>> MakeBackbone(
       return absl::InvalidArgumentError(
           "--weights is given but --backbone=builtin needs none");
     }
+    if (c.precision() != "fp32" && c.precision() != "auto") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--precision=", c.precision(),
+                       ": the built-in backbone computes in fp32"));
+    }
     return CreateBuiltinBackbone();
   }
   ASSIGN_OR_RETURN(const VitConfig arch, VitConfigByName(c.backbone()));
@@ -132,6 +138,7 @@ absl::StatusOr<std::unique_ptr<Backbone>> MakeBackbone(
   VitBackboneOptions options;
   options.config = arch;
   options.device = c.device();
+  options.precision = c.precision();
   SetTorchThreads(c.threads());
   return LoadVitBackbone(c.weights(), options);
 }
@@ -176,6 +183,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
     const v1::ServerConfig& c, const Backbone& backbone) {
   ModelRegistry::Options options;
   options.backbone = backbone.id();
+  options.precision = backbone.precision();
   options.feature_dim = backbone.feature_dim();
   options.checkpoint_dir = c.checkpoint_dir();
   auto registry = std::make_unique<ModelRegistry>(options);
@@ -279,6 +287,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   // Metrics read live values from parts created below.
   Impl* raw = impl.get();
   ServerMetrics::LiveValues live;
+  live.backbone = impl->backbone->id();
+  live.precision = impl->backbone->precision();
   live.queue_depth = [raw] {
     return raw->batcher ? raw->batcher->queue_depth() : 0;
   };
@@ -317,8 +327,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
                                            impl->admin.get(), &impl->port));
   Log(absl::StrCat("serving on port ", impl->port, ", metrics on port ",
                    impl->metrics->listening_port(), " (backbone ",
-                   impl->backbone->id(), ", head version ",
-                   registry->Current()->version, ")"));
+                   impl->backbone->id(), " in ", impl->backbone->precision(),
+                   ", head version ", registry->Current()->version, ")"));
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

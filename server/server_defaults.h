@@ -13,6 +13,9 @@ inline constexpr char kListen[] = "0.0.0.0:50051";
 inline constexpr char kMetricsListen[] = "0.0.0.0:9464";
 inline constexpr char kBackbone[] = "builtin";
 inline constexpr char kDevice[] = "cpu";
+// fp32: pseudo labels from bf16 features can differ from fp32's
+// (docs/benchmarks.md).
+inline constexpr char kPrecision[] = "fp32";
 inline constexpr int kThreads = 1;
 inline constexpr int kMaxBatch = 8;
 inline constexpr int kMaxQueueDelayMs = 5;

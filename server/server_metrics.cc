@@ -80,6 +80,12 @@ class LiveCollector : public prometheus::Collectable {
     out.push_back(Gauge(
         "primaps_active_calls", "Calls whose state the server still holds.",
         live_.active_calls ? static_cast<double>(live_.active_calls()) : 0));
+    prometheus::MetricFamily info =
+        Gauge("primaps_backbone_info",
+              "The backbone served and its precision (labels); always 1.", 1);
+    info.metric[0].label = {{"backbone", live_.backbone},
+                            {"precision", live_.precision}};
+    out.push_back(std::move(info));
     out.push_back(Gauge("primaps_process_resident_memory_bytes",
                         "Resident memory of the server.", ResidentBytes()));
     out.push_back(Counter("primaps_process_cpu_seconds_total",

@@ -22,6 +22,10 @@ class ServerMetrics {
     // Calls whose state the server still holds; returns to 0 when idle
     // (a leak shows as a value that never does).
     std::function<int64_t()> active_calls;
+    // The backbone and the precision of its forward pass, exported as the
+    // labels of primaps_backbone_info (value 1).
+    std::string backbone;
+    std::string precision;
   };
 
   // Serves /metrics on `listen` ("host:port"); empty = metrics are kept

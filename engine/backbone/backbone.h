@@ -32,6 +32,8 @@ class Backbone {
   // Whether images must have sides that are multiples of the patch size
   // (DINOv2); others take any size and drop the remainder.
   virtual bool requires_patch_multiple() const { return false; }
+  // The number format of the forward pass: "fp32", "bf16" or "fp16".
+  virtual const char* precision() const { return "fp32"; }
 
   // Features of a batch of preprocessed images that all have the same size.
   // The caller keeps ownership of the images. Safe to call from several

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/cpu_support.h"
 #include "base/status_macros.h"
 #include "engine/backbone/backbone_weights.h"
 
@@ -38,6 +39,11 @@ class VitBackbone final : public Backbone {
   int feature_dim() const override { return options_.config.dim; }
   bool requires_patch_multiple() const override {
     return options_.config.require_patch_multiple;
+  }
+  const char* precision() const override {
+    return dtype_ == at::kBFloat16 ? "bf16"
+           : dtype_ == at::kHalf   ? "fp16"
+                                   : "fp32";
   }
 
   absl::Status Load(const TensorMap& weights) {
@@ -298,6 +304,24 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
       absl::StrCat("device is \"", name, "\", expected cpu or cuda[:N]"));
 }
 
+absl::StatusOr<at::ScalarType> ResolvePrecision(const std::string& precision,
+                                                const at::Device& device) {
+  if (precision == "fp32") return at::kFloat;
+  if (precision == "bf16") return at::kBFloat16;
+  if (precision == "auto") {
+    return device.is_cuda() || CpuHasNativeBf16() ? at::kBFloat16 : at::kFloat;
+  }
+  if (precision == "fp16") {
+    if (!device.is_cuda()) {
+      return absl::InvalidArgumentError(
+          "precision fp16 needs a CUDA device (on CPU use bf16)");
+    }
+    return at::kHalf;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "precision is \"", precision, "\", expected fp32, bf16, fp16 or auto"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backbone>> CreateVitBackbone(
@@ -313,18 +337,8 @@ absl::StatusOr<std::unique_ptr<Backbone>> CreateVitBackbone(
         "block is ", options.block, ", must be -1 or in [0, ", c.depth, ")"));
   }
   ASSIGN_OR_RETURN(const at::Device device, ParseDevice(options.device));
-  at::ScalarType dtype = at::kFloat;
-  if (options.precision == "fp16" || options.precision == "bf16") {
-    if (!device.is_cuda()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "precision ", options.precision, " needs a CUDA device"));
-    }
-    dtype = options.precision == "fp16" ? at::kHalf : at::kBFloat16;
-  } else if (options.precision != "fp32") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("precision is \"", options.precision,
-                     "\", expected fp32, fp16 or bf16"));
-  }
+  ASSIGN_OR_RETURN(const at::ScalarType dtype,
+                   ResolvePrecision(options.precision, device));
   auto backbone = std::make_unique<VitBackbone>(options, device, dtype);
   try {
     c10::InferenceMode guard;

@@ -18,7 +18,11 @@ struct VitBackboneOptions {
   // "cpu" or "cuda" (or "cuda:N"); CUDA is chosen at run time and refused
   // with a clear error when this LibTorch has none.
   std::string device = "cpu";
-  // "fp32", or "fp16" / "bf16" (CUDA only).
+  // "fp32"; "bf16" (CUDA, or CPUs, where oneDNN computes its products:
+  // fast with AVX512-BF16 or AMX, emulated and slow elsewhere); "fp16"
+  // (CUDA only); or "auto": bf16 on CUDA and on CPUs with native bf16
+  // (CpuHasNativeBf16), fp32 elsewhere. Features from bf16 differ from
+  // fp32's by about 1% (docs/benchmarks.md has the labels' agreement).
   std::string precision = "fp32";
   // Which block's output to return, after the final norm: -1 is the last
   // block (DINO get_intermediate_layers(x, n=1)), 0..depth-1 an earlier one.

@@ -513,9 +513,13 @@ TEST_F(ServerTest, MetricsStayFastWithIdleConnections) {
 
 TEST_F(ServerTest, MetricsAreScrapedAndValid) {
   auto client = Client(*server_);
-  ASSERT_TRUE(client->ProposeMasks(Request(Scene(7), 64, false)).ok());
+  auto served = client->ProposeMasks(Request(Scene(7), 64, false));
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(served->model().precision(), "fp32");
   EXPECT_FALSE(client->ProposeMasks(Request("bad")).ok());
   const std::string metrics = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("primaps_backbone_info{backbone=\"builtin\","
+                                 "precision=\"fp32\"} 1"));
   EXPECT_THAT(
       metrics,
       HasSubstr(

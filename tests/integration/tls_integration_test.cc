@@ -125,5 +125,20 @@ TEST(TlsConfigTest, HalfAConfigurationIsRefusedAtStartUp) {
       << server.Log();
 }
 
+// The built-in backbone computes in fp32 only: bf16 is refused at start-up
+// naming the flag, and auto chooses fp32.
+TEST(PrecisionConfigTest, BuiltinBackboneRefusesBf16) {
+  ServerProcess bf16({"--precision=bf16"});
+  EXPECT_FALSE(bf16.started());
+  EXPECT_NE(bf16.Log().find("--precision=bf16: the built-in backbone "
+                            "computes in fp32"),
+            std::string::npos)
+      << bf16.Log();
+  ServerProcess automatic({"--precision=auto"});
+  EXPECT_TRUE(automatic.started()) << automatic.Log();
+  EXPECT_NE(automatic.Log().find("builtin in fp32"), std::string::npos)
+      << automatic.Log();
+}
+
 }  // namespace
 }  // namespace primaps

@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "base/cpu_support.h"
 #include "engine/backbone/backbone_weights.h"
 #include "engine/checkpoint/safetensors.h"
 #include "tests/unit/test_images.h"
@@ -187,6 +188,47 @@ TEST(VitBackboneTest, MixedSizesAndTinyImagesAreRefused) {
   EXPECT_TRUE(backbone->Extract({}).ok());
 }
 
+// bf16 on the CPU (oneDNN's products): the golden features within 2%
+// relative L2 error, and the backbone says which precision it runs; "auto"
+// picks bf16 exactly where the CPU has native bf16.
+TEST(VitBackboneTest, Bf16OnCpuIsCloseToFp32AndNamed) {
+  auto golden = ParseSafetensors(
+      testing::ReadBinary(testing::FixturePath("dino_golden.safetensors")));
+  ASSERT_TRUE(golden.ok()) << golden.status();
+  VitBackboneOptions options;
+  options.config = Tiny("dino_vits8");
+  options.precision = "bf16";
+  auto bf16 = LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options);
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_STREQ((*bf16)->precision(), "bf16");
+  int checked = 0;
+  for (const auto& [name, record] : golden->tensors) {
+    if (name.size() < 6 || name.substr(name.size() - 6) != ".input") continue;
+    const std::string input_name = name.substr(0, name.size() - 6);
+    SCOPED_TRACE(input_name);
+    const NormalizedImage image = ImageFrom(record);
+    auto features = (*bf16)->Extract({&image});
+    ASSERT_TRUE(features.ok()) << features.status();
+    const std::vector<float> want =
+        Float32Values(golden->tensors.at(input_name + ".features"));
+    ASSERT_EQ(want.size(), (*features)[0].data.size());
+    double error = 0, norm = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      error += std::pow((*features)[0].data[i] - want[i], 2);
+      norm += std::pow(want[i], 2);
+    }
+    EXPECT_LT(std::sqrt(error / norm), 0.02);
+    EXPECT_GT(std::sqrt(error / norm), 0.0) << "bf16 gave fp32's bits";
+    ++checked;
+  }
+  EXPECT_GE(checked, 3);
+  options.precision = "auto";
+  auto automatic =
+      LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options);
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  EXPECT_STREQ((*automatic)->precision(), CpuHasNativeBf16() ? "bf16" : "fp32");
+}
+
 TEST(VitBackboneTest, OptionsAreValidated) {
   VitBackboneOptions options;
   options.config = Tiny("dino_vits8");
@@ -196,6 +238,12 @@ TEST(VitBackboneTest, OptionsAreValidated) {
                               .status()
                               .message()),
               HasSubstr("needs a CUDA device"));
+  options.precision = "fp64";
+  EXPECT_THAT(std::string(LoadVitBackbone(testing::FixturePath("dino_tiny.pth"),
+                                          options)
+                              .status()
+                              .message()),
+              HasSubstr("expected fp32, bf16, fp16 or auto"));
   options.precision = "fp32";
   options.block = 5;
   EXPECT_EQ(LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options)
