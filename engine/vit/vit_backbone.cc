@@ -18,6 +18,7 @@
 #include "base/cpu_support.h"
 #include "base/status_macros.h"
 #include "engine/backbone/backbone_weights.h"
+#include "engine/vit/tensor_cache.h"
 
 namespace primaps {
 namespace {
@@ -339,6 +340,8 @@ absl::StatusOr<std::unique_ptr<Backbone>> CreateVitBackbone(
   ASSIGN_OR_RETURN(const at::Device device, ParseDevice(options.device));
   ASSIGN_OR_RETURN(const at::ScalarType dtype,
                    ResolvePrecision(options.precision, device));
+  // A forward's activations from reused memory (tensor_cache.h).
+  if (device.is_cpu()) UseCachingCpuAllocator();
   auto backbone = std::make_unique<VitBackbone>(options, device, dtype);
   try {
     c10::InferenceMode guard;

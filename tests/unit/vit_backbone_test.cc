@@ -3,6 +3,7 @@
 // checkpoint format; plus the backbone's refusals.
 #include "engine/vit/vit_backbone.h"
 
+#include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -11,6 +12,7 @@
 #include "base/cpu_support.h"
 #include "engine/backbone/backbone_weights.h"
 #include "engine/checkpoint/safetensors.h"
+#include "engine/vit/tensor_cache.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {
@@ -227,6 +229,32 @@ TEST(VitBackboneTest, Bf16OnCpuIsCloseToFp32AndNamed) {
       LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options);
   ASSERT_TRUE(automatic.ok()) << automatic.status();
   EXPECT_STREQ((*automatic)->precision(), CpuHasNativeBf16() ? "bf16" : "fp32");
+}
+
+// A CPU backbone makes LibTorch allocate large tensors from the cache:
+// a freed block comes back for the next tensor of its size, and the cache
+// gives its blocks back on request.
+TEST(VitBackboneTest, LargeCpuTensorsReuseCachedBlocks) {
+  auto backbone = Load({"dino", "dino_vits8", "dino_tiny.pth"});
+  ASSERT_NE(backbone, nullptr);
+  ReleaseCachedCpuBlocks();
+  void* first = nullptr;
+  {
+    at::Tensor t = at::empty({1 << 20}, at::kFloat);  // 4 MB
+    first = t.data_ptr();
+    t.fill_(1.f);
+  }
+  EXPECT_EQ(CachedCpuBytes(), size_t{4} << 20);
+  {
+    at::Tensor t = at::ones({1 << 20}, at::kFloat);
+    EXPECT_EQ(t.data_ptr(), first);
+    EXPECT_EQ(t.sum().item<float>(), float{1 << 20});
+    EXPECT_EQ(CachedCpuBytes(), 0u);
+  }
+  at::Tensor small = at::ones({100}, at::kFloat);  // not cached
+  EXPECT_EQ(small.sum().item<float>(), 100.f);
+  ReleaseCachedCpuBlocks();
+  EXPECT_EQ(CachedCpuBytes(), 0u);
 }
 
 TEST(VitBackboneTest, OptionsAreValidated) {
