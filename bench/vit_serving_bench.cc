@@ -7,15 +7,20 @@
 //
 //   primaps_vit_serving_bench --weights=VITS8.safetensors [--threads=2]
 //       [--precisions=fp32,bf16] [--requests=8] [--images_dir=DIR]
-//       [--crf=true] [--max_batch=8]
+//       [--crf=true] [--max_batch=8] [--memory_requests=N]
+//       [--memory_resize=128]
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_split.h"
@@ -52,7 +57,18 @@ struct Flags {
   std::string images_dir = "../shared/data/demo";
   bool crf = true;
   int max_batch = 8;  // the server's
+  // Resident memory after 100 and after this many requests (0: not
+  // measured), at --memory_resize so that it takes minutes, not hours.
+  int memory_requests = 0;
+  int memory_resize = 128;
 };
+
+double ResidentMb() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return pages_resident * (::sysconf(_SC_PAGESIZE) / 1048576.0);
+}
 
 struct EngineTimes {
   double backbone_s = 0;         // one image's forward
@@ -128,7 +144,8 @@ struct Served {
 absl::StatusOr<Served> TimeServer(const std::string& address,
                                   const Flags& flags,
                                   const std::vector<std::string>& images,
-                                  int requests, int concurrency) {
+                                  int requests, int concurrency,
+                                  int resize = 0) {
   std::vector<double> latencies(requests);
   std::atomic<int> next{0};
   std::atomic<bool> failed{false};
@@ -148,6 +165,7 @@ absl::StatusOr<Served> TimeServer(const std::string& address,
         v1::ImageRequest request;
         request.mutable_image()->set_encoded(images[i % images.size()]);
         request.mutable_preprocess()->set_crf(flags.crf);
+        request.mutable_preprocess()->set_resize(resize);
         const auto t = Clock::now();
         auto response = (*client)->ProposeMasks(request);
         if (!response.ok()) {
@@ -187,6 +205,7 @@ int Run(const Flags& flags) {
   const std::vector<int> concurrencies = {1, 2, 4, 8};
   std::map<std::string, EngineTimes> engine;
   std::map<std::string, std::vector<Served>> served;
+  std::pair<double, double> memory;  // resident MB after 100 and after all
   for (const std::string& precision : flags.precisions) {
     std::fprintf(stderr, "%s: engine\n", precision.c_str());
     auto times = TimeEngine(flags, precision, images);
@@ -219,6 +238,18 @@ int Run(const Flags& flags) {
                                std::max(flags.requests, 2 * c), c);
       if (!result.ok()) return 1;
       served[precision].push_back(*result);
+    }
+    if (flags.memory_requests > 100 && precision == flags.precisions[0]) {
+      std::fprintf(stderr, "%s: memory over %d requests\n", precision.c_str(),
+                   flags.memory_requests);
+      if (!TimeServer(address, flags, images, 100, 4, flags.memory_resize).ok())
+        return 1;
+      const double after_100 = ResidentMb();
+      if (!TimeServer(address, flags, images, flags.memory_requests - 100, 4,
+                      flags.memory_resize)
+               .ok())
+        return 1;
+      memory = {after_100, ResidentMb()};
     }
     (*server)->Drain(absl::Seconds(10));
   }
@@ -259,6 +290,14 @@ int Run(const Flags& flags) {
         served[precision][2].images_per_s / served[base][2].images_per_s,
         100 * sum / a.size(), a.size(), 100 * worst);
   }
+  if (flags.memory_requests > 100) {
+    std::printf(
+        "\nResident memory (%s, resize %d, concurrency 4): %.0f MB after 100 "
+        "requests, %.0f MB after %d (%+.1f%%)\n",
+        flags.precisions[0].c_str(), flags.memory_resize, memory.first,
+        memory.second, flags.memory_requests,
+        100 * (memory.second / memory.first - 1));
+  }
   for (const std::string& precision : flags.precisions) {
     const EngineTimes& e = engine[precision];
     std::printf(
@@ -291,6 +330,10 @@ int main(int argc, char** argv) {
   flags.threads = primaps::IntFlag(argc, argv, "threads", flags.threads);
   flags.requests = primaps::IntFlag(argc, argv, "requests", flags.requests);
   flags.max_batch = primaps::IntFlag(argc, argv, "max_batch", flags.max_batch);
+  flags.memory_requests =
+      primaps::IntFlag(argc, argv, "memory_requests", flags.memory_requests);
+  flags.memory_resize =
+      primaps::IntFlag(argc, argv, "memory_resize", flags.memory_resize);
   if (flags.weights.empty()) {
     std::fprintf(stderr,
                  "usage: primaps_vit_serving_bench --weights=VITS8.safetensors "
