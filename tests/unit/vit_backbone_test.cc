@@ -68,6 +68,26 @@ float MaxAbsDiff(const FeatureMap& got, const TensorRecord& want) {
   return worst;
 }
 
+// Runs `check(features, want)` for every golden input ("NAME.input") with
+// the backbone's features and the golden "NAME.features"; returns how many.
+template <typename Check>
+int ForEachGoldenInput(const SafetensorsFile& golden, Backbone* backbone,
+                       Check&& check) {
+  int checked = 0;
+  for (const auto& [name, record] : golden.tensors) {
+    if (name.size() < 6 || name.substr(name.size() - 6) != ".input") continue;
+    const std::string input_name = name.substr(0, name.size() - 6);
+    SCOPED_TRACE(input_name);
+    const NormalizedImage image = ImageFrom(record);
+    auto features = backbone->Extract({&image});
+    EXPECT_TRUE(features.ok()) << features.status();
+    if (!features.ok()) continue;
+    check((*features)[0], golden.tensors.at(input_name + ".features"));
+    ++checked;
+  }
+  return checked;
+}
+
 class VitGoldenTest : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(VitGoldenTest, FeaturesMatchReference) {
@@ -76,19 +96,11 @@ TEST_P(VitGoldenTest, FeaturesMatchReference) {
   ASSERT_TRUE(golden.ok()) << golden.status();
   auto backbone = Load(GetParam());
   ASSERT_NE(backbone, nullptr);
-  int checked = 0;
-  for (const auto& [name, record] : golden->tensors) {
-    if (name.size() < 6 || name.substr(name.size() - 6) != ".input") continue;
-    const std::string input_name = name.substr(0, name.size() - 6);
-    SCOPED_TRACE(input_name);
-    const NormalizedImage image = ImageFrom(record);
-    auto features = backbone->Extract({&image});
-    ASSERT_TRUE(features.ok()) << features.status();
-    EXPECT_LT(MaxAbsDiff((*features)[0],
-                         golden->tensors.at(input_name + ".features")),
-              kTolerance);
-    ++checked;
-  }
+  const int checked =
+      ForEachGoldenInput(*golden, backbone.get(),
+                         [](const FeatureMap& got, const TensorRecord& want) {
+                           EXPECT_LT(MaxAbsDiff(got, want), kTolerance);
+                         });
   EXPECT_GE(checked, 3);
 }
 
@@ -203,26 +215,18 @@ TEST(VitBackboneTest, Bf16OnCpuIsCloseToFp32AndNamed) {
   auto bf16 = LoadVitBackbone(testing::FixturePath("dino_tiny.pth"), options);
   ASSERT_TRUE(bf16.ok()) << bf16.status();
   EXPECT_STREQ((*bf16)->precision(), "bf16");
-  int checked = 0;
-  for (const auto& [name, record] : golden->tensors) {
-    if (name.size() < 6 || name.substr(name.size() - 6) != ".input") continue;
-    const std::string input_name = name.substr(0, name.size() - 6);
-    SCOPED_TRACE(input_name);
-    const NormalizedImage image = ImageFrom(record);
-    auto features = (*bf16)->Extract({&image});
-    ASSERT_TRUE(features.ok()) << features.status();
-    const std::vector<float> want =
-        Float32Values(golden->tensors.at(input_name + ".features"));
-    ASSERT_EQ(want.size(), (*features)[0].data.size());
-    double error = 0, norm = 0;
-    for (size_t i = 0; i < want.size(); ++i) {
-      error += std::pow((*features)[0].data[i] - want[i], 2);
-      norm += std::pow(want[i], 2);
-    }
-    EXPECT_LT(std::sqrt(error / norm), 0.02);
-    EXPECT_GT(std::sqrt(error / norm), 0.0) << "bf16 gave fp32's bits";
-    ++checked;
-  }
+  const int checked = ForEachGoldenInput(
+      *golden, bf16->get(), [](const FeatureMap& got, const TensorRecord& r) {
+        const std::vector<float> want = Float32Values(r);
+        ASSERT_EQ(want.size(), got.data.size());
+        double error = 0, norm = 0;
+        for (size_t i = 0; i < want.size(); ++i) {
+          error += std::pow(got.data[i] - want[i], 2);
+          norm += std::pow(want[i], 2);
+        }
+        EXPECT_LT(std::sqrt(error / norm), 0.02);
+        EXPECT_GT(std::sqrt(error / norm), 0.0) << "bf16 gave fp32's bits";
+      });
   EXPECT_GE(checked, 3);
   options.precision = "auto";
   auto automatic =
