@@ -236,6 +236,11 @@ InferencePipeline::Prepare(const PipelineRequest& request) {
   prepared->request = request;
   // The model for the whole request: a swap from here on does not affect it.
   prepared->model = registry_->Current();
+  if (prepared->model->version < request.min_head_version) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this server serves head version ", prepared->model->version,
+        "; the request needs version ", request.min_head_version, " or newer"));
+  }
   if (request.task == Task::kSegment && prepared->model->head == nullptr) {
     return absl::FailedPreconditionError(
         "Segment needs a head checkpoint; none is loaded (load one with "

@@ -48,6 +48,8 @@ struct PipelineRequest {
   bool with_masks = false;
   // kSegment: also return class probabilities.
   bool with_probabilities = false;
+  // Refused (FAILED_PRECONDITION) when the served head is older; 0: any.
+  uint64_t min_head_version = 0;
   absl::Time deadline = absl::InfiniteFuture();
   // Polled between stages; may be null.
   std::function<bool()> is_cancelled;

@@ -39,6 +39,14 @@ ABSL_FLAG(std::string, head, "",
           "Head checkpoint (.safetensors) to serve at start-up.");
 ABSL_FLAG(std::string, checkpoint_dir, "",
           "Directory for AdminService.LoadCheckpoint paths.");
+ABSL_FLAG(std::string, model_repository, "",
+          "Model repository to follow (a directory of numbered head "
+          "versions, see deploy/README.md); excludes --head.");
+ABSL_FLAG(int32_t, poll_interval_s, Defaults().poll_interval_s(),
+          "Seconds between polls of --model_repository.");
+ABSL_FLAG(std::string, version_policy, Defaults().version_policy(),
+          "Which repository version to serve: latest or pinned:V (the "
+          "repository's POLICY file overrides it).");
 ABSL_FLAG(std::string, device, Defaults().device(), "cpu or cuda[:N].");
 ABSL_FLAG(std::string, precision, Defaults().precision(),
           "The backbone's number format: fp32, bf16, fp16 (CUDA only) or "
@@ -118,6 +126,9 @@ void ApplyFlags(const std::set<std::string>& given_flags,
   PRIMAPS_OVERRIDE(weights);
   PRIMAPS_OVERRIDE(head);
   PRIMAPS_OVERRIDE(checkpoint_dir);
+  PRIMAPS_OVERRIDE(model_repository);
+  PRIMAPS_OVERRIDE(poll_interval_s);
+  PRIMAPS_OVERRIDE(version_policy);
   PRIMAPS_OVERRIDE(device);
   PRIMAPS_OVERRIDE(precision);
   PRIMAPS_OVERRIDE(threads);

@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 
 #include "absl/status/status.h"
@@ -42,13 +43,16 @@ std::shared_ptr<const ModelSnapshot> ModelRegistry::Current() const {
 }
 
 void ModelRegistry::Publish(std::shared_ptr<const SegmentationHead> head,
-                            std::string digest) {
+                            std::string digest, std::string source,
+                            uint64_t version) {
   auto snapshot = std::make_shared<ModelSnapshot>();
   snapshot->backbone = options_.backbone;
   snapshot->precision = options_.precision;
   snapshot->head = std::move(head);
-  snapshot->version = next_version_++;
+  snapshot->version = version > 0 ? version : next_version_;
+  next_version_ = std::max(next_version_, snapshot->version + 1);
   snapshot->digest = std::move(digest);
+  snapshot->source = std::move(source);
   const std::shared_ptr<const ModelSnapshot> previous =
       std::atomic_load(&current_);
   if (previous->head != nullptr) {
@@ -61,7 +65,12 @@ void ModelRegistry::Publish(std::shared_ptr<const SegmentationHead> head,
 }
 
 absl::StatusOr<std::shared_ptr<const ModelSnapshot>>
-ModelRegistry::LoadFromBytes(absl::string_view bytes) {
+ModelRegistry::LoadFromBytes(absl::string_view bytes, std::string source) {
+  return LoadVersion(bytes, 0, std::move(source));
+}
+
+absl::StatusOr<std::shared_ptr<const ModelSnapshot>> ModelRegistry::LoadVersion(
+    absl::string_view bytes, uint64_t version, std::string source) {
   // Parse and validate outside the lock: a slow load does not hold up
   // Rollback or status calls.
   auto head =
@@ -73,7 +82,7 @@ ModelRegistry::LoadFromBytes(absl::string_view bytes) {
     return head.status();
   }
   Publish(std::make_shared<const SegmentationHead>(*std::move(head)),
-          std::move(digest));
+          std::move(digest), std::move(source), version);
   return std::atomic_load(&current_);
 }
 
@@ -117,7 +126,7 @@ ModelRegistry::LoadFromPath(const std::string& relative_path) {
   }
   auto bytes = ReadFile(*file, kMaxCheckpointBytes);
   if (!bytes.ok()) return refuse(bytes.status());
-  return LoadFromBytes(*bytes);
+  return LoadFromBytes(*bytes, "AdminService " + relative_path);
 }
 
 absl::StatusOr<std::shared_ptr<const ModelSnapshot>> ModelRegistry::Rollback() {
@@ -129,7 +138,7 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> ModelRegistry::Rollback() {
   history_.pop_front();
   // Publishing pushes the current head onto the history; take it back off
   // so that repeated rollbacks walk further into the past.
-  Publish(target->head, target->digest);
+  Publish(target->head, target->digest, "AdminService rollback");
   history_.pop_front();
   return std::atomic_load(&current_);
 }

@@ -29,6 +29,9 @@ struct ModelSnapshot {
   // 0 without a head; then 1, 2, ... one per publication, never reused.
   uint64_t version = 0;
   std::string digest;  // SHA-256 of the checkpoint bytes
+  // Where the head came from: "--head PATH", "AdminService",
+  // "AdminService rollback" or "repository DIR/V".
+  std::string source;
 };
 
 class ModelRegistry {
@@ -54,7 +57,15 @@ class ModelRegistry {
   // Validates `bytes` as a head checkpoint and publishes it. On error the
   // current snapshot stays as it was.
   absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadFromBytes(
-      absl::string_view bytes) ABSL_LOCKS_EXCLUDED(write_mu_);
+      absl::string_view bytes, std::string source = "AdminService")
+      ABSL_LOCKS_EXCLUDED(write_mu_);
+
+  // The same under a version numbered elsewhere (a model repository's), so
+  // that every server of a fleet names a head alike; later loads without
+  // a version number after it.
+  absl::StatusOr<std::shared_ptr<const ModelSnapshot>> LoadVersion(
+      absl::string_view bytes, uint64_t version, std::string source)
+      ABSL_LOCKS_EXCLUDED(write_mu_);
 
   // Loads `relative_path` inside options.checkpoint_dir. Refuses absolute
   // paths, ".." components and symlinks that lead outside the directory
@@ -74,7 +85,9 @@ class ModelRegistry {
   uint64_t refused_swaps() const ABSL_LOCKS_EXCLUDED(write_mu_);
 
  private:
-  void Publish(std::shared_ptr<const SegmentationHead> head, std::string digest)
+  // version 0: the next of this registry's own numbers.
+  void Publish(std::shared_ptr<const SegmentationHead> head, std::string digest,
+               std::string source, uint64_t version = 0)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
 
   const Options options_;

@@ -52,6 +52,7 @@ grpc::ServerUnaryReactor* PriMaPsServiceImpl::Unary(
     return reactor;
   }
   pipeline_request->with_probabilities = request->probabilities();
+  pipeline_request->min_head_version = request->min_head_version();
   pipeline_request->deadline = Deadline(context);
   // The context stays valid until Finish, which comes after the last poll.
   pipeline_request->is_cancelled = [context] { return context->IsCancelled(); };

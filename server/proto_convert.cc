@@ -140,6 +140,7 @@ absl::StatusOr<PipelineRequest> ToPipelineRequest(
 void FillModelInfo(const ModelSnapshot& model, v1::ModelInfo* info) {
   info->set_backbone(model.backbone);
   info->set_precision(model.precision);
+  info->set_source(model.source);
   info->set_head_version(model.version);
   info->set_checkpoint_digest(model.digest);
   info->set_classes(model.head ? model.head->classes : 0);

@@ -21,6 +21,7 @@
 #include "server/inference_pipeline.h"
 #include "server/model_registry.h"
 #include "server/primaps_service.h"
+#include "server/repository_follower.h"
 #include "server/server_defaults.h"
 #include "server/server_metrics.h"
 
@@ -35,6 +36,8 @@ v1::ServerConfig DefaultServerConfig() {
   c.set_device(d::kDevice);
   c.set_precision(d::kPrecision);
   c.set_threads(d::kThreads);
+  c.set_poll_interval_s(d::kPollIntervalS);
+  c.set_version_policy(d::kVersionPolicy);
   c.set_cpu_threads(
       static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   c.set_max_batch(d::kMaxBatch);
@@ -76,6 +79,7 @@ struct Server::Impl {
   std::unique_ptr<InferencePipeline> pipeline;
   std::unique_ptr<PriMaPsServiceImpl> service;
   std::unique_ptr<AdminServiceImpl> admin;
+  std::unique_ptr<RepositoryFollower> follower;  // with --model_repository
   std::unique_ptr<grpc::Server> server;
   int port = 0;
   absl::Mutex drain_mu;
@@ -165,6 +169,17 @@ absl::Status ValidateConfig(const v1::ServerConfig& c) {
         absl::StrCat("--crf_resolution is \"", c.crf_resolution(),
                      "\", expected processed or original"));
   }
+  if (!c.model_repository().empty()) {
+    RETURN_IF_ERROR(ParseVersionPolicy(c.version_policy()).status());
+    if (c.poll_interval_s() < 1) {
+      return absl::InvalidArgumentError("--poll_interval_s must be >= 1");
+    }
+    if (!c.head().empty()) {
+      return absl::InvalidArgumentError(
+          "--head and --model_repository exclude each other: the repository "
+          "says which head to serve");
+    }
+  }
   if (c.max_tokens() < 4 || c.max_crf_pixels() < 1) {
     return absl::InvalidArgumentError(
         "--max_tokens must be >= 4 (a 2x2 grid), --max_crf_pixels >= 1");
@@ -189,7 +204,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
   auto registry = std::make_unique<ModelRegistry>(options);
   if (c.head().empty()) return registry;
   ASSIGN_OR_RETURN(const std::string bytes, ReadFile(c.head(), 1 << 30));
-  auto loaded = registry->LoadFromBytes(bytes);
+  auto loaded = registry->LoadFromBytes(bytes, "--head " + c.head());
   if (!loaded.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--head ", c.head(), ": ", loaded.status().message()));
@@ -197,6 +212,25 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
   Log(absl::StrCat("head loaded: ", (*loaded)->head->classes,
                    " classes, version ", (*loaded)->version));
   return registry;
+}
+
+// The follower of --model_repository, after its first poll, whose status
+// goes to `first_poll` (a repository not readable yet is polled again
+// later). `on_load` runs after each head it publishes.
+std::unique_ptr<RepositoryFollower> FollowRepository(
+    const v1::ServerConfig& c, ModelRegistry* registry,
+    std::function<void()> on_load, absl::Status* first_poll) {
+  RepositoryFollower::Options options;
+  options.poll_interval = absl::Seconds(c.poll_interval_s());
+  options.policy = *ParseVersionPolicy(c.version_policy());  // validated
+  options.log = [](const std::string& line) { Log(line); };
+  options.on_load = std::move(on_load);
+  auto follower = std::make_unique<RepositoryFollower>(
+      DirectoryModelSource(c.model_repository()), registry, options);
+  *first_poll = follower->PollOnce();
+  if (!first_poll->ok())
+    Log(absl::StrCat("model repository: ", first_poll->message()));
+  return follower;
 }
 
 DynamicBatcher::Options BatcherOptionsFrom(const v1::ServerConfig& c) {
@@ -256,7 +290,6 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> StartGrpc(
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", c.listen()));
   }
-  server->GetHealthCheckService()->SetServingStatus(true);
   return server;
 }
 
@@ -298,6 +331,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   live.active_calls = [raw] {
     return raw->service ? raw->service->active_calls() : 0;
   };
+  live.repository_refused = [raw]() -> uint64_t {
+    return raw->follower ? raw->follower->refused() : 0;
+  };
   ASSIGN_OR_RETURN(impl->metrics,
                    ServerMetrics::Create(c.metrics_listen(), live));
   ServerMetrics* metrics = impl->metrics.get();
@@ -323,8 +359,34 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     Log("no --admin_token_file: AdminService is disabled");
   }
 
+  // Ready at once without a repository. With one, after its first poll
+  // when that read it and the policy is latest (an empty repository has
+  // no head to wait for); otherwise once a head is loaded (a pinned
+  // version not there yet, a repository not mounted yet).
+  bool ready = true;
+  if (!c.model_repository().empty()) {
+    absl::Status first_poll;
+    impl->follower = FollowRepository(
+        c, registry,
+        [raw] {
+          absl::MutexLock lock(&raw->drain_mu);
+          if (raw->server != nullptr && !raw->drained)
+            raw->server->GetHealthCheckService()->SetServingStatus(true);
+        },
+        &first_poll);
+    ready = registry->Current()->head != nullptr ||
+            (first_poll.ok() && c.version_policy() == "latest");
+  }
+
   ASSIGN_OR_RETURN(impl->server, StartGrpc(c, impl->service.get(),
                                            impl->admin.get(), &impl->port));
+  // With a repository, ready only once it has given a head.
+  {
+    absl::MutexLock lock(&impl->drain_mu);
+    impl->server->GetHealthCheckService()->SetServingStatus(
+        ready || registry->Current()->head != nullptr);
+  }
+  if (impl->follower) impl->follower->Start();
   Log(absl::StrCat("serving on port ", impl->port, ", metrics on port ",
                    impl->metrics->listening_port(), " (backbone ",
                    impl->backbone->id(), " in ", impl->backbone->precision(),

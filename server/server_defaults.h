@@ -17,6 +17,8 @@ inline constexpr char kDevice[] = "cpu";
 // (docs/benchmarks.md).
 inline constexpr char kPrecision[] = "fp32";
 inline constexpr int kThreads = 1;
+inline constexpr int kPollIntervalS = 10;
+inline constexpr char kVersionPolicy[] = "latest";
 inline constexpr int kMaxBatch = 8;
 inline constexpr int kMaxQueueDelayMs = 5;
 // Requests in the server at once (decoding, waiting for the backbone or in

@@ -80,6 +80,13 @@ class LiveCollector : public prometheus::Collectable {
     out.push_back(Gauge(
         "primaps_active_calls", "Calls whose state the server still holds.",
         live_.active_calls ? static_cast<double>(live_.active_calls()) : 0));
+    out.push_back(
+        Counter("primaps_repository_refused_total",
+                "Model repository versions refused (truncated, NaN, another "
+                "backbone's).",
+                live_.repository_refused
+                    ? static_cast<double>(live_.repository_refused())
+                    : 0));
     prometheus::MetricFamily info =
         Gauge("primaps_backbone_info",
               "The backbone served and its precision (labels); always 1.", 1);

@@ -22,6 +22,8 @@ class ServerMetrics {
     // Calls whose state the server still holds; returns to 0 when idle
     // (a leak shows as a value that never does).
     std::function<int64_t()> active_calls;
+    // Model repository versions refused (never retried).
+    std::function<uint64_t()> repository_refused;
     // The backbone and the precision of its forward pass, exported as the
     // labels of primaps_backbone_info (value 1).
     std::string backbone;

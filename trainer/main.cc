@@ -72,6 +72,14 @@ ABSL_FLAG(int32_t, eval_every, 0,
           "Evaluate on --val every N steps (0 = after init and at the end).");
 ABSL_FLAG(bool, eval_crf, true, "Also evaluate with the dense CRF.");
 ABSL_FLAG(bool, resume, false, "Continue from the newest checkpoint in --out.");
+ABSL_FLAG(std::string, publish, "",
+          "Model repository to publish heads into (the servers follow it "
+          "with --model_repository).");
+ABSL_FLAG(int32_t, publish_every, 0,
+          "Publish every N steps; 0 = with every checkpoint.");
+ABSL_FLAG(double, publish_max_miou_drop, -1,
+          "Publish only when theta_M's validation mIoU is at most this much "
+          "below the last published version's; < 0 = always.");
 ABSL_FLAG(std::string, admin_token_file, "", "Admin token for --push_every.");
 ABSL_FLAG(int32_t, seed, 1, "Seed for the batch order and the augmentations.");
 ABSL_FLAG(int32_t, fetch_concurrency, 4, "Concurrent feature requests.");
@@ -262,6 +270,9 @@ int main(int argc, char** argv) {
   o.baseline_steps = absl::GetFlag(FLAGS_baseline_steps);
   o.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   o.push_every = absl::GetFlag(FLAGS_push_every);
+  o.publish_dir = absl::GetFlag(FLAGS_publish);
+  o.publish_every = absl::GetFlag(FLAGS_publish_every);
+  o.publish_max_miou_drop = absl::GetFlag(FLAGS_publish_max_miou_drop);
   o.eval_every = absl::GetFlag(FLAGS_eval_every);
   o.eval_crf = absl::GetFlag(FLAGS_eval_crf);
   o.resume = absl::GetFlag(FLAGS_resume);

@@ -10,6 +10,7 @@
 #include <future>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "absl/strings/numbers.h"
@@ -30,6 +31,7 @@
 #include "engine/image/preprocess.h"
 #include "engine/primaps.h"
 #include "engine/segmentation_head.h"
+#include "server/model_repository.h"
 #include "trainer/augment.h"
 #include "trainer/evaluation.h"
 #include "trainer/head_trainer.h"
@@ -588,8 +590,13 @@ void Push(const TrainerOptions& o, FeatureSource* source,
     ClientOptions options;
     options.target = o.servers[i];
     options.admin_token = o.admin_token;
-    auto client = *PrimapsClient::Create(options);
-    auto response = client->LoadCheckpoint(request);
+    auto client = PrimapsClient::Create(options);
+    if (!client.ok()) {
+      Log(absl::StrCat("push to ", o.servers[i],
+                       " failed: ", client.status().ToString()));
+      continue;
+    }
+    auto response = (*client)->LoadCheckpoint(request);
     if (response.ok()) {
       Log(absl::StrCat("pushed step ", trainer.step(), " to ", o.servers[i],
                        ": head version ", response->model().head_version()));
@@ -598,6 +605,43 @@ void Push(const TrainerOptions& o, FeatureSource* source,
                        " failed: ", response.status().ToString()));
     }
   }
+}
+
+// theta_M's mIoU of the newest published version, when it has figures.
+std::optional<double> LastPublishedMiou(const std::string& dir) {
+  auto source = DirectoryModelSource(dir);
+  auto versions = source->ListVersions();
+  if (!versions.ok() || versions->empty()) return std::nullopt;
+  auto bytes = ReadFile(
+      absl::StrCat(source->Describe(versions->back()), "/evaluation.json"));
+  if (!bytes.ok()) return std::nullopt;
+  const auto j = nlohmann::json::parse(*bytes, nullptr, false);
+  if (j.is_discarded() || !j.contains("theta_m")) return std::nullopt;
+  return j["theta_m"].value("miou", -1.0);
+}
+
+// Publishes the head into o.publish_dir with `evaluation` (may be null),
+// unless the gate finds it worse than the last published version.
+absl::Status Publish(const TrainerOptions& o, const HeadTrainer& trainer,
+                     const nlohmann::json& evaluation) {
+  if (o.publish_max_miou_drop >= 0 && evaluation.contains("theta_m")) {
+    const double miou = evaluation["theta_m"].value("miou", -1.0);
+    const std::optional<double> last = LastPublishedMiou(o.publish_dir);
+    if (last && miou < *last - o.publish_max_miou_drop) {
+      Log(absl::StrFormat(
+          "step %d not published: theta_M mIoU %.2f is more than %.2f below "
+          "the last published %.2f",
+          trainer.step(), miou, o.publish_max_miou_drop, *last));
+      return absl::OkStatus();
+    }
+  }
+  ASSIGN_OR_RETURN(
+      const uint64_t version,
+      PublishToDirectory(o.publish_dir, SerializeHeadCheckpoint(trainer.Head()),
+                         evaluation.is_null() ? "" : evaluation.dump(2)));
+  Log(absl::StrCat("published step ", trainer.step(), " as version ", version,
+                   " in ", o.publish_dir));
+  return absl::OkStatus();
 }
 
 // Steps from the schedules given in epochs.
@@ -752,7 +796,8 @@ absl::Status TrainBaseline(const TrainingRun& run, HeadTrainer* trainer) {
 // PriMaPs-EM from the trainer's step to o.steps, with checkpoints, pushes
 // and evaluations as the options ask.
 absl::Status TrainPrimapsEm(const TrainingRun& run, HeadTrainer* trainer,
-                            const Evaluator& evaluate, bool have_val) {
+                            const Evaluator& evaluate, bool have_val,
+                            const std::function<absl::Status()>& publish) {
   const TrainerOptions& o = run.o;
   auto batch_names = [&](int64_t step) {
     std::vector<std::string> names;
@@ -827,6 +872,12 @@ absl::Status TrainPrimapsEm(const TrainingRun& run, HeadTrainer* trainer,
       RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
     if (o.push_every > 0 && step % o.push_every == 0)
       Push(o, run.source, *trainer);
+    const int publish_every =
+        o.publish_every > 0 ? o.publish_every : o.checkpoint_every;
+    if (!o.publish_dir.empty() && publish_every > 0 &&
+        step % publish_every == 0 && step != o.steps) {
+      RETURN_IF_ERROR(publish());
+    }
     if (o.eval_every > 0 && step % o.eval_every == 0 && have_val &&
         step != o.steps) {
       RETURN_IF_ERROR(evaluate("em", step));
@@ -878,11 +929,20 @@ absl::Status RunTrainer(const TrainerOptions& options) {
   ASSIGN_OR_RETURN(std::unique_ptr<HeadTrainer> trainer,
                    CreateHeadTrainer(run));
   BestOfRun best(o.out_dir);
+  nlohmann::json last_evaluation;  // published with the head
   const Evaluator evaluate = [&](const std::string& phase,
                                  int64_t step) -> absl::Status {
-    ASSIGN_OR_RETURN(const nlohmann::json line,
+    ASSIGN_OR_RETURN(last_evaluation,
                      Evaluate(o, trainer->Head(), val, phase, step));
-    return best.Offer(line, trainer->Head());
+    return best.Offer(last_evaluation, trainer->Head());
+  };
+  // Publishes the current head with figures for its own step.
+  const std::function<absl::Status()> publish = [&]() -> absl::Status {
+    if (!val.empty() && (!last_evaluation.contains("step") ||
+                         last_evaluation["step"] != trainer->step())) {
+      RETURN_IF_ERROR(evaluate("em", trainer->step()));
+    }
+    return Publish(o, *trainer, last_evaluation);
   };
 
   const std::string newest = o.resume ? NewestCheckpoint(o) : "";
@@ -898,10 +958,12 @@ absl::Status RunTrainer(const TrainerOptions& options) {
       if (!val.empty()) RETURN_IF_ERROR(evaluate("baseline", 0));
     }
   }
-  RETURN_IF_ERROR(TrainPrimapsEm(run, trainer.get(), evaluate, !val.empty()));
+  RETURN_IF_ERROR(
+      TrainPrimapsEm(run, trainer.get(), evaluate, !val.empty(), publish));
 
   RETURN_IF_ERROR(SaveCheckpoint(o, *trainer));
   if (!val.empty()) RETURN_IF_ERROR(evaluate("em", trainer->step()));
+  if (!o.publish_dir.empty()) RETURN_IF_ERROR(publish());
   // The last step may already have been pushed.
   if (o.push_every > 0 && trainer->step() % o.push_every != 0) {
     Push(o, &source, *trainer);

@@ -44,6 +44,14 @@ struct TrainerOptions {
   // Push the head into every server every N steps (0 = never).
   int push_every = 0;
   std::string admin_token;
+  // Publish the head into this model repository (server/model_repository.h)
+  // every publish_every steps (0: with every checkpoint) and at the end,
+  // with its evaluation figures; empty: never.
+  std::string publish_dir;
+  int publish_every = 0;
+  // With validation images: publish only when theta_M's mIoU is at most
+  // this much below the last published version's (< 0: always publish).
+  double publish_max_miou_drop = -1;
   // Evaluate on val_dir every N steps (0 = after init, baseline and at the
   // end only).
   int eval_every = 0;

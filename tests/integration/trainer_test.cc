@@ -129,6 +129,44 @@ TEST_F(TrainerTest, EmImprovesOnItsInitAndPushesIntoTheServer) {
     ASSERT_TRUE(static_cast<uint8_t>(c) < 3 || static_cast<uint8_t>(c) == 255);
 }
 
+// --publish writes every 20th step's head into a model repository, with
+// the evaluation of that step; a server following the repository serves
+// the last one.
+TEST_F(TrainerTest, PublishesIntoARepositoryAServerFollows) {
+  const std::string repo = out_.path() + "/repository";
+  std::vector<std::string> args = Args(60);
+  args.push_back("--eval_crf=false");
+  args.push_back("--publish=" + repo);
+  args.push_back("--publish_every=20");
+  const std::string log = logs_.path() + "/trainer.log";
+  ASSERT_EQ(WaitProcess(SpawnProcess(PRIMAPS_TRAINER_BIN, args, log)), 0)
+      << ReadText(log);
+  for (int version = 1; version <= 3; ++version) {
+    const std::string dir = repo + "/" + std::to_string(version);
+    auto head =
+        ParseHeadCheckpoint(*ReadFile(dir + "/head.safetensors"), "builtin", 0);
+    ASSERT_TRUE(head.ok()) << dir << ": " << head.status();
+    EXPECT_EQ(head->step, 20 * version);
+    const auto evaluation =
+        nlohmann::json::parse(ReadText(dir + "/evaluation.json"));
+    EXPECT_EQ(evaluation["step"], 20 * version);
+    EXPECT_TRUE(evaluation["theta_m"].contains("miou"));
+  }
+  EXPECT_FALSE(fs::exists(repo + "/4"));
+  ServerProcess follower(
+      {"--model_repository=" + repo, "--poll_interval_s=1", "--resize=96"});
+  ASSERT_TRUE(follower.started()) << follower.Log();
+  ClientOptions options;
+  options.target = follower.address();
+  v1::ImageRequest request;
+  request.mutable_image()->set_encoded(
+      *ReadFile(data_.path() + "/val/images/00000.png"));
+  auto response = (*PrimapsClient::Create(options))->PseudoLabel(request);
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->model().head_version(), 3u);
+  EXPECT_EQ(response->model().source(), "repository " + repo + "/3");
+}
+
 TEST_F(TrainerTest, KillDuringTrainingThenResume) {
   std::vector<std::string> args = Args(400);
   args.push_back("--checkpoint_every=10");
