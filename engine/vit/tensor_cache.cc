@@ -25,9 +25,18 @@ class CachingCpuAllocator final : public c10::Allocator {
       : max_cached_bytes_(max_cached_bytes) {}
 
   c10::DataPtr allocate(size_t n) const override {
-    void* data = n < kMinCached ? c10::alloc_cpu(n) : AllocateLarge(n);
-    return {data, data, &Delete, c10::Device(c10::DeviceType::CPU)};
+    const c10::Device cpu(c10::DeviceType::CPU);
+    // Small tensors go back to LibTorch's allocator directly: their frees
+    // (thousands per forward) take no lock and no lookup here.
+    if (n < kMinCached) {
+      void* data = c10::alloc_cpu(n);
+      return {data, data, &c10::free_cpu, cpu};
+    }
+    void* data = AllocateLarge(n);
+    return {data, data, &Delete, cpu};
   }
+  // Raw allocations of either size share one deleter, which tells them
+  // apart by the cache's table of large blocks.
   c10::DeleterFnPtr raw_deleter() const override { return &Delete; }
 
   size_t cached_bytes() const {
