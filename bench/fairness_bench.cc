@@ -42,6 +42,7 @@ Row Measure(int max_large_in_flight, const std::string& small,
   v1::ServerConfig config = DefaultServerConfig();
   config.set_listen("127.0.0.1:0");
   config.set_metrics_listen("");
+  config.set_http_listen("");
   config.set_cpu_threads(2);
   config.set_max_large_in_flight(max_large_in_flight);
   auto server = *Server::Create(config);

@@ -33,6 +33,7 @@ std::unique_ptr<Server> StartServer(int cpu_threads) {
   v1::ServerConfig config = DefaultServerConfig();
   config.set_listen("127.0.0.1:0");
   config.set_metrics_listen("");
+  config.set_http_listen("");
   config.set_cpu_threads(cpu_threads);
   config.set_max_queue(256);
   return *Server::Create(config);

@@ -105,6 +105,7 @@ std::unique_ptr<Server> StartServer(int max_batch) {
   v1::ServerConfig config = DefaultServerConfig();
   config.set_listen("127.0.0.1:0");
   config.set_metrics_listen("");
+  config.set_http_listen("");
   config.set_cpu_threads(2);
   config.set_max_batch(max_batch);
   config.set_max_queue(256);

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   v1::ServerConfig config = DefaultServerConfig();
   config.set_listen("127.0.0.1:0");
   config.set_metrics_listen("");
+  config.set_http_listen("");
   config.set_admin_token_file(token_path);
   auto server = *Server::Create(config);
   const std::string address = "127.0.0.1:" + std::to_string(server->port());

@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   v1::ServerConfig config = DefaultServerConfig();
   config.set_listen("127.0.0.1:0");
   config.set_metrics_listen("");
+  config.set_http_listen("");
   config.set_resize(resize);
   config.set_cpu_threads(2);
   auto server = *Server::Create(config);

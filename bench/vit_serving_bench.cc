@@ -217,6 +217,7 @@ int Run(const Flags& flags) {
     v1::ServerConfig config = DefaultServerConfig();
     config.set_listen("127.0.0.1:0");
     config.set_metrics_listen("");
+    config.set_http_listen("");
     config.set_backbone("dino_vits8");
     config.set_weights(flags.weights);
     config.set_precision(precision);

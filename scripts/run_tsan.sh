@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$work/in"
 "$main_build/tools/primaps-make-samples" --out="$work/in" --count=24
-"$main_build/server/primaps-server" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
+"$main_build/server/primaps-server" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --http_listen=127.0.0.1:0 \
     --resize=96 --cpu_threads=2 2> "$work/server.log" &
 server_pid=$!
 for _ in $(seq 100); do

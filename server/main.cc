@@ -30,6 +30,8 @@ ABSL_FLAG(std::string, listen, Defaults().listen(),
           "gRPC address (port 0 picks a free one).");
 ABSL_FLAG(std::string, metrics_listen, Defaults().metrics_listen(),
           "Prometheus /metrics address; empty = off.");
+ABSL_FLAG(std::string, http_listen, Defaults().http_listen(),
+          "HTTP/JSON API and web page address; empty = off.");
 ABSL_FLAG(std::string, backbone, Defaults().backbone(),
           "builtin, dino_vits8, dino_vits16, dino_vitb8, dino_vitb16, "
           "dinov2_vits14, dinov2_vitb14, "
@@ -122,6 +124,7 @@ void ApplyFlags(const std::set<std::string>& given_flags,
   if (given(#name)) c->set_##name(absl::GetFlag(FLAGS_##name))
   PRIMAPS_OVERRIDE(listen);
   PRIMAPS_OVERRIDE(metrics_listen);
+  PRIMAPS_OVERRIDE(http_listen);
   PRIMAPS_OVERRIDE(backbone);
   PRIMAPS_OVERRIDE(weights);
   PRIMAPS_OVERRIDE(head);

@@ -18,6 +18,7 @@
 #include "engine/vit/vit_backbone.h"
 #include "server/admin_service.h"
 #include "server/dynamic_batcher.h"
+#include "server/http_api.h"
 #include "server/inference_pipeline.h"
 #include "server/model_registry.h"
 #include "server/primaps_service.h"
@@ -32,6 +33,7 @@ v1::ServerConfig DefaultServerConfig() {
   v1::ServerConfig c;
   c.set_listen(d::kListen);
   c.set_metrics_listen(d::kMetricsListen);
+  c.set_http_listen(d::kHttpListen);
   c.set_backbone(d::kBackbone);
   c.set_device(d::kDevice);
   c.set_precision(d::kPrecision);
@@ -81,9 +83,17 @@ struct Server::Impl {
   std::unique_ptr<AdminServiceImpl> admin;
   std::unique_ptr<RepositoryFollower> follower;  // with --model_repository
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<HttpServer> http;  // with --http_listen
   int port = 0;
   absl::Mutex drain_mu;
   bool drained ABSL_GUARDED_BY(drain_mu) = false;
+  // What the health service says (and /readyz).
+  std::atomic<bool> serving{false};
+
+  void SetServing(bool serving_now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(drain_mu) {
+    serving = serving_now;
+    server->GetHealthCheckService()->SetServingStatus(serving_now);
+  }
   absl::Notification drained_notification;
 };
 
@@ -370,25 +380,34 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
         c, registry,
         [raw] {
           absl::MutexLock lock(&raw->drain_mu);
-          if (raw->server != nullptr && !raw->drained)
-            raw->server->GetHealthCheckService()->SetServingStatus(true);
+          if (raw->server != nullptr && !raw->drained) raw->SetServing(true);
         },
         &first_poll);
     ready = registry->Current()->head != nullptr ||
             (first_poll.ok() && c.version_policy() == "latest");
   }
 
+  // /readyz follows the health service's status (false until set below).
+  if (!c.http_listen().empty()) {
+    HttpApiOptions http;
+    http.listen = c.http_listen();
+    http.max_body_bytes = c.max_message_bytes();
+    ASSIGN_OR_RETURN(impl->http,
+                     StartHttpApi(http, impl->pipeline.get(), registry,
+                                  metrics, [raw] { return raw->serving.load(); }));
+  }
   ASSIGN_OR_RETURN(impl->server, StartGrpc(c, impl->service.get(),
                                            impl->admin.get(), &impl->port));
   // With a repository, ready only once it has given a head.
   {
     absl::MutexLock lock(&impl->drain_mu);
-    impl->server->GetHealthCheckService()->SetServingStatus(
-        ready || registry->Current()->head != nullptr);
+    impl->SetServing(ready || registry->Current()->head != nullptr);
   }
+
   if (impl->follower) impl->follower->Start();
   Log(absl::StrCat("serving on port ", impl->port, ", metrics on port ",
-                   impl->metrics->listening_port(), " (backbone ",
+                   impl->metrics->listening_port(), ", http on port ",
+                   impl->http ? impl->http->port() : 0, " (backbone ",
                    impl->backbone->id(), " in ", impl->backbone->precision(),
                    ", head version ", registry->Current()->version, ")"));
   return std::unique_ptr<Server>(new Server(std::move(impl)));
@@ -398,6 +417,8 @@ int Server::port() const { return impl_->port; }
 
 int Server::metrics_port() const { return impl_->metrics->listening_port(); }
 
+int Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+
 void Server::Drain(absl::Duration timeout, absl::Duration grace) {
   {
     absl::MutexLock lock(&impl_->drain_mu);
@@ -405,13 +426,18 @@ void Server::Drain(absl::Duration timeout, absl::Duration grace) {
     impl_->drained = true;
   }
   Log("draining: no new calls, waiting for in-flight ones");
-  impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  {
+    absl::MutexLock lock(&impl_->drain_mu);
+    impl_->SetServing(false);
+  }
   if (grace > absl::ZeroDuration()) {
     Log(absl::StrCat("health is NOT_SERVING; still serving for ",
                      absl::FormatDuration(grace)));
     absl::SleepFor(grace);
   }
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + timeout));
+  // Stops listening and waits for the HTTP requests in progress.
+  impl_->http.reset();
   impl_->server->Wait();
   Log(absl::StrCat("drained; ", impl_->service->active_calls(),
                    " calls still active"));

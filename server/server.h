@@ -30,6 +30,8 @@ class Server {
   int port() const;
   // The bound metrics port, or 0 without metrics.
   int metrics_port() const;
+  // The bound HTTP API port, or 0 without --http_listen.
+  int http_port() const;
 
   // Health NOT_SERVING; keep serving for `grace` so that load balancers and
   // readiness probes see it and stop sending calls; then stop accepting

@@ -11,6 +11,7 @@ namespace server_defaults {
 
 inline constexpr char kListen[] = "0.0.0.0:50051";
 inline constexpr char kMetricsListen[] = "0.0.0.0:9464";
+inline constexpr char kHttpListen[] = "0.0.0.0:8080";
 inline constexpr char kBackbone[] = "builtin";
 inline constexpr char kDevice[] = "cpu";
 // fp32: pseudo labels from bf16 features can differ from fp32's

@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "server/metrics_http_server.h"
+#include "server/http_server.h"
 
 namespace primaps {
 namespace {
@@ -111,7 +111,7 @@ struct ServerMetrics::Impl {
   std::shared_ptr<prometheus::Registry> registry =
       std::make_shared<prometheus::Registry>();
   std::shared_ptr<LiveCollector> live;
-  std::unique_ptr<MetricsHttpServer> http;
+  std::unique_ptr<HttpServer> http;
   prometheus::Family<prometheus::Counter>* requests = nullptr;
   prometheus::Family<prometheus::Histogram>* latency = nullptr;
   prometheus::Histogram* queue = nullptr;
@@ -166,7 +166,7 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
   if (!listen.empty()) {
     ServerMetrics* raw = metrics.get();
     auto http =
-        MetricsHttpServer::Start(listen, [raw] { return raw->Render(); });
+        StartMetricsHttpServer(listen, [raw] { return raw->Render(); });
     if (!http.ok()) return http.status();
     metrics->impl_->http = *std::move(http);
   }

@@ -8,7 +8,7 @@
 start_server() {
   local bin=$1 log=$2
   shift 2
-  "$bin" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 "$@" 2> "$log" &
+  "$bin" --listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --http_listen=127.0.0.1:0 "$@" 2> "$log" &
   server_pid=$!
   trap 'kill -TERM $server_pid 2>/dev/null || true' EXIT
   for _ in $(seq 300); do

@@ -11,7 +11,7 @@ trap cleanup EXIT
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 metrics_port=$(free_port)
-"$server_bin" --listen=127.0.0.1:0 --metrics_listen="127.0.0.1:$metrics_port" 2> "$tmp/server.log" &
+"$server_bin" --listen=127.0.0.1:0 --metrics_listen="127.0.0.1:$metrics_port" --http_listen= 2> "$tmp/server.log" &
 server_pid=$!
 for _ in $(seq 100); do grep -q "serving on port" "$tmp/server.log" && break; sleep 0.1; done
 grpc_port=$(grep -oE "serving on port [0-9]+" "$tmp/server.log" | grep -oE "[0-9]+$")

@@ -4,7 +4,7 @@
 set -euo pipefail
 server_bin=$1; proto_dir=$2; source_dir=$3
 tmp=$(mktemp -d); trap 'kill -KILL $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-"$server_bin" --listen=127.0.0.1:0 --metrics_listen= 2> "$tmp/log" &
+"$server_bin" --listen=127.0.0.1:0 --metrics_listen= --http_listen= 2> "$tmp/log" &
 pid=$!
 for _ in $(seq 100); do grep -q "serving on port" "$tmp/log" && break; sleep 0.1; done
 port=$(grep -oE "serving on port [0-9]+" "$tmp/log" | grep -oE "[0-9]+$")

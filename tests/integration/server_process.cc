@@ -33,6 +33,7 @@ ServerProcess::ServerProcess(std::vector<std::string> flags) {
   if (!has("--listen=")) flags.push_back("--listen=127.0.0.1:0");
   if (!has("--metrics_listen="))
     flags.push_back("--metrics_listen=127.0.0.1:0");
+  if (!has("--http_listen=")) flags.push_back("--http_listen=127.0.0.1:0");
   pid_ = ::fork();
   if (pid_ == 0) {
     ::dup2(fd, 2);
@@ -44,13 +45,16 @@ ServerProcess::ServerProcess(std::vector<std::string> flags) {
     ::_exit(127);
   }
   ::close(fd);
-  const std::regex ports("serving on port ([0-9]+), metrics on port ([0-9]+)");
+  const std::regex ports(
+      "serving on port ([0-9]+), metrics on port ([0-9]+), http on port "
+      "([0-9]+)");
   for (int i = 0; i < 600 && grpc_port_ == 0; ++i) {
     std::smatch m;
     const std::string log = Log();
     if (std::regex_search(log, m, ports)) {
       grpc_port_ = std::stoi(m[1]);
       metrics_port_ = std::stoi(m[2]);
+      http_port_ = std::stoi(m[3]);
       break;
     }
     int status;

@@ -12,8 +12,9 @@ namespace primaps::testing {
 
 class ServerProcess {
  public:
-  // Starts primaps-server with `flags` plus --listen and --metrics_listen on
-  // 127.0.0.1 port 0, and waits until it logs its ports.
+  // Starts primaps-server with `flags` plus --listen, --metrics_listen and
+  // --http_listen on 127.0.0.1 port 0 (unless given), and waits until it
+  // logs its ports.
   explicit ServerProcess(std::vector<std::string> flags);
   // SIGKILLs the server if it is still running.
   ~ServerProcess();
@@ -23,6 +24,8 @@ class ServerProcess {
     return "127.0.0.1:" + std::to_string(grpc_port_);
   }
   int metrics_port() const { return metrics_port_; }
+  // 0 when started with --http_listen= (off).
+  int http_port() const { return http_port_; }
   pid_t pid() const { return pid_; }
   // The server's log so far.
   std::string Log() const;
@@ -34,6 +37,7 @@ class ServerProcess {
   pid_t pid_ = -1;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
+  int http_port_ = 0;
   std::string log_path_;
 };
 
