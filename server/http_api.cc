@@ -200,9 +200,18 @@ absl::StatusOr<HttpRequestOptions> OptionsFromQuery(const Params& params) {
 // The image bytes: the multipart field "image", or the whole body (whatever
 // its Content-Type: read here rather than by httplib, which would parse a
 // form-urlencoded body, curl's default, into parameters).
+// Bodies over `max_bytes` are refused as they arrive: httplib checks the
+// limit against Content-Length only, not for chunked bodies.
 absl::StatusOr<std::string> ReadImage(const httplib::Request& req,
-                                      const httplib::ContentReader& reader) {
+                                      const httplib::ContentReader& reader,
+                                      size_t max_bytes, bool* too_large) {
   std::string image;
+  size_t body_bytes = 0;
+  auto count = [&](size_t size) {
+    body_bytes += size;
+    *too_large = body_bytes > max_bytes;
+    return !*too_large;
+  };
   bool read = false;
   if (req.is_multipart_form_data()) {
     bool in_image = false;
@@ -214,6 +223,7 @@ absl::StatusOr<std::string> ReadImage(const httplib::Request& req,
           return true;
         },
         [&](const char* data, size_t size) {
+          if (!count(size)) return false;
           if (in_image) image.append(data, size);
           return true;
         });
@@ -223,9 +233,15 @@ absl::StatusOr<std::string> ReadImage(const httplib::Request& req,
     }
   } else {
     read = reader([&](const char* data, size_t size) {
+      if (!count(size)) return false;
       image.append(data, size);
       return true;
     });
+  }
+  if (*too_large) {
+    return absl::OutOfRangeError(
+        absl::StrCat("the body is over the limit of ", max_bytes,
+                     " bytes (--max_message_bytes)"));
   }
   if (!read) {
     return absl::InvalidArgumentError(
@@ -319,16 +335,18 @@ absl::Status Respond(Task task, const PipelineResult& result,
 }
 
 void AddImageEndpoint(httplib::Server& http, const Endpoint& endpoint,
-                      InferencePipeline* pipeline, ServerMetrics* metrics) {
+                      size_t max_body_bytes, InferencePipeline* pipeline,
+                      ServerMetrics* metrics) {
   http.Post(endpoint.path, [=](const httplib::Request& req,
                                httplib::Response& res,
                                const httplib::ContentReader& reader) {
     const absl::Time start = absl::Now();
+    bool too_large = false;
     const absl::Status status = [&]() -> absl::Status {
       ASSIGN_OR_RETURN(HttpRequestOptions options, OptionsFromQuery(req.params));
       if (req.get_header_value("Accept") == "image/png") options.png_body = true;
       ASSIGN_OR_RETURN(*options.request.mutable_image()->mutable_encoded(),
-                       ReadImage(req, reader));
+                       ReadImage(req, reader, max_body_bytes, &too_large));
       ASSIGN_OR_RETURN(PipelineRequest request,
                        ToPipelineRequest(endpoint.task,
                                          options.request.image(),
@@ -346,7 +364,10 @@ void AddImageEndpoint(httplib::Server& http, const Endpoint& endpoint,
       metrics->RecordStage("encode", absl::Now() - encode_start);
       return responded;
     }();
-    if (!status.ok()) SendError(status, res);
+    if (!status.ok()) {
+      SendError(status, res);
+      if (too_large) res.status = 413;
+    }
     const absl::Duration took = absl::Now() - start;
     res.set_header("X-PriMaPs-Time-Ms",
                    absl::StrCat(absl::ToDoubleMilliseconds(took)));
@@ -408,7 +429,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(
   return HttpServer::Start(
       options.listen, http_options, [&](httplib::Server& http) {
         for (const Endpoint& endpoint : kEndpoints)
-          AddImageEndpoint(http, endpoint, pipeline, metrics);
+          AddImageEndpoint(http, endpoint, options.max_body_bytes, pipeline,
+                           metrics);
         http.Get("/v1/model", [registry](const httplib::Request&,
                                          httplib::Response& res) {
           v1::ModelInfo info;

@@ -14,6 +14,7 @@
 #include "engine/backbone/builtin_backbone.h"
 #include "engine/segmentation_head.h"
 #include "tests/integration/server_process.h"
+#include "tests/unit/test_heads.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {
@@ -47,18 +48,7 @@ std::string Scene(int width, int height, const std::string& ext = ".png") {
 }
 
 std::string HeadBytes(int classes) {
-  std::mt19937 rng(11);
-  std::normal_distribution<float> normal;
-  SegmentationHead head;
-  head.classes = classes;
-  head.dim = kBuiltinFeatureDim;
-  head.backbone = "builtin";
-  for (WeightNormConv* conv : {&head.theta_m, &head.theta_r}) {
-    conv->v.resize(classes * head.dim);
-    for (float& v : conv->v) v = normal(rng);
-    conv->g.assign(classes, 4.f);
-  }
-  return SerializeHeadCheckpoint(head);
+  return primaps::testing::RandomBuiltinHeadBytes(classes, 4.f, 11);
 }
 
 std::unique_ptr<PrimapsClient> Client(const ServerProcess& server) {

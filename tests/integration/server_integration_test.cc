@@ -24,6 +24,7 @@
 #include "engine/segmentation_head.h"
 #include "tests/integration/server_process.h"
 #include "tests/unit/cmyk_jpeg.h"
+#include "tests/unit/test_heads.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {
@@ -57,18 +58,8 @@ std::string Scene(int seed, int w = 160, int h = 120) {
 }
 
 std::string HeadBytes(int classes, float scale) {
-  std::mt19937 rng(static_cast<uint32_t>(scale * 1000));
-  std::normal_distribution<float> normal;
-  SegmentationHead head;
-  head.classes = classes;
-  head.dim = kBuiltinFeatureDim;
-  head.backbone = "builtin";
-  for (WeightNormConv* conv : {&head.theta_m, &head.theta_r}) {
-    conv->v.resize(classes * head.dim);
-    for (float& v : conv->v) v = normal(rng);
-    conv->g.assign(classes, scale);
-  }
-  return SerializeHeadCheckpoint(head);
+  return primaps::testing::RandomBuiltinHeadBytes(
+      classes, scale, static_cast<uint32_t>(scale * 1000));
 }
 
 std::unique_ptr<PrimapsClient> Client(const ServerProcess& server,
