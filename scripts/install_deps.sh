@@ -20,6 +20,10 @@ packages=(
   # augmentations) and the Python example client.
   python3 python3-torch python3-torchvision python3-numpy python3-pil python3-scipy python3-grpcio
   python3-protobuf
+  # The Python package (python/): its offline pip install and its pytest
+  # suite; the web page's test in a real headless browser.
+  python3-venv python3-pip python3-setuptools python3-wheel python3-pytest
+  python3-selenium chromium chromium-driver
   # promtool (metrics and config checks) and the Prometheus server for the
   # deployment test; docker-compose and kubectl to validate deploy/.
   prometheus docker-compose
