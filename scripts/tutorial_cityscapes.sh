@@ -74,6 +74,40 @@ for f in REPORT.md miou.png accuracy.png confusion.png; do
 done
 grep -q "| theta_M (paper's figure) |" "$work/run/report/REPORT.md"
 grep -q "| 0 road |" "$work/run/report/REPORT.md"
+# The standalone HTML report: three curves (mIoU, accuracy, the EM loss over
+# every step of loss.jsonl) and the 27 x 27 confusion matrix with names.
+/usr/bin/python3 - "$work/run" <<'PY'
+import html.parser, json, sys
+run = sys.argv[1]
+steps = {json.loads(l)["step"] for l in open(f"{run}/loss.jsonl")}
+assert len(steps) >= 8 and min(steps) == 1, sorted(steps)[:5]
+
+class Report(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text, self.in_confusion, self.confusion_rows = [], [], False, 0
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "table" and ("class", "confusion") in attrs:
+            self.in_confusion = True
+        if tag == "tr" and self.in_confusion:
+            self.confusion_rows += 1
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.in_confusion = False
+    def handle_data(self, data):
+        self.text.append(data)
+
+r = Report()
+r.feed(open(f"{run}/report/report.html").read())
+text = " ".join(r.text)
+assert r.tags.count("polyline") >= 3, r.tags.count("polyline")
+assert "EM loss over the steps" in text
+assert "0 road" in text and "26 bicycle" in text
+assert r.confusion_rows == 28, r.confusion_rows  # a header row and 27 classes
+assert "http" not in open(f"{run}/report/report.html").read().replace("http://www.w3.org/2000/svg", "")
+print("report.html: curves, per-class IoU and the confusion matrix with names")
+PY
 for p in prepare precompute train report; do
   test -f "$work/reproduce/$p.done"
   grep -q "$p: done in an earlier run" "$work/reproduce2.log"

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -15,6 +16,7 @@
 #include "datasets/dataset_info.h"
 #include "engine/segmentation_head.h"
 #include "trainer/evaluation.h"
+#include "trainer/report_html.h"
 
 namespace primaps {
 namespace {
@@ -136,6 +138,22 @@ std::string Cell(double v) {
   return std::isnan(v) ? "-" : absl::StrFormat("%.1f", v);
 }
 
+// loss.jsonl's loss per step (the last line of a step wins: a resumed run
+// repeats steps); empty when there is no file.
+std::map<int64_t, double> ReadLosses(const std::string& path) {
+  std::map<int64_t, double> losses;
+  std::ifstream in(path);
+  std::string text;
+  while (std::getline(in, text)) {
+    const Json j = Json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.contains("step") || !j.contains("loss") ||
+        !j["loss"].is_number())
+      continue;  // a line cut short by a kill
+    losses[j["step"].get<int64_t>()] = j["loss"].get<double>();
+  }
+  return losses;
+}
+
 }  // namespace
 
 std::optional<PaperFigures> PaperResult(const std::string& dataset,
@@ -249,7 +267,18 @@ absl::Status WriteReport(const ReportOptions& o) {
                     Cell(Figure(l, "theta_r", "miou")), " | ",
                     Cell(Figure(l, "linear", "miou")), " |\n");
   }
-  return WriteFileAtomically(dir + "/REPORT.md", md);
+  RETURN_IF_ERROR(WriteFileAtomically(dir + "/REPORT.md", md));
+
+  HtmlReportInput html;
+  html.title = absl::StrCat(
+      "PriMaPs-EM run: ", o.dataset.empty() ? "dataset not named" : o.dataset,
+      ", backbone ", backbone.empty() ? "unknown" : backbone);
+  html.evaluations = lines;
+  html.best = best;
+  html.loss_by_step = ReadLosses(o.run_dir + "/loss.jsonl");
+  html.class_names = names;
+  html.paper = paper;
+  return WriteFileAtomically(dir + "/report.html", HtmlReport(html));
 }
 
 }  // namespace primaps

@@ -26,7 +26,9 @@ struct ReportOptions {
   std::string backbone;  // empty: from best.safetensors
 };
 
-// Writes RUN/report/REPORT.md, miou.png, accuracy.png and confusion.png.
+// Writes RUN/report/REPORT.md, miou.png, accuracy.png and confusion.png,
+// and the same as one standalone report.html (trainer/report_html.h) with
+// the loss curve from loss.jsonl.
 absl::Status WriteReport(const ReportOptions& options);
 
 }  // namespace primaps

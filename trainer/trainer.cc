@@ -435,6 +435,18 @@ std::vector<float> LinearScores(const SegmentationHead& head,
   return grid;
 }
 
+// Appends the EM step's focal loss to loss.jsonl, for the report's curve
+// (a resumed run repeats steps; the report keeps the last line of each).
+absl::Status AppendLoss(const TrainerOptions& o, int64_t step, double loss) {
+  std::FILE* f = std::fopen((o.out_dir + "/loss.jsonl").c_str(), "a");
+  if (f == nullptr)
+    return absl::PermissionDeniedError("cannot append to loss.jsonl");
+  std::fprintf(f, "{\"step\":%lld,\"loss\":%.6g}\n",
+               static_cast<long long>(step), loss);
+  std::fclose(f);
+  return absl::OkStatus();
+}
+
 // Evaluates theta_M and theta_R, with and without the CRF; appends a line to
 // metrics.jsonl and writes the confusion matrix of theta_M as a PNG.
 absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
@@ -853,6 +865,7 @@ absl::Status TrainPrimapsEm(const TrainingRun& run, HeadTrainer* trainer,
     e_step_time += absl::Now() - t;
     t = absl::Now();
     ASSIGN_OR_RETURN(loss, trainer->EmStep(samples));
+    RETURN_IF_ERROR(AppendLoss(o, trainer->step(), loss));
     // The linear probe on the teacher's view and the ground truth, as the
     // reference trains it in the same step.
     if (trainer->has_linear_probe() && !labelled.empty())
