@@ -23,7 +23,7 @@ packages=(
   # The Python package (python/): its offline pip install and its pytest
   # suite; the web page's test in a real headless browser.
   python3-venv python3-pip python3-setuptools python3-wheel python3-pytest
-  python3-selenium chromium chromium-driver
+  python3-selenium python3-yaml chromium chromium-driver
   # promtool (metrics and config checks) and the Prometheus server for the
   # deployment test; docker-compose and kubectl to validate deploy/.
   prometheus docker-compose
