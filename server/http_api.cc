@@ -40,12 +40,19 @@ constexpr Endpoint kEndpoints[] = {
 
 // The query parameters every POST endpoint takes.
 const std::set<std::string>& KnownParams() {
-  static const auto* known = new std::set<std::string>{
-      "request_id",      "resize",         "crop",
-      "threshold",       "crf",            "resize_filter",
-      "output_size",     "crf_resolution", "min_head_version",
-      "soft_masks",      "probabilities",  "format",
-      "timeout_ms"};
+  static const auto* known = new std::set<std::string>{"request_id",
+                                                       "resize",
+                                                       "crop",
+                                                       "threshold",
+                                                       "crf",
+                                                       "resize_filter",
+                                                       "output_size",
+                                                       "crf_resolution",
+                                                       "min_head_version",
+                                                       "soft_masks",
+                                                       "probabilities",
+                                                       "format",
+                                                       "timeout_ms"};
   return *known;
 }
 
@@ -79,8 +86,8 @@ void SendError(const absl::Status& status, httplib::Response& res) {
     res.set_header("Retry-After", "1");
   res.set_content(
       absl::StrCat(R"({"error":{"code":")",
-                   absl::StatusCodeToString(status.code()),
-                   R"(","message":)", JsonString(status.message()), "}}\n"),
+                   absl::StatusCodeToString(status.code()), R"(","message":)",
+                   JsonString(status.message()), "}}\n"),
       "application/json");
 }
 
@@ -137,11 +144,11 @@ absl::StatusOr<HttpRequestOptions> OptionsFromQuery(const Params& params) {
         return BadParam(name, value, "a non-negative integer");
       p.set_resize(resize);
     } else if (name == "crop") {
-      ASSIGN_OR_RETURN(const v1::CropMode crop,
-                       ParseChoice<v1::CropMode>(
-                           name, value,
-                           {{"center", v1::CROP_MODE_CENTER},
-                            {"full", v1::CROP_MODE_FULL}}));
+      ASSIGN_OR_RETURN(
+          const v1::CropMode crop,
+          ParseChoice<v1::CropMode>(name, value,
+                                    {{"center", v1::CROP_MODE_CENTER},
+                                     {"full", v1::CROP_MODE_FULL}}));
       p.set_crop(crop);
     } else if (name == "threshold") {
       float threshold = 0;
@@ -184,9 +191,9 @@ absl::StatusOr<HttpRequestOptions> OptionsFromQuery(const Params& params) {
       ASSIGN_OR_RETURN(const bool probabilities, ParseBool(name, value));
       r.set_probabilities(probabilities);
     } else if (name == "format") {
-      ASSIGN_OR_RETURN(out.png_body,
-                       ParseChoice<bool>(name, value,
-                                         {{"json", false}, {"png", true}}));
+      ASSIGN_OR_RETURN(
+          out.png_body,
+          ParseChoice<bool>(name, value, {{"json", false}, {"png", true}}));
     } else if (name == "timeout_ms") {
       int64_t ms = 0;
       if (!absl::SimpleAtoi(value, &ms) || ms <= 0)
@@ -239,9 +246,9 @@ absl::StatusOr<std::string> ReadImage(const httplib::Request& req,
     });
   }
   if (*too_large) {
-    return absl::OutOfRangeError(
-        absl::StrCat("the body is over the limit of ", max_bytes,
-                     " bytes (--max_message_bytes)"));
+    return absl::OutOfRangeError(absl::StrCat("the body is over the limit of ",
+                                              max_bytes,
+                                              " bytes (--max_message_bytes)"));
   }
   if (!read) {
     return absl::InvalidArgumentError(
@@ -280,7 +287,8 @@ std::string ToJson(const google::protobuf::Message& message) {
 
 void SetModelHeaders(const v1::ModelInfo& model, httplib::Response& res) {
   res.set_header("X-PriMaPs-Backbone", model.backbone());
-  res.set_header("X-PriMaPs-Head-Version", std::to_string(model.head_version()));
+  res.set_header("X-PriMaPs-Head-Version",
+                 std::to_string(model.head_version()));
   res.set_header("X-PriMaPs-Classes", std::to_string(model.classes()));
 }
 
@@ -315,8 +323,7 @@ absl::Status Respond(Task task, const PipelineResult& result,
     }
     case Task::kSegment: {
       auto segmentation = std::make_unique<v1::Segmentation>();
-      RETURN_IF_ERROR(
-          FillSegmentation(result, request, segmentation.get()));
+      RETURN_IF_ERROR(FillSegmentation(result, request, segmentation.get()));
       labels = &segmentation->labels();
       model = &segmentation->model();
       message = std::move(segmentation);
@@ -343,13 +350,14 @@ void AddImageEndpoint(httplib::Server& http, const Endpoint& endpoint,
     const absl::Time start = absl::Now();
     bool too_large = false;
     const absl::Status status = [&]() -> absl::Status {
-      ASSIGN_OR_RETURN(HttpRequestOptions options, OptionsFromQuery(req.params));
-      if (req.get_header_value("Accept") == "image/png") options.png_body = true;
+      ASSIGN_OR_RETURN(HttpRequestOptions options,
+                       OptionsFromQuery(req.params));
+      if (req.get_header_value("Accept") == "image/png")
+        options.png_body = true;
       ASSIGN_OR_RETURN(*options.request.mutable_image()->mutable_encoded(),
                        ReadImage(req, reader, max_body_bytes, &too_large));
       ASSIGN_OR_RETURN(PipelineRequest request,
-                       ToPipelineRequest(endpoint.task,
-                                         options.request.image(),
+                       ToPipelineRequest(endpoint.task, options.request.image(),
                                          options.request.preprocess()));
       // The pipeline has its own copy; free the request's.
       options.request.clear_image();
@@ -431,16 +439,16 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(
         for (const Endpoint& endpoint : kEndpoints)
           AddImageEndpoint(http, endpoint, options.max_body_bytes, pipeline,
                            metrics);
-        http.Get("/v1/model", [registry](const httplib::Request&,
-                                         httplib::Response& res) {
-          v1::ModelInfo info;
-          FillModelInfo(*registry->Current(), &info);
-          res.set_content(ToJson(info), "application/json");
-        });
-        http.Get("/healthz", [](const httplib::Request&,
-                                httplib::Response& res) {
-          res.set_content("ok\n", "text/plain");
-        });
+        http.Get("/v1/model",
+                 [registry](const httplib::Request&, httplib::Response& res) {
+                   v1::ModelInfo info;
+                   FillModelInfo(*registry->Current(), &info);
+                   res.set_content(ToJson(info), "application/json");
+                 });
+        http.Get("/healthz",
+                 [](const httplib::Request&, httplib::Response& res) {
+                   res.set_content("ok\n", "text/plain");
+                 });
         http.Get("/readyz", [ready](const httplib::Request&,
                                     httplib::Response& res) {
           const bool is_ready = ready();
@@ -451,29 +459,28 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(
         AddWebPage(http);
         // Paths and methods that match nothing answer JSON, like every
         // other error.
-        http.set_error_handler([max = options.max_body_bytes](
-                                   const httplib::Request& req,
-                                   httplib::Response& res) {
-          if (!res.body.empty()) return;
-          std::string code = "INVALID_ARGUMENT";
-          std::string message =
-              absl::StrCat("HTTP ", res.status, " for ", req.method, " ",
-                           req.path);
-          if (res.status == 404) {
-            code = "NOT_FOUND";
-            message = absl::StrCat("no ", req.method, " ", req.path,
-                                   " here; see /v1/model, /v1/propose, "
-                                   "/v1/pseudo_label, /v1/segment");
-          } else if (res.status == 413) {
-            code = "OUT_OF_RANGE";
-            message = absl::StrCat("the body is over the limit of ", max,
-                                   " bytes (--max_message_bytes)");
-          }
-          res.set_content(absl::StrCat(R"({"error":{"code":")", code,
-                                       R"(","message":)", JsonString(message),
-                                       "}}\n"),
-                          "application/json");
-        });
+        http.set_error_handler(
+            [max = options.max_body_bytes](const httplib::Request& req,
+                                           httplib::Response& res) {
+              if (!res.body.empty()) return;
+              std::string code = "INVALID_ARGUMENT";
+              std::string message = absl::StrCat("HTTP ", res.status, " for ",
+                                                 req.method, " ", req.path);
+              if (res.status == 404) {
+                code = "NOT_FOUND";
+                message = absl::StrCat("no ", req.method, " ", req.path,
+                                       " here; see /v1/model, /v1/propose, "
+                                       "/v1/pseudo_label, /v1/segment");
+              } else if (res.status == 413) {
+                code = "OUT_OF_RANGE";
+                message = absl::StrCat("the body is over the limit of ", max,
+                                       " bytes (--max_message_bytes)");
+              }
+              res.set_content(
+                  absl::StrCat(R"({"error":{"code":")", code, R"(","message":)",
+                               JsonString(message), "}}\n"),
+                  "application/json");
+            });
       });
 }
 

@@ -38,9 +38,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   // httplib would read (and discard) an oversize body before answering 413;
   // refuse it from its header instead, before a byte of it is read.
   http.set_pre_routing_handler(
-      [max = options.max_body_bytes](const httplib::Request& req,
-                                     httplib::Response& res)
-          -> httplib::Server::HandlerResponse {
+      [max = options.max_body_bytes](
+          const httplib::Request& req,
+          httplib::Response& res) -> httplib::Server::HandlerResponse {
         const std::string length = req.get_header_value("Content-Length");
         uint64_t bytes = 0;
         if (!length.empty() && absl::SimpleAtoi(length, &bytes) &&
@@ -60,8 +60,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   server->port_ = port == 0 ? http.bind_to_any_port(host)
                             : (http.bind_to_port(host, port) ? port : -1);
   if (server->port_ <= 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot serve HTTP on ", address, " (in use, or not an address)"));
+    return absl::UnavailableError(absl::StrCat("cannot serve HTTP on ", address,
+                                               " (in use, or not an address)"));
   }
   server->thread_ =
       std::thread([raw = server.get()] { raw->http_->listen_after_bind(); });
@@ -83,10 +83,9 @@ void AddMetricsRoute(httplib::Server& http,
 
 absl::StatusOr<std::unique_ptr<HttpServer>> StartMetricsHttpServer(
     const std::string& address, std::function<std::string()> render) {
-  return HttpServer::Start(address, HttpServer::Options{},
-                           [&](httplib::Server& http) {
-                             AddMetricsRoute(http, std::move(render));
-                           });
+  return HttpServer::Start(
+      address, HttpServer::Options{},
+      [&](httplib::Server& http) { AddMetricsRoute(http, std::move(render)); });
 }
 
 }  // namespace primaps

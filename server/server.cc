@@ -393,8 +393,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     http.listen = c.http_listen();
     http.max_body_bytes = c.max_message_bytes();
     ASSIGN_OR_RETURN(impl->http,
-                     StartHttpApi(http, impl->pipeline.get(), registry,
-                                  metrics, [raw] { return raw->serving.load(); }));
+                     StartHttpApi(http, impl->pipeline.get(), registry, metrics,
+                                  [raw] { return raw->serving.load(); }));
   }
   ASSIGN_OR_RETURN(impl->server, StartGrpc(c, impl->service.get(),
                                            impl->admin.get(), &impl->port));

@@ -165,8 +165,7 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
       std::unique_ptr<ServerMetrics>(new ServerMetrics(std::move(impl)));
   if (!listen.empty()) {
     ServerMetrics* raw = metrics.get();
-    auto http =
-        StartMetricsHttpServer(listen, [raw] { return raw->Render(); });
+    auto http = StartMetricsHttpServer(listen, [raw] { return raw->Render(); });
     if (!http.ok()) return http.status();
     metrics->impl_->http = *std::move(http);
   }

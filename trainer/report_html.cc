@@ -70,8 +70,8 @@ std::string SvgChart(const std::string& title, const std::string& x_label,
   if (y_max <= y_min) y_max = y_min + 1;
   auto px = [&](double x) { return left + pw * (x - x_min) / (x_max - x_min); };
   auto py = [&](double y) {
-    return top + ph - ph * (std::clamp(y, y_min, y_max) - y_min) /
-                          (y_max - y_min);
+    return top + ph -
+           ph * (std::clamp(y, y_min, y_max) - y_min) / (y_max - y_min);
   };
   std::string svg = absl::StrFormat(
       R"(<svg class="chart" viewBox="0 0 %.0f %.0f" role="img" aria-label="%s">)"
@@ -103,7 +103,8 @@ std::string SvgChart(const std::string& title, const std::string& x_label,
       absl::StrAppendFormat(&path, "%s%.1f,%.1f ", path.empty() ? "" : "",
                             px(x), py(y));
     absl::StrAppendFormat(
-        &svg, R"(<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>)",
+        &svg,
+        R"(<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>)",
         path, s.colour);
     if (s.points.size() <= 60) {
       for (const auto& [x, y] : s.points)
@@ -255,8 +256,9 @@ std::string HtmlReport(const HtmlReportInput& in) {
   }
   html += "</tbody></table>\n";
   if (!in.paper)
-    html += "<p class=\"note\">The paper reports no figure for this dataset "
-            "and backbone.</p>\n";
+    html +=
+        "<p class=\"note\">The paper reports no figure for this dataset "
+        "and backbone.</p>\n";
 
   html += "<h2>Over the run</h2>\n";
   html += EvaluationChart(in.evaluations, "miou", "mIoU (%) per evaluation");
@@ -265,12 +267,14 @@ std::string HtmlReport(const HtmlReportInput& in) {
   if (!in.loss_by_step.empty()) {
     html += LossChart(in.loss_by_step);
   } else {
-    html += "<p class=\"note\">No loss.jsonl: the run has no EM steps "
-            "yet.</p>\n";
+    html +=
+        "<p class=\"note\">No loss.jsonl: the run has no EM steps "
+        "yet.</p>\n";
   }
 
-  html += "<h2>Per-class IoU (θ_M, best of run)</h2>\n<table><thead><tr>"
-          "<th>class</th><th>IoU</th></tr></thead><tbody>";
+  html +=
+      "<h2>Per-class IoU (θ_M, best of run)</h2>\n<table><thead><tr>"
+      "<th>class</th><th>IoU</th></tr></thead><tbody>";
   if (best.contains("theta_m") && best["theta_m"].contains("class_iou")) {
     const Json& ious = best["theta_m"]["class_iou"];
     for (size_t k = 0; k < ious.size(); ++k) {
@@ -288,10 +292,11 @@ std::string HtmlReport(const HtmlReportInput& in) {
     html += ConfusionTable(best["theta_m_confusion"], in.class_names);
   }
 
-  html += "<h2>Every evaluation</h2>\n<table><thead><tr><th>#</th>"
-          "<th>phase</th><th>step</th><th>θ_M mIoU</th><th>θ_M acc</th>"
-          "<th>θ_R mIoU</th><th>θ_R acc</th><th>linear mIoU</th></tr>"
-          "</thead><tbody>";
+  html +=
+      "<h2>Every evaluation</h2>\n<table><thead><tr><th>#</th>"
+      "<th>phase</th><th>step</th><th>θ_M mIoU</th><th>θ_M acc</th>"
+      "<th>θ_R mIoU</th><th>θ_R acc</th><th>linear mIoU</th></tr>"
+      "</thead><tbody>";
   for (size_t i = 0; i < in.evaluations.size(); ++i) {
     const Json& l = in.evaluations[i];
     absl::StrAppend(&html, "<tr><td>", i + 1, "</td><td>",

@@ -83,8 +83,8 @@ class HttpApiTest : public ::testing::Test {
 
 TEST_F(HttpApiTest, ProposeAnswersJsonWithAPngMaskMapAndTheModel) {
   auto http = Client();
-  auto result = Post(http, "/v1/propose?output_size=original&request_id=p1",
-                     Photo());
+  auto result =
+      Post(http, "/v1/propose?output_size=original&request_id=p1", Photo());
   ASSERT_TRUE(result);
   ASSERT_EQ(result->status, 200) << result->body;
   EXPECT_EQ(result->get_header_value("Content-Type"), "application/json");
@@ -184,8 +184,8 @@ TEST_F(HttpApiTest, ErrorsMapToHttpStatusesWithTheServersMessage) {
   EXPECT_EQ(ErrorCode(old_head), "FAILED_PRECONDITION");
   EXPECT_THAT(old_head->body, HasSubstr("version 9"));
   // Past the caller's deadline: 504.
-  auto late = Post(http, "/v1/propose?timeout_ms=1&resize=640&crop=full",
-                   photo);
+  auto late =
+      Post(http, "/v1/propose?timeout_ms=1&resize=640&crop=full", photo);
   EXPECT_EQ(late->status, 504) << late->body;
   // Unknown paths and methods: 404 with the JSON error shape.
   auto missing = http.Get("/v2/nothing");
@@ -221,8 +221,7 @@ TEST(HttpApiErrors, OverloadIs429WithRetryAfter) {
     callers.emplace_back([&] {
       httplib::Client http("127.0.0.1", server.http_port());
       http.set_read_timeout(120, 0);
-      auto result =
-          Post(http, "/v1/pseudo_label?output_size=original", photo);
+      auto result = Post(http, "/v1/pseudo_label?output_size=original", photo);
       if (!result) {
         ++other;
       } else if (result->status == 200) {
