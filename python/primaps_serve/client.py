@@ -247,9 +247,15 @@ class Client:
         and the images not answered yet are sent again; after `retries`
         failed reconnections it raises Unavailable naming how many images
         are left."""
-        pending: List[Tuple[str, ImageLike]] = [
-            (os.fspath(i) if isinstance(i, (str, os.PathLike)) else f"#{n}", i)
-            for n, i in enumerate(images)]
+        pending: List[Tuple[str, ImageLike]] = []
+        keys = set()
+        for n, image in enumerate(images):
+            key = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"#{n}"
+            # Keys match answers to requests, so each must be unique.
+            if key in keys:
+                key = f"{key}#{n}"
+            keys.add(key)
+            pending.append((key, image))
         failures = 0
         while pending:
             answered = set()

@@ -174,3 +174,30 @@ def test_admin_load_status_rollback_and_segment(tmp_path, demo_photo):
             Client(server.address).admin.status()
     finally:
         server.stop()
+
+
+def test_tls_with_the_servers_certificate(tmp_path, demo_photo):
+    import subprocess
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(tmp_path / "server.key"), "-out", str(tmp_path / "server.pem"),
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True)
+    server = ServerProcess("--resize=64", f"--tls_cert={tmp_path / 'server.pem'}",
+                           f"--tls_key={tmp_path / 'server.key'}")
+    try:
+        root = (tmp_path / "server.pem").read_bytes()
+        with Client(f"localhost:{server.port}", tls=True, root_certificates=root) as client:
+            assert client.propose(demo_photo).shape == (64, 64)
+        # Without the certificate the handshake fails: UNAVAILABLE, retried, then raised.
+        with Client(f"localhost:{server.port}", tls=True, retries=0, timeout=10) as client:
+            with pytest.raises(primaps_serve.Unavailable):
+                client.propose(demo_photo)
+    finally:
+        server.stop()
+
+
+def test_a_repeated_path_is_answered_twice(client, demo_photo):
+    items = list(client.stream_pseudo_labels([demo_photo, demo_photo], window=2))
+    assert len(items) == 2 and all(i.error is None for i in items)
+    assert len({i.path for i in items}) == 2

@@ -243,24 +243,10 @@ TEST(HttpApiErrors, OverloadIs429WithRetryAfter) {
   EXPECT_TRUE(retry_after);
 }
 
-int Connect(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) !=
-      0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 TEST_F(HttpApiTest, OversizeBodiesAreRefusedBeforeTheyAreRead) {
   // The header claims 1 GB and the client sends 10 bytes: refused from the
   // header, without waiting for (or reading) the body.
-  const int fd = Connect(server_->http_port());
+  const int fd = primaps::testing::ConnectLoopback(server_->http_port());
   ASSERT_GE(fd, 0);
   const std::string request =
       "POST /v1/propose HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
@@ -312,7 +298,7 @@ TEST_F(HttpApiTest, SlowAndIdleConnectionsDelayNobody) {
   // 25 idle connections and 25 that send a request a few bytes at a time.
   std::vector<int> sockets;
   for (int i = 0; i < 50; ++i) {
-    const int fd = Connect(server_->http_port());
+    const int fd = primaps::testing::ConnectLoopback(server_->http_port());
     ASSERT_GE(fd, 0);
     sockets.push_back(fd);
   }

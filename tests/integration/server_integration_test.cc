@@ -476,14 +476,8 @@ TEST_F(ServerTest, FloodedStreamIsThrottledNotBuffered) {
 TEST_F(ServerTest, MetricsStayFastWithIdleConnections) {
   std::vector<int> idle;
   for (int i = 0; i < 50; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(server_->metrics_port()));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(
-        ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)),
-        0);
+    const int fd = primaps::testing::ConnectLoopback(server_->metrics_port());
+    ASSERT_GE(fd, 0);
     idle.push_back(fd);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));

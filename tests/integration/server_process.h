@@ -52,6 +52,9 @@ int WaitProcess(pid_t pid);
 // The whole text of a file ("" when missing).
 std::string ReadText(const std::string& path);
 
+// A TCP connection to 127.0.0.1:`port` (a socket to close), or -1.
+int ConnectLoopback(int port);
+
 // The body of GET `path` on 127.0.0.1:`port` ("" when unreachable).
 std::string HttpGet(int port, const std::string& path);
 
