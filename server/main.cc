@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
   if (!primaps::CpuCanRunThisBuild("primaps-server")) return 1;
   // cpp-httplib writes without MSG_NOSIGNAL: a client that hangs up before
   // its answer is written must cost an EPIPE, not the process.
-  std::signal(SIGPIPE, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
   // A fixed threshold also turns off glibc's adaptive one, which rises to
   // 32 MB after large frees and then serves large requests from heaps it
   // never gives back (measured in docs/reliability.md).
