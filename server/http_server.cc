@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <atomic>
+#include <chrono>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -63,8 +65,21 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     return absl::UnavailableError(absl::StrCat("cannot serve HTTP on ", address,
                                                " (in use, or not an address)"));
   }
-  server->thread_ =
-      std::thread([raw = server.get()] { raw->http_->listen_after_bind(); });
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  server->thread_ = std::thread([raw = server.get(), finished] {
+    raw->http_->listen_after_bind();
+    *finished = true;
+  });
+  // httplib's stop() does nothing before the listening loop has begun, and
+  // the loop would then never end: return only once it runs, so that the
+  // destructor can always stop it (a server whose later start-up step fails
+  // destroys this at once).
+  while (!http.is_running() && !*finished)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!http.is_running()) {
+    return absl::InternalError(
+        absl::StrCat("HTTP on ", address, " stopped as it started"));
+  }
   return server;
 }
 
