@@ -1,6 +1,8 @@
 // The HTTP/JSON API (server/http_api.h) against the real primaps-server:
 // every endpoint, every error mapping, oversize bodies, slow and idle
 // connections, the metrics and the web page's files.
+#include "server/http_api.h"
+
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -349,6 +351,26 @@ TEST_F(HttpApiTest, RequestsAreCountedInTheSameMetrics) {
                         "method=\"HTTP ProposeMasks\"} 1"));
   EXPECT_THAT(primaps::testing::HttpGet(server_->metrics_port(), "/metrics"),
               HasSubstr("method=\"HTTP ProposeMasks\""));
+}
+
+// Every code the pipeline answers has its HTTP status; the ones the tests
+// above cannot provoke on a healthy server (UNAVAILABLE while shutting
+// down) are checked here.
+TEST(HttpStatusForTest, EveryCodeMapsAsDocumented) {
+  using absl::StatusCode;
+  EXPECT_EQ(HttpStatusFor(StatusCode::kOk), 200);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kInvalidArgument), 400);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kOutOfRange), 400);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kUnauthenticated), 401);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kPermissionDenied), 403);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kNotFound), 404);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kFailedPrecondition), 412);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kResourceExhausted), 429);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kUnimplemented), 501);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kUnavailable), 503);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kDeadlineExceeded), 504);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kInternal), 500);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kDataLoss), 500);
 }
 
 TEST_F(HttpApiTest, ServesTheWebPage) {
