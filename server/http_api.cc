@@ -459,28 +459,31 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(
         AddWebPage(http);
         // Paths and methods that match nothing answer JSON, like every
         // other error.
-        http.set_error_handler(
-            [max = options.max_body_bytes](const httplib::Request& req,
-                                           httplib::Response& res) {
-              if (!res.body.empty()) return;
-              std::string code = "INVALID_ARGUMENT";
-              std::string message = absl::StrCat("HTTP ", res.status, " for ",
-                                                 req.method, " ", req.path);
-              if (res.status == 404) {
-                code = "NOT_FOUND";
-                message = absl::StrCat("no ", req.method, " ", req.path,
+        // Paths and methods that match nothing, and bodies httplib refuses
+        // itself, answer the same JSON error as everything else.
+        http.set_error_handler([max = options.max_body_bytes](
+                                   const httplib::Request& req,
+                                   httplib::Response& res) {
+          if (!res.body.empty()) return;
+          const int status = res.status;
+          if (status == 404) {
+            SendError(absl::NotFoundError(
+                          absl::StrCat("no ", req.method, " ", req.path,
                                        " here; see /v1/model, /v1/propose, "
-                                       "/v1/pseudo_label, /v1/segment");
-              } else if (res.status == 413) {
-                code = "OUT_OF_RANGE";
-                message = absl::StrCat("the body is over the limit of ", max,
-                                       " bytes (--max_message_bytes)");
-              }
-              res.set_content(
-                  absl::StrCat(R"({"error":{"code":")", code, R"(","message":)",
-                               JsonString(message), "}}\n"),
-                  "application/json");
-            });
+                                       "/v1/pseudo_label, /v1/segment")),
+                      res);
+          } else if (status == 413) {
+            SendError(absl::OutOfRangeError(
+                          absl::StrCat("the body is over the limit of ", max,
+                                       " bytes (--max_message_bytes)")),
+                      res);
+          } else {
+            SendError(absl::InvalidArgumentError(absl::StrCat(
+                          "HTTP ", status, " for ", req.method, " ", req.path)),
+                      res);
+          }
+          res.status = status;  // SendError's mapping would say 400 for 413
+        });
       });
 }
 

@@ -219,16 +219,13 @@ class Client:
         request = service_pb2.FeatureRequest(
             image=to_image_message(image), preprocess=_preprocess(**options),
             type=service_pb2.FEATURE_TYPE_FLOAT16 if float16 else service_pb2.FEATURE_TYPE_FLOAT32)
-        for attempt in range(self.retries + 1):
-            try:
-                responses = list(self._stub.ExtractFeatures(iter([request]), timeout=self.timeout))
-                break
-            except grpc.RpcError as e:
-                if e.code() in RETRYABLE and attempt < self.retries:
-                    self._sleep_before_retry(attempt)
-                    continue
-                raise errors.from_rpc_error(e) from None
-        response = responses[0]
+
+        def extract_one(req, timeout, metadata):
+            # ExtractFeatures is a stream; one request, one response.
+            return next(iter(self._stub.ExtractFeatures(iter([req]), timeout=timeout,
+                                                        metadata=metadata)))
+
+        response = self._call(extract_one, request)
         dtype = np.float16 if response.type == service_pb2.FEATURE_TYPE_FLOAT16 else np.float32
         return np.frombuffer(response.data, dtype=dtype).reshape(
             response.dim, response.height, response.width).astype(np.float32)
