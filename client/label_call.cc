@@ -39,14 +39,6 @@ const char* LabelModeName(LabelMode mode) {
   return "?";
 }
 
-absl::StatusOr<v1::OutputSize> ParseOutputSize(absl::string_view name) {
-  if (name.empty()) return v1::OUTPUT_SIZE_UNSPECIFIED;
-  if (name == "processed") return v1::OUTPUT_SIZE_PROCESSED;
-  if (name == "original") return v1::OUTPUT_SIZE_ORIGINAL;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--output_size is \"", name, "\", expected processed or original"));
-}
-
 absl::StatusOr<LabelCallResult> CallLabels(PrimapsClient* client,
                                            LabelMode mode,
                                            const v1::ImageRequest& request) {

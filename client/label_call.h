@@ -20,9 +20,6 @@ absl::StatusOr<LabelMode> ParseLabelMode(absl::string_view name,
                                          absl::string_view flag);
 const char* LabelModeName(LabelMode mode);
 
-// "processed" or "original" (empty: unspecified, the server's default).
-absl::StatusOr<v1::OutputSize> ParseOutputSize(absl::string_view name);
-
 struct LabelCallResult {
   // Class ids (pseudo, segment) or mask ids (propose).
   LabelMap labels;

@@ -24,6 +24,7 @@
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
 #include "engine/image/preprocess.h"
+#include "proto/option_names.h"
 
 namespace primaps {
 namespace fs = std::filesystem;
@@ -194,7 +195,8 @@ absl::StatusOr<JobPlan> PlanJob(const LabelJobOptions& options) {
   JobPlan plan;
   ASSIGN_OR_RETURN(const LabelMode requested_mode,
                    ParseLabelMode(options.mode, "--mode"));
-  ASSIGN_OR_RETURN(plan.output_size, ParseOutputSize(options.output_size));
+  ASSIGN_OR_RETURN(plan.output_size,
+                   ParseOutputSize("--output_size", options.output_size));
   if (options.layout != "mirror" && options.layout != "reference") {
     return absl::InvalidArgumentError(absl::StrCat(
         "--layout is \"", options.layout, "\", expected mirror or reference"));
@@ -349,9 +351,8 @@ void DescribeResult(const LabelCallResult& result, const std::string& server,
   const v1::LabelGeometry& g = result.geometry;
   (*entry)["input_size"] = {g.input_width(), g.input_height()};
   (*entry)["output_size"] = {result.labels.width, result.labels.height};
-  (*entry)["output"] =
-      g.output_size() == v1::OUTPUT_SIZE_ORIGINAL ? "original" : "processed";
-  (*entry)["crop"] = g.crop() == v1::CROP_MODE_FULL ? "full" : "center";
+  (*entry)["output"] = std::string(OutputSizeName(g.output_size()));
+  (*entry)["crop"] = std::string(CropModeName(g.crop()));
   (*entry)["resize"] = g.resize();
 }
 

@@ -46,6 +46,7 @@
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
 #include "engine/image/preprocess.h"
+#include "proto/option_names.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address HOST:PORT.");
 ABSL_FLAG(std::string, image, "", "Input image.");
@@ -123,41 +124,25 @@ absl::StatusOr<std::unique_ptr<PrimapsClient>> MakeClient() {
 absl::StatusOr<v1::Preprocess> PreprocessFromFlags() {
   v1::Preprocess p;
   p.set_resize(absl::GetFlag(FLAGS_resize));
-  const std::string crop = absl::GetFlag(FLAGS_crop);
-  if (crop == "center") {
-    p.set_crop(v1::CROP_MODE_CENTER);
-  } else if (crop == "full") {
-    p.set_crop(v1::CROP_MODE_FULL);
-  } else if (!crop.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--crop is \"", crop, "\", expected center or full"));
-  }
-  const std::string filter = absl::GetFlag(FLAGS_resize_filter);
-  if (filter == "antialias") {
-    p.set_resize_filter(v1::RESIZE_FILTER_ANTIALIAS);
-  } else if (filter == "bilinear") {
-    p.set_resize_filter(v1::RESIZE_FILTER_BILINEAR);
-  } else if (!filter.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--resize_filter is \"", filter, "\", expected antialias or bilinear"));
-  }
+  ASSIGN_OR_RETURN(const v1::CropMode crop,
+                   ParseCropMode("--crop", absl::GetFlag(FLAGS_crop)));
+  p.set_crop(crop);
+  ASSIGN_OR_RETURN(
+      const v1::ResizeFilter filter,
+      ParseResizeFilter("--resize_filter", absl::GetFlag(FLAGS_resize_filter)));
+  p.set_resize_filter(filter);
   if (absl::GetFlag(FLAGS_threshold).has_value())
     p.set_threshold(*absl::GetFlag(FLAGS_threshold));
   if (absl::GetFlag(FLAGS_crf).has_value())
     p.set_crf(*absl::GetFlag(FLAGS_crf));
-  ASSIGN_OR_RETURN(const v1::OutputSize size,
-                   ParseOutputSize(absl::GetFlag(FLAGS_output_size)));
+  ASSIGN_OR_RETURN(
+      const v1::OutputSize size,
+      ParseOutputSize("--output_size", absl::GetFlag(FLAGS_output_size)));
   p.set_output_size(size);
-  const std::string crf_at = absl::GetFlag(FLAGS_crf_resolution);
-  if (crf_at == "processed") {
-    p.set_crf_resolution(v1::CRF_RESOLUTION_PROCESSED);
-  } else if (crf_at == "original") {
-    p.set_crf_resolution(v1::CRF_RESOLUTION_ORIGINAL);
-  } else if (!crf_at.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--crf_resolution is \"", crf_at,
-                     "\", expected processed or original"));
-  }
+  ASSIGN_OR_RETURN(const v1::CrfResolution crf_at,
+                   ParseCrfResolution("--crf_resolution",
+                                      absl::GetFlag(FLAGS_crf_resolution)));
+  p.set_crf_resolution(crf_at);
   return p;
 }
 
@@ -191,8 +176,7 @@ absl::Status RunLabels(const std::string& command) {
       "%s: %dx%d labels (%s size) for a %ux%u image, %s, head version "
       "%llu -> %s\n",
       command.c_str(), r.labels.width, r.labels.height,
-      r.geometry.output_size() == v1::OUTPUT_SIZE_ORIGINAL ? "original"
-                                                           : "processed",
+      std::string(OutputSizeName(r.geometry.output_size())).c_str(),
       r.geometry.input_width(), r.geometry.input_height(), what.c_str(),
       static_cast<unsigned long long>(r.model.head_version()), out.c_str());
   return absl::OkStatus();

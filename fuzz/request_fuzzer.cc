@@ -11,8 +11,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   primaps::v1::ImageRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
-  auto converted = primaps::ToPipelineRequest(
-      primaps::Task::kPseudoLabel, request.image(), request.preprocess());
+  auto converted =
+      primaps::ToPipelineRequest(primaps::Task::kPseudoLabel, request);
   if (!converted.ok()) return 0;
   primaps::DecodeOptions options;
   options.max_pixels = 1 << 20;

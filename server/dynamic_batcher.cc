@@ -1,11 +1,38 @@
 #include "server/dynamic_batcher.h"
 
+#include <exception>
+#include <new>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
 namespace primaps {
+namespace {
+
+// The backbone's forward on the batcher's thread, where an escaping
+// exception would end the process: any that a backbone lets out (LibTorch
+// turns most of its failures into c10::Error, which the ViT catches, but
+// std::bad_alloc and others pass) becomes an error for the batch's requests.
+absl::StatusOr<std::vector<FeatureMap>> ExtractCatching(
+    Backbone* backbone, const std::vector<const NormalizedImage*>& images,
+    const StopCheck* stop) {
+  try {
+    return backbone->Extract(images, stop);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "out of memory in the backbone's forward of ", images.size(),
+        " images"));
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("the backbone's forward failed: ", e.what()));
+  } catch (...) {
+    return absl::InternalError(
+        "the backbone's forward failed with an unknown exception");
+  }
+}
+
+}  // namespace
 
 DynamicBatcher::DynamicBatcher(Options options, Backbone* backbone,
                                BatchObserver observer)
@@ -109,7 +136,7 @@ void DynamicBatcher::Loop() {
     });
     const absl::Time start = absl::Now();
     absl::StatusOr<std::vector<FeatureMap>> features =
-        backbone_->Extract(images, &stop);
+        ExtractCatching(backbone_, images, &stop);
     const absl::Duration compute = absl::Now() - start;
     if (observer_)
       observer_(static_cast<int>(live.size()), start - live.front().enqueued,

@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "base/status_macros.h"
 #include "primaps/v1/service.pb.h"
+#include "proto/option_names.h"
 #include "server/inference_pipeline.h"
 #include "server/model_registry.h"
 #include "server/proto_convert.h"
@@ -105,17 +106,8 @@ absl::StatusOr<bool> ParseBool(const std::string& name,
   return BadParam(name, value, "true or false");
 }
 
-// One of `names` (lower case) to its enum value.
-template <typename Enum>
-absl::StatusOr<Enum> ParseChoice(
-    const std::string& name, const std::string& value,
-    const std::vector<std::pair<const char*, Enum>>& names) {
-  std::vector<std::string> expected;
-  for (const auto& [text, e] : names) {
-    if (value == text) return e;
-    expected.push_back(text);
-  }
-  return BadParam(name, value, absl::StrJoin(expected, " or "));
+std::string QueryOption(const std::string& name) {
+  return absl::StrCat("query parameter ", name);
 }
 
 struct HttpRequestOptions {
@@ -144,11 +136,8 @@ absl::StatusOr<HttpRequestOptions> OptionsFromQuery(const Params& params) {
         return BadParam(name, value, "a non-negative integer");
       p.set_resize(resize);
     } else if (name == "crop") {
-      ASSIGN_OR_RETURN(
-          const v1::CropMode crop,
-          ParseChoice<v1::CropMode>(name, value,
-                                    {{"center", v1::CROP_MODE_CENTER},
-                                     {"full", v1::CROP_MODE_FULL}}));
+      ASSIGN_OR_RETURN(const v1::CropMode crop,
+                       ParseCropMode(QueryOption(name), value));
       p.set_crop(crop);
     } else if (name == "threshold") {
       float threshold = 0;
@@ -160,24 +149,15 @@ absl::StatusOr<HttpRequestOptions> OptionsFromQuery(const Params& params) {
       p.set_crf(crf);
     } else if (name == "resize_filter") {
       ASSIGN_OR_RETURN(const v1::ResizeFilter filter,
-                       ParseChoice<v1::ResizeFilter>(
-                           name, value,
-                           {{"bilinear", v1::RESIZE_FILTER_BILINEAR},
-                            {"antialias", v1::RESIZE_FILTER_ANTIALIAS}}));
+                       ParseResizeFilter(QueryOption(name), value));
       p.set_resize_filter(filter);
     } else if (name == "output_size") {
       ASSIGN_OR_RETURN(const v1::OutputSize size,
-                       ParseChoice<v1::OutputSize>(
-                           name, value,
-                           {{"processed", v1::OUTPUT_SIZE_PROCESSED},
-                            {"original", v1::OUTPUT_SIZE_ORIGINAL}}));
+                       ParseOutputSize(QueryOption(name), value));
       p.set_output_size(size);
     } else if (name == "crf_resolution") {
       ASSIGN_OR_RETURN(const v1::CrfResolution resolution,
-                       ParseChoice<v1::CrfResolution>(
-                           name, value,
-                           {{"processed", v1::CRF_RESOLUTION_PROCESSED},
-                            {"original", v1::CRF_RESOLUTION_ORIGINAL}}));
+                       ParseCrfResolution(QueryOption(name), value));
       p.set_crf_resolution(resolution);
     } else if (name == "min_head_version") {
       uint64_t version = 0;
@@ -191,9 +171,9 @@ absl::StatusOr<HttpRequestOptions> OptionsFromQuery(const Params& params) {
       ASSIGN_OR_RETURN(const bool probabilities, ParseBool(name, value));
       r.set_probabilities(probabilities);
     } else if (name == "format") {
-      ASSIGN_OR_RETURN(
-          out.png_body,
-          ParseChoice<bool>(name, value, {{"json", false}, {"png", true}}));
+      if (value != "json" && value != "png")
+        return BadParam(name, value, "json or png");
+      out.png_body = value == "png";
     } else if (name == "timeout_ms") {
       int64_t ms = 0;
       if (!absl::SimpleAtoi(value, &ms) || ms <= 0)
@@ -344,44 +324,41 @@ absl::Status Respond(Task task, const PipelineResult& result,
 void AddImageEndpoint(httplib::Server& http, const Endpoint& endpoint,
                       size_t max_body_bytes, InferencePipeline* pipeline,
                       ServerMetrics* metrics) {
-  http.Post(endpoint.path, [=](const httplib::Request& req,
-                               httplib::Response& res,
-                               const httplib::ContentReader& reader) {
-    const absl::Time start = absl::Now();
-    bool too_large = false;
-    const absl::Status status = [&]() -> absl::Status {
-      ASSIGN_OR_RETURN(HttpRequestOptions options,
-                       OptionsFromQuery(req.params));
-      if (req.get_header_value("Accept") == "image/png")
-        options.png_body = true;
-      ASSIGN_OR_RETURN(*options.request.mutable_image()->mutable_encoded(),
-                       ReadImage(req, reader, max_body_bytes, &too_large));
-      ASSIGN_OR_RETURN(PipelineRequest request,
-                       ToPipelineRequest(endpoint.task, options.request.image(),
-                                         options.request.preprocess()));
-      // The pipeline has its own copy; free the request's.
-      options.request.clear_image();
-      request.with_probabilities = options.request.probabilities();
-      request.min_head_version = options.request.min_head_version();
-      request.deadline = start + options.timeout;
-      ASSIGN_OR_RETURN(const PipelineResult result,
-                       RunAndWait(pipeline, std::move(request)));
-      const absl::Time encode_start = absl::Now();
-      const absl::Status responded =
-          Respond(endpoint.task, result, options, res);
-      metrics->RecordStage("encode", absl::Now() - encode_start);
-      return responded;
-    }();
-    if (!status.ok()) {
-      SendError(status, res);
-      if (too_large) res.status = 413;
-    }
-    const absl::Duration took = absl::Now() - start;
-    res.set_header("X-PriMaPs-Time-Ms",
-                   absl::StrCat(absl::ToDoubleMilliseconds(took)));
-    metrics->RecordRequest(endpoint.method,
-                           absl::StatusCodeToString(status.code()), took);
-  });
+  http.Post(
+      endpoint.path, [=](const httplib::Request& req, httplib::Response& res,
+                         const httplib::ContentReader& reader) {
+        const absl::Time start = absl::Now();
+        bool too_large = false;
+        const absl::Status status = [&]() -> absl::Status {
+          ASSIGN_OR_RETURN(HttpRequestOptions options,
+                           OptionsFromQuery(req.params));
+          if (req.get_header_value("Accept") == "image/png")
+            options.png_body = true;
+          ASSIGN_OR_RETURN(*options.request.mutable_image()->mutable_encoded(),
+                           ReadImage(req, reader, max_body_bytes, &too_large));
+          ASSIGN_OR_RETURN(PipelineRequest request,
+                           ToPipelineRequest(endpoint.task, options.request));
+          // The pipeline has its own copy; free the request's.
+          options.request.clear_image();
+          request.deadline = start + options.timeout;
+          ASSIGN_OR_RETURN(const PipelineResult result,
+                           RunAndWait(pipeline, std::move(request)));
+          const absl::Time encode_start = absl::Now();
+          const absl::Status responded =
+              Respond(endpoint.task, result, options, res);
+          metrics->RecordStage("encode", absl::Now() - encode_start);
+          return responded;
+        }();
+        if (!status.ok()) {
+          SendError(status, res);
+          if (too_large) res.status = 413;
+        }
+        const absl::Duration took = absl::Now() - start;
+        res.set_header("X-PriMaPs-Time-Ms",
+                       absl::StrCat(absl::ToDoubleMilliseconds(took)));
+        metrics->RecordRequest(endpoint.method,
+                               absl::StatusCodeToString(status.code()), took);
+      });
 }
 
 void AddWebPage(httplib::Server& http) {

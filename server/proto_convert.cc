@@ -43,97 +43,133 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
                       std::string(status.message()));
 }
 
-absl::StatusOr<PipelineRequest> ToPipelineRequest(
-    Task task, const v1::Image& image, const v1::Preprocess& preprocess) {
-  PipelineRequest request;
-  request.task = task;
+namespace {
+
+absl::Status SetImage(const v1::Image& image, PipelineRequest* request) {
   switch (image.source_case()) {
     case v1::Image::kEncoded:
       if (image.encoded().empty())
         return absl::InvalidArgumentError("image.encoded is empty");
-      request.encoded = image.encoded();
+      request->encoded = image.encoded();
       break;
     case v1::Image::kRaw:
       if (image.raw().channels() == 0) {
         return absl::InvalidArgumentError(
             "image.raw.channels is 0; expected 1, 3 or 4");
       }
-      request.raw_width = image.raw().width();
-      request.raw_height = image.raw().height();
-      request.raw_channels = image.raw().channels();
-      request.raw_pixels = image.raw().pixels();
+      request->raw_width = image.raw().width();
+      request->raw_height = image.raw().height();
+      request->raw_channels = image.raw().channels();
+      request->raw_pixels = image.raw().pixels();
       break;
     case v1::Image::kTensor:
       if (image.tensor().height() == 0 || image.tensor().width() == 0) {
         return absl::InvalidArgumentError(
             "image.tensor: height and width must be positive");
       }
-      request.tensor_height = image.tensor().height();
-      request.tensor_width = image.tensor().width();
-      request.tensor_data = image.tensor().data();
+      request->tensor_height = image.tensor().height();
+      request->tensor_width = image.tensor().width();
+      request->tensor_data = image.tensor().data();
       break;
     default:
       return absl::InvalidArgumentError(
           "image is missing: set image.encoded, image.raw or image.tensor");
   }
-  request.resize = static_cast<int>(preprocess.resize());
-  switch (preprocess.crop()) {
+  return absl::OkStatus();
+}
+
+absl::Status SetPreprocess(const v1::Preprocess& preprocess,
+                           PipelineRequest* request) {
+  request->resize = static_cast<int>(preprocess.resize());
+  ASSIGN_OR_RETURN(request->crop, FromProto(preprocess.crop()));
+  ASSIGN_OR_RETURN(request->filter, FromProto(preprocess.resize_filter()));
+  ASSIGN_OR_RETURN(request->output_size, FromProto(preprocess.output_size()));
+  ASSIGN_OR_RETURN(request->crf_resolution,
+                   FromProto(preprocess.crf_resolution()));
+  if (preprocess.has_threshold()) request->threshold = preprocess.threshold();
+  if (preprocess.has_crf()) request->crf = preprocess.crf();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<CropMode>> FromProto(v1::CropMode crop) {
+  switch (crop) {
     case v1::CROP_MODE_UNSPECIFIED:
-      break;
+      return std::nullopt;
     case v1::CROP_MODE_CENTER:
-      request.crop = CropMode::kCenter;
-      break;
+      return CropMode::kCenter;
     case v1::CROP_MODE_FULL:
-      request.crop = CropMode::kFull;
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "preprocess.crop is ", preprocess.crop(), ", not a known CropMode"));
-  }
-  switch (preprocess.resize_filter()) {
-    case v1::RESIZE_FILTER_UNSPECIFIED:
-      break;
-    case v1::RESIZE_FILTER_BILINEAR:
-      request.filter = ResizeFilter::kBilinear;
-      break;
-    case v1::RESIZE_FILTER_ANTIALIAS:
-      request.filter = ResizeFilter::kAntialias;
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "preprocess.resize_filter is ", preprocess.resize_filter(),
-          ", not a known ResizeFilter"));
-  }
-  switch (preprocess.output_size()) {
-    case v1::OUTPUT_SIZE_UNSPECIFIED:
-      break;
-    case v1::OUTPUT_SIZE_PROCESSED:
-      request.output_size = OutputSize::kProcessed;
-      break;
-    case v1::OUTPUT_SIZE_ORIGINAL:
-      request.output_size = OutputSize::kOriginal;
-      break;
+      return CropMode::kFull;
     default:
       return absl::InvalidArgumentError(
-          absl::StrCat("preprocess.output_size is ", preprocess.output_size(),
-                       ", not a known OutputSize"));
+          absl::StrCat("preprocess.crop is ", crop, ", not a known CropMode"));
   }
-  switch (preprocess.crf_resolution()) {
-    case v1::CRF_RESOLUTION_UNSPECIFIED:
-      break;
-    case v1::CRF_RESOLUTION_PROCESSED:
-      request.crf_resolution = CrfResolution::kProcessed;
-      break;
-    case v1::CRF_RESOLUTION_ORIGINAL:
-      request.crf_resolution = CrfResolution::kOriginal;
-      break;
+}
+
+absl::StatusOr<std::optional<ResizeFilter>> FromProto(v1::ResizeFilter filter) {
+  switch (filter) {
+    case v1::RESIZE_FILTER_UNSPECIFIED:
+      return std::nullopt;
+    case v1::RESIZE_FILTER_BILINEAR:
+      return ResizeFilter::kBilinear;
+    case v1::RESIZE_FILTER_ANTIALIAS:
+      return ResizeFilter::kAntialias;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("preprocess.resize_filter is ", filter,
+                       ", not a known ResizeFilter"));
+  }
+}
+
+absl::StatusOr<std::optional<OutputSize>> FromProto(v1::OutputSize size) {
+  switch (size) {
+    case v1::OUTPUT_SIZE_UNSPECIFIED:
+      return std::nullopt;
+    case v1::OUTPUT_SIZE_PROCESSED:
+      return OutputSize::kProcessed;
+    case v1::OUTPUT_SIZE_ORIGINAL:
+      return OutputSize::kOriginal;
     default:
       return absl::InvalidArgumentError(absl::StrCat(
-          "preprocess.crf_resolution is ", preprocess.crf_resolution(),
-          ", not a known CrfResolution"));
+          "preprocess.output_size is ", size, ", not a known OutputSize"));
   }
-  if (preprocess.has_threshold()) request.threshold = preprocess.threshold();
-  if (preprocess.has_crf()) request.crf = preprocess.crf();
+}
+
+absl::StatusOr<std::optional<CrfResolution>> FromProto(
+    v1::CrfResolution resolution) {
+  switch (resolution) {
+    case v1::CRF_RESOLUTION_UNSPECIFIED:
+      return std::nullopt;
+    case v1::CRF_RESOLUTION_PROCESSED:
+      return CrfResolution::kProcessed;
+    case v1::CRF_RESOLUTION_ORIGINAL:
+      return CrfResolution::kOriginal;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("preprocess.crf_resolution is ", resolution,
+                       ", not a known CrfResolution"));
+  }
+}
+
+absl::StatusOr<PipelineRequest> ToPipelineRequest(
+    Task task, const v1::ImageRequest& image_request) {
+  PipelineRequest request;
+  request.task = task;
+  RETURN_IF_ERROR(SetImage(image_request.image(), &request));
+  RETURN_IF_ERROR(SetPreprocess(image_request.preprocess(), &request));
+  request.with_probabilities = image_request.probabilities();
+  request.min_head_version = image_request.min_head_version();
+  return request;
+}
+
+absl::StatusOr<PipelineRequest> ToPipelineRequest(
+    const v1::FeatureRequest& feature_request) {
+  PipelineRequest request;
+  request.task = Task::kFeatures;
+  RETURN_IF_ERROR(SetImage(feature_request.image(), &request));
+  RETURN_IF_ERROR(SetPreprocess(feature_request.preprocess(), &request));
+  request.with_masks = feature_request.masks();
   return request;
 }
 

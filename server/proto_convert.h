@@ -5,6 +5,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <optional>
+
 #include "absl/status/statusor.h"
 #include "primaps/v1/service.pb.h"
 #include "server/inference_pipeline.h"
@@ -13,9 +15,24 @@ namespace primaps {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-// Validates and converts the image and preprocessing fields.
+// The one request builder: every entry point (the unary calls, both
+// streams, HTTP) turns its message into the pipeline's request here, so
+// every field means the same on each. Validates the image and preprocessing
+// fields; the caller sets what belongs to its call (deadline,
+// is_cancelled).
 absl::StatusOr<PipelineRequest> ToPipelineRequest(
-    Task task, const v1::Image& image, const v1::Preprocess& preprocess);
+    Task task, const v1::ImageRequest& request);
+absl::StatusOr<PipelineRequest> ToPipelineRequest(
+    const v1::FeatureRequest& request);
+
+// A preprocessing enum as the pipeline's option: nullopt for UNSPECIFIED
+// (the server's default), INVALID_ARGUMENT for values this build does not
+// know.
+absl::StatusOr<std::optional<CropMode>> FromProto(v1::CropMode crop);
+absl::StatusOr<std::optional<ResizeFilter>> FromProto(v1::ResizeFilter filter);
+absl::StatusOr<std::optional<OutputSize>> FromProto(v1::OutputSize size);
+absl::StatusOr<std::optional<CrfResolution>> FromProto(
+    v1::CrfResolution resolution);
 
 void FillGeometry(const LabelGeometry& geometry, v1::LabelGeometry* out);
 void FillModelInfo(const ModelSnapshot& model, v1::ModelInfo* info);

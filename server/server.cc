@@ -16,12 +16,14 @@
 #include "base/thread_pool.h"
 #include "engine/backbone/builtin_backbone.h"
 #include "engine/vit/vit_backbone.h"
+#include "proto/option_names.h"
 #include "server/admin_service.h"
 #include "server/dynamic_batcher.h"
 #include "server/http_api.h"
 #include "server/inference_pipeline.h"
 #include "server/model_registry.h"
 #include "server/primaps_service.h"
+#include "server/proto_convert.h"
 #include "server/repository_follower.h"
 #include "server/server_defaults.h"
 #include "server/server_metrics.h"
@@ -157,28 +159,31 @@ absl::StatusOr<std::unique_ptr<Backbone>> MakeBackbone(
   return LoadVitBackbone(c.weights(), options);
 }
 
+// An option that needs a value: its parse, refusing the empty name.
+template <typename Enum>
+absl::Status RequireChoice(const char* option,
+                           const absl::StatusOr<Enum>& parsed) {
+  RETURN_IF_ERROR(parsed.status());
+  if (static_cast<int>(*parsed) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(option, " is empty; it needs a value"));
+  }
+  return absl::OkStatus();
+}
+
 // The settings Create takes as they are: choices and bounds.
 absl::Status ValidateConfig(const v1::ServerConfig& c) {
-  if (c.crop() != "center" && c.crop() != "full") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--crop is \"", c.crop(), "\", expected center or full"));
-  }
-  if (!c.resize_filter().empty() && c.resize_filter() != "antialias" &&
-      c.resize_filter() != "bilinear") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--resize_filter is \"", c.resize_filter(),
-                     "\", expected antialias, bilinear or empty"));
-  }
-  if (c.output_size() != "processed" && c.output_size() != "original") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--output_size is \"", c.output_size(),
-                     "\", expected processed or original"));
-  }
-  if (c.crf_resolution() != "processed" && c.crf_resolution() != "original") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--crf_resolution is \"", c.crf_resolution(),
-                     "\", expected processed or original"));
-  }
+  // The names come from the one table (proto/option_names.h); crop, output
+  // size and CRF resolution need a value, the filter may be left empty (the
+  // reference's per task).
+  RETURN_IF_ERROR(RequireChoice("--crop", ParseCropMode("--crop", c.crop())));
+  RETURN_IF_ERROR(
+      ParseResizeFilter("--resize_filter", c.resize_filter()).status());
+  RETURN_IF_ERROR(RequireChoice(
+      "--output_size", ParseOutputSize("--output_size", c.output_size())));
+  RETURN_IF_ERROR(RequireChoice(
+      "--crf_resolution",
+      ParseCrfResolution("--crf_resolution", c.crf_resolution())));
   if (!c.model_repository().empty()) {
     RETURN_IF_ERROR(ParseVersionPolicy(c.version_policy()).status());
     if (c.poll_interval_s() < 1) {
@@ -257,24 +262,22 @@ PipelineOptions PipelineOptionsFrom(const v1::ServerConfig& c,
   options.decode.max_pixels = c.max_image_pixels();
   options.default_resize = c.resize();
   options.max_in_flight = c.max_queue();
-  options.default_crop =
-      c.crop() == "full" ? CropMode::kFull : CropMode::kCenter;
   options.primaps.threshold = c.threshold();
-  options.default_output_size = c.output_size() == "original"
-                                    ? OutputSize::kOriginal
-                                    : OutputSize::kProcessed;
-  options.default_crf_resolution = c.crf_resolution() == "original"
-                                       ? CrfResolution::kOriginal
-                                       : CrfResolution::kProcessed;
   options.max_tokens = c.max_tokens();
   options.max_crf_pixels = c.max_crf_pixels();
   options.max_large_in_flight = c.max_large_in_flight();
   options.large_request_tokens = c.large_request_tokens();
-  if (!c.resize_filter().empty()) {
-    options.default_filter = c.resize_filter() == "antialias"
-                                 ? ResizeFilter::kAntialias
-                                 : ResizeFilter::kBilinear;
-  }
+  // ValidateConfig checked the names; each Parse* here cannot fail.
+  options.default_crop = FromProto(*ParseCropMode("--crop", c.crop()))
+                             ->value_or(CropMode::kCenter);
+  options.default_output_size =
+      FromProto(*ParseOutputSize("--output_size", c.output_size()))
+          ->value_or(OutputSize::kProcessed);
+  options.default_crf_resolution =
+      FromProto(*ParseCrfResolution("--crf_resolution", c.crf_resolution()))
+          ->value_or(CrfResolution::kProcessed);
+  options.default_filter =
+      *FromProto(*ParseResizeFilter("--resize_filter", c.resize_filter()));
   options.on_stage = [metrics](const char* stage, absl::Duration duration) {
     metrics->RecordStage(stage, duration);
   };
@@ -435,6 +438,10 @@ void Server::Drain(absl::Duration timeout, absl::Duration grace) {
                      absl::FormatDuration(grace)));
     absl::SleepFor(grace);
   }
+  // Open streams answer what they have read and end with UNAVAILABLE, so
+  // that their clients resend the rest elsewhere; unary calls run to their
+  // end. Shutdown cancels whatever is still running at the timeout.
+  impl_->service->DrainStreams();
   impl_->server->Shutdown(absl::ToChronoTime(absl::Now() + timeout));
   // Stops listening and waits for the HTTP requests in progress.
   impl_->http.reset();

@@ -31,6 +31,7 @@ namespace primaps {
 namespace {
 
 using ::primaps::testing::HttpGet;
+using ::primaps::testing::ResidentBytes;
 using ::primaps::testing::ServerProcess;
 using ::primaps::testing::TempDir;
 using ::testing::HasSubstr;
@@ -410,13 +411,6 @@ TEST(ServerLimitsTest, OversizedMessageIsRefused) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("larger than max"));
   EXPECT_EQ(*client->Health(), "SERVING");
   EXPECT_TRUE(client->ProposeMasks(Request(Scene(6), 64, false)).ok());
-}
-
-int64_t ResidentBytes(pid_t pid) {
-  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
-  int64_t pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * ::sysconf(_SC_PAGESIZE);
 }
 
 // Far more messages on a stream than the server takes at once, written

@@ -181,6 +181,13 @@ double RequestsServed(int metrics_port) {
   return total;
 }
 
+int64_t ResidentBytes(pid_t pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  int64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * ::sysconf(_SC_PAGESIZE);
+}
+
 double MetricValue(int metrics_port, const std::string& name) {
   const std::string metrics = HttpGet(metrics_port, "/metrics");
   const std::string line = name + " ";

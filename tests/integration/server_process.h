@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,9 @@ double RequestsServed(int metrics_port);
 // The value of an unlabelled series (e.g. "primaps_active_calls") on a
 // server's /metrics endpoint; -1 when absent or unreachable.
 double MetricValue(int metrics_port, const std::string& name);
+
+// The resident memory of process `pid`, in bytes.
+int64_t ResidentBytes(pid_t pid);
 
 // A temporary directory, removed with its contents.
 class TempDir {

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
+#include <new>
+#include <stdexcept>
 #include <mutex>
 #include <vector>
 
@@ -187,6 +190,58 @@ TEST(DynamicBatcherTest, DestructorFinishesQueuedWork) {
     }
   }
   EXPECT_EQ(finished, 5);
+}
+
+// The built-in backbone, except that its first forwards throw what
+// LibTorch can let out on a real machine (an allocation that fails, a
+// library error that is not c10::Error).
+class ThrowingBackbone : public Backbone {
+ public:
+  ThrowingBackbone() : inner_(CreateBuiltinBackbone()) {}
+  const std::string& id() const override { return inner_->id(); }
+  int patch_size() const override { return inner_->patch_size(); }
+  int feature_dim() const override { return inner_->feature_dim(); }
+  absl::StatusOr<std::vector<FeatureMap>> Extract(
+      const std::vector<const NormalizedImage*>& images,
+      const StopCheck* stop) override {
+    const int call = calls_++;
+    if (call == 0) throw std::bad_alloc();
+    if (call == 1) throw std::runtime_error("cuBLAS said no");
+    return inner_->Extract(images, stop);
+  }
+
+ private:
+  std::unique_ptr<Backbone> inner_;
+  std::atomic<int> calls_{0};
+};
+
+TEST(DynamicBatcherTest, ExceptionsFromTheBackboneBecomeErrors) {
+  ThrowingBackbone backbone;
+  DynamicBatcher::Options options;
+  options.max_batch = 1;
+  DynamicBatcher batcher(options, &backbone, nullptr);
+  std::vector<absl::StatusOr<FeatureMap>> results;
+  for (int i = 0; i < 3; ++i) {
+    Latch done(1);
+    absl::StatusOr<FeatureMap> result = absl::UnknownError("not called");
+    DynamicBatcher::Work work;
+    work.image = Image(32, 32, 0.5f);
+    work.done = [&](absl::StatusOr<FeatureMap> f) {
+      result = std::move(f);
+      done.CountDown();
+    };
+    ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
+    done.Wait();
+    results.push_back(std::move(result));
+  }
+  EXPECT_EQ(results[0].status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(results[0].status().message().find("out of memory"),
+            std::string::npos);
+  EXPECT_EQ(results[1].status().code(), absl::StatusCode::kInternal);
+  EXPECT_NE(results[1].status().message().find("cuBLAS said no"),
+            std::string::npos);
+  // The batcher's thread lives on and serves the next request.
+  EXPECT_TRUE(results[2].ok()) << results[2].status();
 }
 
 }  // namespace
