@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "absl/strings/ascii.h"
@@ -72,6 +73,44 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
   }
   contents.resize(done);
   return contents;
+}
+
+absl::Status AppendLine(const std::string& path, absl::string_view line) {
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot append to ", path, ": ", std::strerror(errno)));
+  }
+  const std::string record = absl::StrCat(line, "\n");
+  size_t written = 0;
+  while (written < record.size()) {
+    const ssize_t n =
+        ::write(fd, record.data() + written, record.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = errno;
+      ::close(fd);
+      return absl::DataLossError(
+          absl::StrCat("cannot append to ", path, ": ", std::strerror(error)));
+    }
+    written += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) {
+    return absl::DataLossError(
+        absl::StrCat("cannot append to ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CreateDirectories(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create the directory ", path, ": ", ec.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status WriteFileAtomically(const std::string& path,

@@ -22,6 +22,16 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents);
 
+// Appends `line` and a newline to `path` (created if missing), in one
+// write; an error names the file and the system's reason. For logs of
+// records (JSONL) that a crash may cut at a line's end, never inside one
+// that was reported written.
+absl::Status AppendLine(const std::string& path, absl::string_view line);
+
+// Creates `path` and its missing parents; an error names the directory and
+// the system's reason.
+absl::Status CreateDirectories(const std::string& path);
+
 // Reads a bearer-token file: the first line, surrounding whitespace (CR
 // included) removed. Refuses an empty token. The server, the client and the
 // trainer read their tokens with it, so one file works for all three.

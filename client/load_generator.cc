@@ -1,12 +1,15 @@
 #include "client/load_generator.h"
 
 #include <algorithm>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "base/status_macros.h"
 #include "client/label_call.h"
 #include "client/primaps_client.h"
 
@@ -22,15 +25,20 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
   absl::Mutex mu;
   std::vector<double> latencies_ms;
   LoadReport report;
+  // One client (its own channel) per thread.
+  std::vector<std::unique_ptr<PrimapsClient>> clients;
+  for (int t = 0; t < o.concurrency; ++t) {
+    ClientOptions options;
+    options.target = o.server;
+    options.retries = 0;  // measure what the server answers, not retries
+    options.deadline = o.deadline;
+    ASSIGN_OR_RETURN(clients.emplace_back(), PrimapsClient::Create(options));
+  }
   const absl::Time start = absl::Now(), end = start + o.duration;
   std::vector<std::thread> threads;
   for (int t = 0; t < o.concurrency; ++t) {
-    threads.emplace_back([&] {
-      ClientOptions options;
-      options.target = o.server;
-      options.retries = 0;  // measure what the server answers, not retries
-      options.deadline = o.deadline;
-      auto client = *PrimapsClient::Create(options);
+    threads.emplace_back([&, t] {
+      PrimapsClient* client = clients[t].get();
       v1::ImageRequest request;
       request.mutable_image()->set_encoded(o.image);
       request.mutable_preprocess()->set_resize(o.resize);
@@ -43,7 +51,7 @@ absl::StatusOr<LoadReport> RunLoad(const LoadOptions& o) {
         if (features_rpc) {
           status = client->ExtractFeatures(features).status();
         } else {
-          status = CallLabels(client.get(), *mode, request).status();
+          status = CallLabels(client, *mode, request).status();
         }
         const double ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
         absl::MutexLock lock(&mu);

@@ -20,9 +20,9 @@ absl::StatusOr<std::vector<FeatureMap>> ExtractCatching(
   try {
     return backbone->Extract(images, stop);
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "out of memory in the backbone's forward of ", images.size(),
-        " images"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory in the backbone's forward of ",
+                     images.size(), " images"));
   } catch (const std::exception& e) {
     return absl::InternalError(
         absl::StrCat("the backbone's forward failed: ", e.what()));

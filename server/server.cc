@@ -232,12 +232,12 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
 // The follower of --model_repository, after its first poll, whose status
 // goes to `first_poll` (a repository not readable yet is polled again
 // later). `on_load` runs after each head it publishes.
-std::unique_ptr<RepositoryFollower> FollowRepository(
+absl::StatusOr<std::unique_ptr<RepositoryFollower>> FollowRepository(
     const v1::ServerConfig& c, ModelRegistry* registry,
     std::function<void()> on_load, absl::Status* first_poll) {
   RepositoryFollower::Options options;
   options.poll_interval = absl::Seconds(c.poll_interval_s());
-  options.policy = *ParseVersionPolicy(c.version_policy());  // validated
+  ASSIGN_OR_RETURN(options.policy, ParseVersionPolicy(c.version_policy()));
   options.log = [](const std::string& line) { Log(line); };
   options.on_load = std::move(on_load);
   auto follower = std::make_unique<RepositoryFollower>(
@@ -256,8 +256,8 @@ DynamicBatcher::Options BatcherOptionsFrom(const v1::ServerConfig& c) {
   return options;
 }
 
-PipelineOptions PipelineOptionsFrom(const v1::ServerConfig& c,
-                                    ServerMetrics* metrics) {
+absl::StatusOr<PipelineOptions> PipelineOptionsFrom(const v1::ServerConfig& c,
+                                                    ServerMetrics* metrics) {
   PipelineOptions options;
   options.decode.max_pixels = c.max_image_pixels();
   options.default_resize = c.resize();
@@ -267,17 +267,24 @@ PipelineOptions PipelineOptionsFrom(const v1::ServerConfig& c,
   options.max_crf_pixels = c.max_crf_pixels();
   options.max_large_in_flight = c.max_large_in_flight();
   options.large_request_tokens = c.large_request_tokens();
-  // ValidateConfig checked the names; each Parse* here cannot fail.
-  options.default_crop = FromProto(*ParseCropMode("--crop", c.crop()))
-                             ->value_or(CropMode::kCenter);
-  options.default_output_size =
-      FromProto(*ParseOutputSize("--output_size", c.output_size()))
-          ->value_or(OutputSize::kProcessed);
+  // The names were validated; the table maps them (proto/option_names.h).
+  ASSIGN_OR_RETURN(const v1::CropMode crop, ParseCropMode("--crop", c.crop()));
+  ASSIGN_OR_RETURN(const std::optional<CropMode> default_crop, FromProto(crop));
+  options.default_crop = default_crop.value_or(CropMode::kCenter);
+  ASSIGN_OR_RETURN(const v1::OutputSize size,
+                   ParseOutputSize("--output_size", c.output_size()));
+  ASSIGN_OR_RETURN(const std::optional<OutputSize> default_size,
+                   FromProto(size));
+  options.default_output_size = default_size.value_or(OutputSize::kProcessed);
+  ASSIGN_OR_RETURN(const v1::CrfResolution crf_at,
+                   ParseCrfResolution("--crf_resolution", c.crf_resolution()));
+  ASSIGN_OR_RETURN(const std::optional<CrfResolution> default_crf_at,
+                   FromProto(crf_at));
   options.default_crf_resolution =
-      FromProto(*ParseCrfResolution("--crf_resolution", c.crf_resolution()))
-          ->value_or(CrfResolution::kProcessed);
-  options.default_filter =
-      *FromProto(*ParseResizeFilter("--resize_filter", c.resize_filter()));
+      default_crf_at.value_or(CrfResolution::kProcessed);
+  ASSIGN_OR_RETURN(const v1::ResizeFilter filter,
+                   ParseResizeFilter("--resize_filter", c.resize_filter()));
+  ASSIGN_OR_RETURN(options.default_filter, FromProto(filter));
   options.on_stage = [metrics](const char* stage, absl::Duration duration) {
     metrics->RecordStage(stage, duration);
   };
@@ -359,8 +366,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
         metrics->RecordStage("queue", queued);
         metrics->RecordStage("forward", compute);
       });
+  ASSIGN_OR_RETURN(PipelineOptions pipeline_options,
+                   PipelineOptionsFrom(c, metrics));
   impl->pipeline = std::make_unique<InferencePipeline>(
-      PipelineOptionsFrom(c, metrics), impl->backbone.get(), registry,
+      std::move(pipeline_options), impl->backbone.get(), registry,
       impl->batcher.get(), impl->cpu_pool.get());
   impl->service =
       std::make_unique<PriMaPsServiceImpl>(impl->pipeline.get(), metrics);
@@ -379,13 +388,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   bool ready = true;
   if (!c.model_repository().empty()) {
     absl::Status first_poll;
-    impl->follower = FollowRepository(
-        c, registry,
-        [raw] {
-          absl::MutexLock lock(&raw->drain_mu);
-          if (raw->server != nullptr && !raw->drained) raw->SetServing(true);
-        },
-        &first_poll);
+    ASSIGN_OR_RETURN(impl->follower,
+                     FollowRepository(
+                         c, registry,
+                         [raw] {
+                           absl::MutexLock lock(&raw->drain_mu);
+                           if (raw->server != nullptr && !raw->drained)
+                             raw->SetServing(true);
+                         },
+                         &first_poll));
     ready = registry->Current()->head != nullptr ||
             (first_poll.ok() && c.version_policy() == "latest");
   }

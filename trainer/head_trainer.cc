@@ -398,9 +398,10 @@ SegmentationHead HeadTrainer::Head() const {
 int64_t HeadTrainer::step() const { return impl_->step; }
 int64_t HeadTrainer::ema_updates() const { return impl_->ema_updates; }
 
-std::string HeadTrainer::SerializeCheckpoint(
+absl::StatusOr<std::string> HeadTrainer::SerializeCheckpoint(
     const std::map<std::string, std::string>& metadata) const {
-  SafetensorsFile file = *ParseSafetensors(SerializeHeadCheckpoint(Head()));
+  ASSIGN_OR_RETURN(SafetensorsFile file,
+                   ParseSafetensors(SerializeHeadCheckpoint(Head())));
   for (const auto& [key, value] : metadata) file.metadata[key] = value;
   file.tensors["adam.m_v"] = ToRecord(impl_->m_v);
   file.tensors["adam.s_v"] = ToRecord(impl_->s_v);

@@ -78,7 +78,7 @@ class HeadTrainer {
 
   // Everything needed to resume: the heads, Adam's moments and step, the
   // EMA count, and `metadata`. Loadable by the server (it reads the heads).
-  std::string SerializeCheckpoint(
+  absl::StatusOr<std::string> SerializeCheckpoint(
       const std::map<std::string, std::string>& metadata) const;
   absl::Status RestoreCheckpoint(absl::string_view bytes);
 

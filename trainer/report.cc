@@ -200,8 +200,7 @@ absl::Status WriteReport(const ReportOptions& o) {
     names = info->class_names;
   }
   const std::string dir = o.run_dir + "/report";
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  RETURN_IF_ERROR(CreateDirectories(dir));
   RETURN_IF_ERROR(
       Plot(lines, "miou", "mIoU (%) per evaluation", dir + "/miou.png"));
   RETURN_IF_ERROR(Plot(lines, "accuracy", "pixel accuracy (%) per evaluation",
@@ -244,12 +243,16 @@ absl::Status WriteReport(const ReportOptions& o) {
   absl::StrAppend(&md,
                   "\n## Per-class IoU (theta_M, best of run)\n\n"
                   "| class | IoU |\n|---|---|\n");
-  const Json& ious = best["theta_m"]["class_iou"];
+  const Json& theta_m = best["theta_m"];
+  const Json ious = theta_m.is_object() && theta_m.contains("class_iou") &&
+                            theta_m["class_iou"].is_array()
+                        ? theta_m["class_iou"]
+                        : Json::array();
   for (size_t k = 0; k < ious.size(); ++k) {
     const std::string name =
         k < names.size() ? names[k] : absl::StrCat("class ", k);
     absl::StrAppend(&md, "| ", k, " ", name, " | ",
-                    ious[k].is_null() ? "-" : Cell(ious[k].get<double>()),
+                    !ious[k].is_number() ? "-" : Cell(ious[k].get<double>()),
                     " |\n");
   }
   absl::StrAppend(&md,

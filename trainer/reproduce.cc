@@ -55,8 +55,7 @@ absl::Status Prepare(const ReproduceOptions& o, const std::string& split,
 absl::Status RunReproduce(const ReproduceOptions& o) {
   const std::string root = o.trainer.out_dir;
   if (root.empty()) return absl::InvalidArgumentError("no --out");
-  std::error_code ec;
-  fs::create_directories(root, ec);
+  RETURN_IF_ERROR(CreateDirectories(root));
   const std::string train = root + "/data/train", val = root + "/data/val";
   const std::string precomputed = root + "/precomputed";
   RETURN_IF_ERROR(Phase(root, "prepare", [&]() -> absl::Status {

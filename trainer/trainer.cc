@@ -34,6 +34,7 @@
 #include "server/model_repository.h"
 #include "trainer/augment.h"
 #include "trainer/evaluation.h"
+#include "trainer/evaluation_json.h"
 #include "trainer/head_trainer.h"
 
 namespace primaps {
@@ -438,13 +439,9 @@ std::vector<float> LinearScores(const SegmentationHead& head,
 // Appends the EM step's focal loss to loss.jsonl, for the report's curve
 // (a resumed run repeats steps; the report keeps the last line of each).
 absl::Status AppendLoss(const TrainerOptions& o, int64_t step, double loss) {
-  std::FILE* f = std::fopen((o.out_dir + "/loss.jsonl").c_str(), "a");
-  if (f == nullptr)
-    return absl::PermissionDeniedError("cannot append to loss.jsonl");
-  std::fprintf(f, "{\"step\":%lld,\"loss\":%.6g}\n",
-               static_cast<long long>(step), loss);
-  std::fclose(f);
-  return absl::OkStatus();
+  return AppendLine(o.out_dir + "/loss.jsonl",
+                    absl::StrFormat("{\"step\":%lld,\"loss\":%.6g}",
+                                    static_cast<long long>(step), loss));
 }
 
 // Evaluates theta_M and theta_R, with and without the CRF; appends a line to
@@ -501,16 +498,11 @@ absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
   ASSIGN_OR_RETURN(
       const std::string png,
       EncodeRgbPng(ConfusionImage(confusion[0], m.cluster_to_class)));
-  std::error_code ec;
-  fs::create_directories(o.out_dir + "/confusion", ec);
+  RETURN_IF_ERROR(CreateDirectories(o.out_dir + "/confusion"));
   RETURN_IF_ERROR(WriteFileAtomically(
       absl::StrCat(o.out_dir, "/confusion/", phase, "_step", step, ".png"),
       png));
-  std::FILE* f = std::fopen((o.out_dir + "/metrics.jsonl").c_str(), "a");
-  if (f == nullptr)
-    return absl::PermissionDeniedError("cannot append to metrics.jsonl");
-  std::fprintf(f, "%s\n", line.dump().c_str());
-  std::fclose(f);
+  RETURN_IF_ERROR(AppendLine(o.out_dir + "/metrics.jsonl", line.dump()));
   Log(absl::StrFormat(
       "eval %s step %d: theta_M mIoU %.2f acc %.2f, theta_R mIoU %.2f acc "
       "%.2f%s",
@@ -530,12 +522,15 @@ absl::StatusOr<nlohmann::json> Evaluate(const TrainerOptions& o,
 // OUT/best.safetensors. A resumed run continues from the recorded best.
 class BestOfRun {
  public:
-  explicit BestOfRun(const std::string& out_dir) : out_dir_(out_dir) {
-    if (auto bytes = ReadFile(out_dir_ + "/best.json"); bytes.ok()) {
-      const auto j = nlohmann::json::parse(*bytes, nullptr, false);
-      if (j.is_object() && j.contains("theta_m"))
-        best_miou_ = j["theta_m"].value("miou", -1.0);
-    }
+  // The recorded best of `out_dir` (none yet: a fresh run); an unreadable
+  // best.json is an error that names it.
+  static absl::StatusOr<BestOfRun> Load(const std::string& out_dir) {
+    BestOfRun best(out_dir);
+    const std::string path = out_dir + "/best.json";
+    if (!std::filesystem::exists(path)) return best;
+    ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
+    ASSIGN_OR_RETURN(best.best_miou_, ThetaMMiou(bytes, path));
+    return best;
   }
 
   absl::Status Offer(const nlohmann::json& line, const SegmentationHead& head) {
@@ -548,6 +543,8 @@ class BestOfRun {
   }
 
  private:
+  explicit BestOfRun(std::string out_dir) : out_dir_(std::move(out_dir)) {}
+
   const std::string out_dir_;
   double best_miou_ = -1;
 };
@@ -557,10 +554,22 @@ std::string CheckpointPath(const TrainerOptions& o, int64_t step) {
                          step);
 }
 
+// The checkpoints in OUT/checkpoints, oldest first (their names sort by
+// step).
+std::vector<std::string> CheckpointFiles(const TrainerOptions& o) {
+  std::vector<std::string> all;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(o.out_dir + "/checkpoints", ec)) {
+    if (e.path().extension() == ".safetensors")
+      all.push_back(e.path().string());
+  }
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
 absl::Status SaveCheckpoint(const TrainerOptions& o,
                             const HeadTrainer& trainer) {
-  std::error_code ec;
-  fs::create_directories(o.out_dir + "/checkpoints", ec);
+  RETURN_IF_ERROR(CreateDirectories(o.out_dir + "/checkpoints"));
   const std::map<std::string, std::string> metadata = {
       {"config", nlohmann::json({{"classes", o.classes},
                                  {"batch", o.batch},
@@ -569,28 +578,23 @@ absl::Status SaveCheckpoint(const TrainerOptions& o,
                                  {"focal_gamma", o.focal_gamma},
                                  {"seed", o.seed}})
                      .dump()}};
-  RETURN_IF_ERROR(WriteFileAtomically(CheckpointPath(o, trainer.step()),
-                                      trainer.SerializeCheckpoint(metadata)));
+  ASSIGN_OR_RETURN(const std::string checkpoint,
+                   trainer.SerializeCheckpoint(metadata));
+  RETURN_IF_ERROR(
+      WriteFileAtomically(CheckpointPath(o, trainer.step()), checkpoint));
   // Keep the newest few.
-  std::vector<std::string> all;
-  for (const auto& e : fs::directory_iterator(o.out_dir + "/checkpoints", ec)) {
-    if (e.path().extension() == ".safetensors")
-      all.push_back(e.path().string());
+  const std::vector<std::string> all = CheckpointFiles(o);
+  for (size_t i = 0; i + o.keep_checkpoints < all.size(); ++i) {
+    std::error_code ec;
+    if (!fs::remove(all[i], ec) && ec)
+      Log(absl::StrCat("cannot remove the old checkpoint ", all[i], ": ",
+                       ec.message()));
   }
-  std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + o.keep_checkpoints < all.size(); ++i)
-    fs::remove(all[i], ec);
   return absl::OkStatus();
 }
 
 std::string NewestCheckpoint(const TrainerOptions& o) {
-  std::vector<std::string> all;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(o.out_dir + "/checkpoints", ec)) {
-    if (e.path().extension() == ".safetensors")
-      all.push_back(e.path().string());
-  }
-  std::sort(all.begin(), all.end());
+  const std::vector<std::string> all = CheckpointFiles(o);
   return all.empty() ? "" : all.back();
 }
 
@@ -619,17 +623,20 @@ void Push(const TrainerOptions& o, FeatureSource* source,
   }
 }
 
-// theta_M's mIoU of the newest published version, when it has figures.
-std::optional<double> LastPublishedMiou(const std::string& dir) {
+// theta_M's mIoU of the newest published version; nullopt when there is
+// none or it was published without figures, an error naming the file when
+// its evaluation.json is unreadable.
+absl::StatusOr<std::optional<double>> LastPublishedMiou(
+    const std::string& dir) {
   auto source = DirectoryModelSource(dir);
   auto versions = source->ListVersions();
   if (!versions.ok() || versions->empty()) return std::nullopt;
-  auto bytes = ReadFile(
-      absl::StrCat(source->Describe(versions->back()), "/evaluation.json"));
-  if (!bytes.ok()) return std::nullopt;
-  const auto j = nlohmann::json::parse(*bytes, nullptr, false);
-  if (j.is_discarded() || !j.contains("theta_m")) return std::nullopt;
-  return j["theta_m"].value("miou", -1.0);
+  const std::string path =
+      absl::StrCat(source->Describe(versions->back()), "/evaluation.json");
+  if (!std::filesystem::exists(path)) return std::nullopt;
+  ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
+  ASSIGN_OR_RETURN(const double miou, ThetaMMiou(bytes, path));
+  return miou;
 }
 
 // Publishes the head into o.publish_dir with `evaluation` (may be null),
@@ -637,8 +644,10 @@ std::optional<double> LastPublishedMiou(const std::string& dir) {
 absl::Status Publish(const TrainerOptions& o, const HeadTrainer& trainer,
                      const nlohmann::json& evaluation) {
   if (o.publish_max_miou_drop >= 0 && evaluation.contains("theta_m")) {
-    const double miou = evaluation["theta_m"].value("miou", -1.0);
-    const std::optional<double> last = LastPublishedMiou(o.publish_dir);
+    ASSIGN_OR_RETURN(const double miou,
+                     ThetaMMiou(evaluation, "the evaluation to publish"));
+    ASSIGN_OR_RETURN(const std::optional<double> last,
+                     LastPublishedMiou(o.publish_dir));
     if (last && miou < *last - o.publish_max_miou_drop) {
       Log(absl::StrFormat(
           "step %d not published: theta_M mIoU %.2f is more than %.2f below "
@@ -930,9 +939,8 @@ absl::Status RunTrainer(const TrainerOptions& options) {
   Log(absl::StrCat(train.size(), " training images: ", o.baseline_steps,
                    " baseline steps, ", o.steps, " PriMaPs-EM steps of ",
                    o.batch, " images"));
-  std::error_code ec;
-  fs::create_directories(o.out_dir + "/cache/train", ec);
-  fs::create_directories(o.out_dir + "/cache/val", ec);
+  RETURN_IF_ERROR(CreateDirectories(o.out_dir + "/cache/train"));
+  RETURN_IF_ERROR(CreateDirectories(o.out_dir + "/cache/val"));
   FeatureSource source(o.servers, o.resize);
   ThreadPool pool(std::max(1, o.fetch_concurrency));
   const TrainingRun run{o, train_dirs, std::move(train), &source, &pool};
@@ -941,7 +949,7 @@ absl::Status RunTrainer(const TrainerOptions& options) {
                    LoadValidationSet(o, &source));
   ASSIGN_OR_RETURN(std::unique_ptr<HeadTrainer> trainer,
                    CreateHeadTrainer(run));
-  BestOfRun best(o.out_dir);
+  ASSIGN_OR_RETURN(BestOfRun best, BestOfRun::Load(o.out_dir));
   nlohmann::json last_evaluation;  // published with the head
   const Evaluator evaluate = [&](const std::string& phase,
                                  int64_t step) -> absl::Status {

@@ -4,9 +4,9 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <mutex>
 #include <new>
 #include <stdexcept>
-#include <mutex>
 #include <vector>
 
 #include "engine/backbone/builtin_backbone.h"

@@ -89,3 +89,38 @@ TEST(ReadTokenFileTest, FirstLineWithoutWhitespaceOrCarriageReturn) {
 
 }  // namespace
 }  // namespace primaps
+
+namespace primaps {
+namespace {
+
+TEST(AppendLineTest, AppendsWholeLinesAndNamesTheFileOnError) {
+  char pattern[] = "/tmp/primaps_append_XXXXXX";
+  const std::string dir = ::mkdtemp(pattern);
+  const std::string path = dir + "/metrics.jsonl";
+  ASSERT_TRUE(AppendLine(path, "{\"step\":1}").ok());
+  ASSERT_TRUE(AppendLine(path, "{\"step\":2}").ok());
+  EXPECT_EQ(*ReadFile(path), "{\"step\":1}\n{\"step\":2}\n");
+  const absl::Status missing = AppendLine(dir + "/no/such/dir/x.jsonl", "x");
+  EXPECT_FALSE(missing.ok());
+  EXPECT_NE(missing.message().find(dir + "/no/such/dir/x.jsonl"),
+            std::string::npos)
+      << missing;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CreateDirectoriesTest, CreatesParentsAndNamesWhatItCannotCreate) {
+  char pattern[] = "/tmp/primaps_mkdir_XXXXXX";
+  const std::string dir = ::mkdtemp(pattern);
+  EXPECT_TRUE(CreateDirectories(dir + "/a/b/c").ok());
+  EXPECT_TRUE(std::filesystem::is_directory(dir + "/a/b/c"));
+  EXPECT_TRUE(CreateDirectories(dir + "/a/b/c").ok());  // already there
+  ASSERT_TRUE(WriteFileAtomically(dir + "/file", "x").ok());
+  const absl::Status under_a_file = CreateDirectories(dir + "/file/sub");
+  EXPECT_FALSE(under_a_file.ok());
+  EXPECT_NE(under_a_file.message().find(dir + "/file/sub"), std::string::npos)
+      << under_a_file;
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace primaps

@@ -183,7 +183,7 @@ TEST(HeadTrainerTest, PcaInitAndCheckpointRoundTrip) {
   for (int i = 0; i < 12; ++i) ASSERT_TRUE(trainer->EmStep({sample}).ok());
   EXPECT_EQ(trainer->step(), 12);
   EXPECT_EQ(trainer->ema_updates(), 1);
-  const std::string bytes = trainer->SerializeCheckpoint({{"note", "x"}});
+  const std::string bytes = *trainer->SerializeCheckpoint({{"note", "x"}});
   auto restored = *HeadTrainer::Create(options);
   ASSERT_TRUE(restored->RestoreCheckpoint(bytes).ok());
   EXPECT_EQ(restored->step(), 12);
@@ -221,7 +221,7 @@ TEST(HeadTrainerTest, LinearProbeLearnsAndSurvivesACheckpoint) {
   ASSERT_EQ(head.linear_bias.size(), 2u);
   // The probe travels in the checkpoint, and a restored trainer continues
   // identically.
-  const std::string bytes = trainer->SerializeCheckpoint({});
+  const std::string bytes = *trainer->SerializeCheckpoint({});
   auto parsed = ParseHeadCheckpoint(bytes, "builtin", 3);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->linear_weight, head.linear_weight);
