@@ -503,8 +503,17 @@ absl::StatusOr<LabelJobSummary> RunLabelJob(const LabelJobOptions& options) {
                                  options.shard_index, "-of-",
                                  options.shard_count, ".jsonl"));
   if (!manifest.ok()) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot write the manifest in ", options.output));
+    // The usual cause in a container: a host directory owned by someone
+    // other than the container's user.
+    return absl::PermissionDeniedError(absl::StrCat(
+        "cannot write the manifest in ", options.output,
+        ::access(options.output.c_str(), W_OK) == 0
+            ? ""
+            : absl::StrCat(": the directory is not writable by uid ",
+                           ::geteuid(), "; make it writable (e.g. `chown ",
+                           ::geteuid(),
+                           " DIR` on the host) or run as its owner (Docker "
+                           "Compose: PRIMAPS_UID=$(id -u))")));
   }
 
   JobCounters counters;

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Installs exactly the Debian 12 packages this project needs that are missing.
 # Idempotent: a second run installs nothing and does not touch the network.
+#
+#   scripts/install_deps.sh [--full]
+#
+# --full: also what `scripts/test.sh --full` needs beyond the test suite:
+# the Docker engine and debootstrap (scripts/check_images.sh builds and
+# runs the images, making the Debian base image itself).
 set -euo pipefail
+full=0
+[ "${1:-}" = "--full" ] && full=1
 
 packages=(
   # Toolchain.
@@ -31,6 +39,12 @@ packages=(
 # kubectl (for `kubectl kustomize`): Debian's kubernetes-client, unless a
 # kubectl is already installed (they conflict).
 command -v kubectl > /dev/null || packages+=(kubernetes-client)
+if [ "$full" -eq 1 ]; then
+  # A docker command installed some other way is left as it is; the engine
+  # (dockerd) comes with docker.io.
+  command -v dockerd > /dev/null || packages+=(docker.io)
+  packages+=(debootstrap curl)
+fi
 
 # PRIMAPS_SKIP_PACKAGES: space-separated packages to leave out (the CUDA
 # image brings its own LibTorch).

@@ -6,8 +6,11 @@
 # Without --full: the unit and integration tests (ctest). With --full, then
 # also the builds that compile the project again with other settings, each
 # outside ctest's timeouts: the libFuzzer targets (a short run each), ASan +
-# UBSan over the test suite, ThreadSanitizer over the concurrent parts, and
-# the CRF kernels built for SSE2 compared bit for bit with the main build's.
+# UBSan over the test suite, ThreadSanitizer over the concurrent parts, the
+# CRF kernels built for SSE2 compared bit for bit with the main build's, and
+# the CPU Docker image built and run with its Compose services
+# (scripts/check_images.sh; skipped with a line saying why where Docker is
+# not usable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 full=0
@@ -20,7 +23,7 @@ for arg in "$@"; do
   esac
 done
 
-bash scripts/install_deps.sh
+if [ "$full" -eq 1 ]; then bash scripts/install_deps.sh --full; else bash scripts/install_deps.sh; fi
 # ccache (when installed) shares its cache between checkouts in different
 # folders: paths relative to the checkout, the working directory not hashed.
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
@@ -44,5 +47,6 @@ if [ "$full" -eq 1 ]; then
   step sse2_kernels bash scripts/run_sse2_kernels.sh "$build_dir"
   step tsan bash scripts/run_tsan.sh "$build_dir"
   step asan_ubsan bash scripts/run_sanitizers.sh
-  echo "full: 4 extra builds passed"
+  step docker_images bash scripts/check_images.sh "$build_dir"
+  echo "full: 4 extra builds and the Docker images passed"
 fi
