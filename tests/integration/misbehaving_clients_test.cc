@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/primaps_client.h"
 #include "primaps/v1/admin.grpc.pb.h"
+#include "server/model_repository.h"
 #include "tests/integration/server_process.h"
 #include "tests/integration/slow_proxy.h"
 #include "tests/unit/test_heads.h"
@@ -470,6 +471,56 @@ TEST_F(MisbehavingClientsTest, StreamsAcrossAHotSwapNameTheirHead) {
   EXPECT_FALSE(stream->Read(&response));
   EXPECT_TRUE(stream->Finish().ok());
   ExpectRecovered("a stream across two hot swaps");
+}
+
+// A server following a model repository: a version published while a
+// stream is open reaches the stream's next images.
+TEST(MisbehavingClientsRepositoryTest, StreamsAcrossARepositoryUpdate) {
+  TempDir dir;
+  const std::string repository = dir.path() + "/repository";
+  ASSERT_TRUE(
+      PublishToDirectory(
+          repository, primaps::testing::RandomBuiltinHeadBytes(5, 1.f, 3), "")
+          .ok());
+  ServerProcess server({"--model_repository=" + repository,
+                        "--poll_interval_s=1", "--cpu_threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  ClientOptions options;
+  options.target = server.address();
+  options.retries = 0;
+  auto client = *PrimapsClient::Create(options);
+  grpc::ClientContext context;
+  auto stream = client->stub()->StreamPseudoLabels(&context);
+  v1::PseudoLabelStreamResponse response;
+  ASSERT_TRUE(stream->Write(SmallRequest(0)));
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.pseudo_label().model().head_version(), 1u);
+  ASSERT_TRUE(
+      PublishToDirectory(
+          repository, primaps::testing::RandomBuiltinHeadBytes(6, 1.f, 4), "")
+          .ok());
+  // Images keep flowing on the same stream while the server picks it up.
+  uint64_t version = 1;
+  const auto start = Clock::now();
+  for (int i = 1;
+       version == 1 && Clock::now() - start < std::chrono::seconds(30); ++i) {
+    ASSERT_TRUE(stream->Write(SmallRequest(i)));
+    ASSERT_TRUE(stream->Read(&response));
+    ASSERT_FALSE(response.has_error()) << response.error().message();
+    const uint64_t now = response.pseudo_label().model().head_version();
+    EXPECT_GE(now, version);  // never back to the old one
+    version = now;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(version, 2u);
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  double active = -1;
+  for (int i = 0; i < 500 && active != 0; ++i) {
+    active = MetricValue(server.metrics_port(), "primaps_active_calls");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(active, 0);
 }
 
 TEST_F(MisbehavingClientsTest, DrainFinishesOpenStreamsWithUnavailable) {
