@@ -25,10 +25,12 @@ image=primaps-serve:cpu
 project=primaps-check
 
 step_start=$SECONDS
-step() {  # step NAME: closes the previous step and names the next one
-  echo "check_images: ($((SECONDS - step_start)) s)"
+step_name=""
+step() {  # step NAME: closes the previous step (its time) and opens the next
+  [ -z "$step_name" ] || echo "check_images: $step_name: $((SECONDS - step_start)) s"
   step_start=$SECONDS
-  echo "== check_images: $1"
+  step_name=$1
+  [ "$1" = done ] || echo "== check_images: $1"
 }
 fail() { echo "check_images: FAILED: $*" >&2; exit 1; }
 
@@ -99,7 +101,8 @@ docker run -d --name primaps-check-server \
   -p "127.0.0.1:$grpc:50051" -p "127.0.0.1:$metrics:9464" -p "127.0.0.1:$http:8080" \
   "$image" > /dev/null
 wait_serving "127.0.0.1:$grpc" || { docker logs primaps-check-server; fail "health never SERVING"; }
-photo=$(ls "$repo"/../shared/data/demo/*.jpg 2> /dev/null | head -1 || true)
+demos=$(ls "$repo"/../shared/data/demo/*.{jpg,png} 2> /dev/null || true)
+photo=$(head -1 <<< "$demos")
 if [ -z "$photo" ]; then
   "$build_dir/tools/primaps-make-samples" --out="$tmp/samples" > /dev/null
   photo=$(ls "$tmp"/samples/* | head -1)
@@ -149,11 +152,8 @@ address="127.0.0.1:$PRIMAPS_GRPC_PORT"
 wait_serving "$address" || { "${compose[@]}" logs server; fail "compose server never SERVING"; }
 
 step "docker-compose --profile label run label (the demo photos)"
-if ls "$repo"/../shared/data/demo/*.jpg > /dev/null 2>&1; then
-  cp "$repo"/../shared/data/demo/*.jpg "$tmp/input/"
-else
-  cp "$photo" "$tmp/input/"
-fi
+# The demo photos when they sit beside the checkout, else the sample.
+if [ -n "$demos" ]; then cp $demos "$tmp/input/"; else cp "$photo" "$tmp/input/"; fi
 inputs=$(ls "$tmp/input" | wc -l)
 # As deploy/README.md says: the output folder must be writable by the
 # container's user (uid 10001).
