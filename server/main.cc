@@ -36,7 +36,13 @@ ABSL_FLAG(std::string, backbone, Defaults().backbone(),
           "builtin, dino_vits8, dino_vits16, dino_vitb8, dino_vitb16, "
           "dinov2_vits14, dinov2_vitb14, "
           "dinov2_vits14_reg or dinov2_vitb14_reg.");
-ABSL_FLAG(std::string, weights, "", "Backbone weights (.pth or .safetensors).");
+ABSL_FLAG(
+    std::string, weights, "",
+    "Backbone weights (.pth or .safetensors), or the reference's train.py "
+    ".ckpt: a whole model, backbone and heads.");
+ABSL_FLAG(int32_t, dino_block, 0,
+          "Feature block as the reference's dino_block (1 = last); 0 = the "
+          "reference checkpoint's, or the last.");
 ABSL_FLAG(std::string, head, "",
           "Head checkpoint (.safetensors) to serve at start-up.");
 ABSL_FLAG(std::string, checkpoint_dir, "",
@@ -128,6 +134,7 @@ void ApplyFlags(const std::set<std::string>& given_flags,
   PRIMAPS_OVERRIDE(backbone);
   PRIMAPS_OVERRIDE(weights);
   PRIMAPS_OVERRIDE(head);
+  PRIMAPS_OVERRIDE(dino_block);
   PRIMAPS_OVERRIDE(checkpoint_dir);
   PRIMAPS_OVERRIDE(model_repository);
   PRIMAPS_OVERRIDE(poll_interval_s);

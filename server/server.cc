@@ -9,12 +9,17 @@
 #include <cstdio>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
+#include "engine/backbone/backbone_weights.h"
 #include "engine/backbone/builtin_backbone.h"
+#include "engine/checkpoint/pth_reader.h"
+#include "engine/reference_checkpoint.h"
+#include "engine/segmentation_head.h"
 #include "engine/vit/vit_backbone.h"
 #include "proto/option_names.h"
 #include "server/admin_service.h"
@@ -131,32 +136,116 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
   return grpc::SslServerCredentials(options);
 }
 
-absl::StatusOr<std::unique_ptr<Backbone>> MakeBackbone(
-    const v1::ServerConfig& c) {
-  if (c.backbone() == "builtin") {
-    if (!c.weights().empty()) {
+// The backbone, and the heads when --weights holds a whole model (the
+// reference's train.py checkpoint, engine/reference_checkpoint.h).
+struct LoadedModel {
+  std::unique_ptr<Backbone> backbone;
+  std::optional<SegmentationHead> head;
+};
+
+absl::StatusOr<VitBackboneOptions> VitOptions(const v1::ServerConfig& c,
+                                              const VitConfig& arch) {
+  VitBackboneOptions options;
+  options.config = arch;
+  options.device = c.device();
+  options.precision = c.precision();
+  if (c.dino_block() > 0) {
+    if (c.dino_block() > arch.depth) {
       return absl::InvalidArgumentError(
-          "--weights is given but --backbone=builtin needs none");
+          absl::StrCat("--dino_block=", c.dino_block(), ": ", arch.name,
+                       " has ", arch.depth, " blocks"));
     }
+    options.block = BlockForDinoBlock(arch, c.dino_block());
+  }
+  return options;
+}
+
+// --weights as the reference's checkpoint: the backbone it names (refused
+// when --backbone names another) and its heads.
+absl::StatusOr<LoadedModel> LoadReferenceModel(const v1::ServerConfig& c,
+                                               PthStateDict state) {
+  auto model = ReadReferenceModel(std::move(state));
+  if (!model.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--weights ", c.weights(), ": ", model.status().message()));
+  }
+  if (c.backbone() != server_defaults::kBackbone &&
+      c.backbone() != model->config.name) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--backbone=", c.backbone(), " but --weights ", c.weights(), " holds ",
+        model->config.name, "; leave --backbone out to serve it"));
+  }
+  ASSIGN_OR_RETURN(VitBackboneOptions options, VitOptions(c, model->config));
+  // Without --dino_block the heads read the block they were trained on.
+  if (c.dino_block() == 0) options.block = model->block;
+  SetTorchThreads(c.threads());
+  Log(absl::StrCat(
+      "--weights is the reference's checkpoint: ", model->config.name,
+      ", dino_block ", c.dino_block() > 0 ? c.dino_block() : model->dino_block,
+      ", ", model->head.classes, " classes, theta_M from ",
+      model->theta_m_from));
+  LoadedModel loaded;
+  ASSIGN_OR_RETURN(loaded.backbone,
+                   CreateVitBackbone(model->backbone, options));
+  loaded.head = std::move(model->head);
+  return loaded;
+}
+
+absl::StatusOr<LoadedModel> MakeBackbone(const v1::ServerConfig& c) {
+  LoadedModel loaded;
+  if (c.backbone() == "builtin" && c.weights().empty()) {
     if (c.precision() != "fp32" && c.precision() != "auto") {
       return absl::InvalidArgumentError(
           absl::StrCat("--precision=", c.precision(),
                        ": the built-in backbone computes in fp32"));
     }
-    return CreateBuiltinBackbone();
+    loaded.backbone = CreateBuiltinBackbone();
+    return loaded;
   }
-  ASSIGN_OR_RETURN(const VitConfig arch, VitConfigByName(c.backbone()));
   if (c.weights().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--backbone=", c.backbone(),
-        " needs --weights (an official .pth or a .safetensors file)"));
+        " needs --weights (an official .pth, a .safetensors file or the "
+        "reference's .ckpt)"));
   }
-  VitBackboneOptions options;
-  options.config = arch;
-  options.device = c.device();
-  options.precision = c.precision();
+  ASSIGN_OR_RETURN(const std::string bytes, ReadFile(c.weights()));
+  std::optional<TensorMap> raw_pth;
+  // A whole model (backbone and heads) in one Lightning checkpoint?
+  if (absl::StartsWith(bytes, "PK\x03\x04")) {
+    auto state = ReadPthStateDict(bytes);
+    if (state.ok() && IsLightningModelCheckpoint(*state))
+      return LoadReferenceModel(c, *std::move(state));
+    if (!state.ok()) {
+      // Truncated or corrupt: say so, whatever the file was meant to be.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--weights ", c.weights(), ": ", state.status().message()));
+    }
+    raw_pth = std::move(state->tensors);
+  }
+  if (c.backbone() == "builtin") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--weights ", c.weights(),
+        " is no reference checkpoint (a whole model): name its backbone "
+        "with --backbone (dino_vits8, ...); the built-in backbone needs no "
+        "weights"));
+  }
+  ASSIGN_OR_RETURN(const VitConfig arch, VitConfigByName(c.backbone()));
+  ASSIGN_OR_RETURN(const VitBackboneOptions options, VitOptions(c, arch));
   SetTorchThreads(c.threads());
-  return LoadVitBackbone(c.weights(), options);
+  // A .pth is parsed already; anything else (safetensors) is parsed here.
+  absl::StatusOr<TensorMap> raw =
+      raw_pth.has_value() ? *std::move(raw_pth) : ParseWeights(bytes);
+  if (!raw.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(c.weights(), ": ", raw.status().message()));
+  }
+  auto weights = CanonicalizeBackboneWeights(*std::move(raw), arch);
+  if (!weights.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(c.weights(), ": ", weights.status().message()));
+  }
+  ASSIGN_OR_RETURN(loaded.backbone, CreateVitBackbone(*weights, options));
+  return loaded;
 }
 
 // An option that needs a value: its parse, refusing the empty name.
@@ -208,15 +297,25 @@ absl::Status ValidateConfig(const v1::ServerConfig& c) {
   return absl::OkStatus();
 }
 
-// The registry for `backbone`'s heads, serving --head when given.
+// The registry for `backbone`'s heads, serving --head when given, else the
+// heads that came with --weights.
 absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
-    const v1::ServerConfig& c, const Backbone& backbone) {
+    const v1::ServerConfig& c, const Backbone& backbone,
+    const std::optional<SegmentationHead>& weights_head) {
   ModelRegistry::Options options;
   options.backbone = backbone.id();
   options.precision = backbone.precision();
   options.feature_dim = backbone.feature_dim();
   options.checkpoint_dir = c.checkpoint_dir();
   auto registry = std::make_unique<ModelRegistry>(options);
+  if (c.head().empty() && weights_head.has_value()) {
+    ASSIGN_OR_RETURN(auto loaded,
+                     registry->LoadFromBytes(
+                         SerializeHeadCheckpoint(*weights_head), c.weights()));
+    Log(absl::StrCat("heads from --weights: ", loaded->head->classes,
+                     " classes, version ", loaded->version));
+    return registry;
+  }
   if (c.head().empty()) return registry;
   ASSIGN_OR_RETURN(const std::string bytes, ReadFile(c.head(), 1 << 30));
   auto loaded = registry->LoadFromBytes(bytes, "--head " + c.head());
@@ -331,10 +430,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   const v1::ServerConfig& c = impl->config;
-  Log(absl::StrCat("loading backbone ", c.backbone(),
-                   c.weights().empty() ? "" : " from " + c.weights()));
-  ASSIGN_OR_RETURN(impl->backbone, MakeBackbone(c));
-  ASSIGN_OR_RETURN(impl->registry, CreateRegistry(c, *impl->backbone));
+  Log(c.backbone() == server_defaults::kBackbone && !c.weights().empty()
+          ? absl::StrCat("loading the model in ", c.weights())
+          : absl::StrCat("loading backbone ", c.backbone(),
+                         c.weights().empty() ? "" : " from " + c.weights()));
+  ASSIGN_OR_RETURN(LoadedModel loaded, MakeBackbone(c));
+  impl->backbone = std::move(loaded.backbone);
+  ASSIGN_OR_RETURN(impl->registry,
+                   CreateRegistry(c, *impl->backbone, loaded.head));
   ModelRegistry* registry = impl->registry.get();
 
   // Metrics read live values from parts created below.

@@ -55,6 +55,63 @@ absl::StatusOr<TensorRecord> Materialize(const std::string& name,
   return record;
 }
 
+// A scalar pickle value as text; false for anything else.
+bool ScalarText(const PickleGraph& graph, const PickleValue& v,
+                std::string* out) {
+  switch (v.kind) {
+    case Kind::kNone:
+      *out = "None";
+      return true;
+    case Kind::kBool:
+      *out = v.int_value ? "True" : "False";
+      return true;
+    case Kind::kInt:
+      *out = absl::StrCat(v.int_value);
+      return true;
+    case Kind::kFloat:
+      *out = absl::StrCat(v.float_value);
+      return true;
+    case Kind::kString:
+      *out = v.text;
+      return true;
+    case Kind::kList:
+    case Kind::kTuple: {
+      std::string joined;
+      for (int32_t item : v.items) {
+        std::string text;
+        if (!ScalarText(graph, graph.at(item), &text)) return false;
+        absl::StrAppend(&joined, joined.empty() ? "" : ",", text);
+      }
+      *out = joined;
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// The scalar entries of a dict value (kDict, or a kObject whose state is
+// one), as text.
+std::map<std::string, std::string> ScalarFields(const PickleGraph& graph,
+                                                int32_t index) {
+  std::map<std::string, std::string> out;
+  const PickleValue* v = &graph.at(index);
+  if (v->kind == Kind::kObject) {
+    if (v->items.empty()) return out;
+    v = &graph.at(v->items[0]);
+  }
+  if (v->kind != Kind::kDict) return out;
+  for (size_t i = 0; i + 1 < v->items.size(); i += 2) {
+    const PickleValue& key = graph.at(v->items[i]);
+    std::string text;
+    if (key.kind == Kind::kString &&
+        ScalarText(graph, graph.at(v->items[i + 1]), &text)) {
+      out[key.text] = text;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
@@ -90,6 +147,16 @@ absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
   if (graph.at(dict).kind != Kind::kDict) {
     return absl::InvalidArgumentError(
         "checkpoint does not hold a dict (state dict) at the top level");
+  }
+  const PickleValue& top = graph.at(graph.root);
+  for (size_t i = 0; i < top.items.size(); i += 2) {
+    if (graph.at(top.items[i]).kind == Kind::kString)
+      result.top_level_keys.push_back(graph.at(top.items[i]).text);
+  }
+  if (const int32_t hparams = graph.Find(graph.root, "hyper_parameters");
+      hparams >= 0) {
+    const int32_t opts = graph.Find(hparams, "opts");
+    result.hyper_parameters = ScalarFields(graph, opts >= 0 ? opts : hparams);
   }
   for (const char* key : {"teacher", "model", "state_dict"}) {
     const int32_t nested = graph.Find(graph.root, key);

@@ -4,7 +4,9 @@
 #ifndef PRIMAPS_ENGINE_CHECKPOINT_PTH_READER_H_
 #define PRIMAPS_ENGINE_CHECKPOINT_PTH_READER_H_
 
+#include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -18,6 +20,14 @@ struct PthStateDict {
   // nested dict ("teacher" for DINO training checkpoints, "model",
   // "state_dict").
   std::string source;
+  // The keys of the top-level dict (e.g. a Lightning checkpoint's "epoch",
+  // "state_dict", "hyper_parameters", "pytorch-lightning_version").
+  std::vector<std::string> top_level_keys;
+  // The training options a checkpoint carries, as text: the scalar fields
+  // of `hyper_parameters["opts"]` (an argparse.Namespace, as train.py's
+  // save_hyperparameters() stores it) or of `hyper_parameters` itself;
+  // lists of scalars are joined with ",". Empty when there are none.
+  std::map<std::string, std::string> hyper_parameters;
 };
 
 // Finds the state dict in a torch.save archive and materializes its tensors
