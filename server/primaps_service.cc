@@ -123,32 +123,55 @@ void PriMaPsServiceImpl::OnStreamDone(DrainableStream* stream) {
   --active_calls_;
 }
 
+namespace {
+
+// One stream item through the pipeline. Runs after the call's context may
+// be gone, so it holds only the stream's cancellation and deadline, never
+// the context (stream_reactor.h). `fill` writes the result into the
+// response; `done` gets the item's status and response.
+template <typename Request, typename Response>
+void RunStreamItem(InferencePipeline* pipeline, absl::Time deadline,
+                   std::shared_ptr<const StreamCancellation> cancellation,
+                   absl::StatusOr<PipelineRequest> p, const Request& request,
+                   absl::Status (*fill)(const PipelineResult&, const Request&,
+                                        Response*),
+                   std::function<void(absl::Status, Response)> done) {
+  if (!p.ok()) {
+    done(p.status(), {});
+    return;
+  }
+  p->deadline = deadline;
+  p->is_cancelled = [cancellation] { return cancellation->cancelled(); };
+  pipeline->Run(*std::move(p), [request, fill, done = std::move(done)](
+                                   absl::StatusOr<PipelineResult> result) {
+    Response response;
+    absl::Status status = result.status();
+    if (result.ok()) status = fill(*result, request, &response);
+    done(status, std::move(response));
+  });
+}
+
+absl::Status FillStreamPseudoLabel(const PipelineResult& result,
+                                   const v1::ImageRequest& request,
+                                   v1::PseudoLabelStreamResponse* out) {
+  out->set_request_id(request.request_id());
+  return FillPseudoLabel(result, request, out->mutable_pseudo_label());
+}
+
+}  // namespace
+
 grpc::ServerBidiReactor<v1::FeatureRequest, v1::FeatureResponse>*
 PriMaPsServiceImpl::ExtractFeatures(grpc::CallbackServerContext* context) {
   using Reactor = StreamReactor<v1::FeatureRequest, v1::FeatureResponse>;
   InferencePipeline* pipeline = pipeline_;
   const absl::Time deadline = Deadline(context);
-  // Runs after the context may be gone: it holds only the stream's
-  // cancellation, never the context (stream_reactor.h).
   auto process = [pipeline, deadline](
                      const v1::FeatureRequest& request,
                      std::shared_ptr<const StreamCancellation> cancellation,
                      Reactor::Done done) {
-    absl::StatusOr<PipelineRequest> p = ToPipelineRequest(request);
-    if (!p.ok()) {
-      done(p.status(), {});
-      return;
-    }
-    p->deadline = deadline;
-    p->is_cancelled = [cancellation] { return cancellation->cancelled(); };
-    pipeline->Run(*std::move(p),
-                  [request, done](absl::StatusOr<PipelineResult> result) {
-                    v1::FeatureResponse response;
-                    absl::Status status = result.status();
-                    if (result.ok())
-                      status = FillFeatures(*result, request, &response);
-                    done(status, std::move(response));
-                  });
+    RunStreamItem(pipeline, deadline, std::move(cancellation),
+                  ToPipelineRequest(request), request, &FillFeatures,
+                  std::move(done));
   };
   return AddStream(
       new Reactor(this, "ExtractFeatures", /*ordered=*/true, process, nullptr));
@@ -160,29 +183,13 @@ PriMaPsServiceImpl::StreamPseudoLabels(grpc::CallbackServerContext* context) {
       StreamReactor<v1::ImageRequest, v1::PseudoLabelStreamResponse>;
   InferencePipeline* pipeline = pipeline_;
   const absl::Time deadline = Deadline(context);
-  // As in ExtractFeatures: no context after this point.
   auto process = [pipeline, deadline](
                      const v1::ImageRequest& request,
                      std::shared_ptr<const StreamCancellation> cancellation,
                      Reactor::Done done) {
-    absl::StatusOr<PipelineRequest> p =
-        ToPipelineRequest(Task::kPseudoLabel, request);
-    if (!p.ok()) {
-      done(p.status(), {});
-      return;
-    }
-    p->deadline = deadline;
-    p->is_cancelled = [cancellation] { return cancellation->cancelled(); };
-    pipeline->Run(*std::move(p),
-                  [request, done](absl::StatusOr<PipelineResult> result) {
-                    v1::PseudoLabelStreamResponse response;
-                    response.set_request_id(request.request_id());
-                    absl::Status status = result.status();
-                    if (result.ok())
-                      status = FillPseudoLabel(*result, request,
-                                               response.mutable_pseudo_label());
-                    done(status, std::move(response));
-                  });
+    RunStreamItem(pipeline, deadline, std::move(cancellation),
+                  ToPipelineRequest(Task::kPseudoLabel, request), request,
+                  &FillStreamPseudoLabel, std::move(done));
   };
   auto error_response = [](const v1::ImageRequest& request,
                            const absl::Status& status) {

@@ -30,12 +30,13 @@ OUT_DIR receives:
 """
 import argparse
 import collections
-import json
 import os
-import struct
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_golden import save_safetensors  # noqa: E402  (the one writer)
 
 CLASSES = 5
 
@@ -136,24 +137,6 @@ def lightning_checkpoint(state_dict, opts):
     }
 
 
-def save_safetensors(path, tensors, metadata):
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        raw = tensors[name].contiguous().float().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    header["__metadata__"] = metadata
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-
-
 def main():
     out = sys.argv[1]
     arch = sys.argv[2] if len(sys.argv) > 2 else "dino_vits8"
@@ -209,7 +192,7 @@ def main():
         os.path.join(out, "head.safetensors"),
         {"theta_r.v": seg_v.flatten(1), "theta_r.g": seg_g.flatten(),
          "theta_m.v": ema_v.flatten(1), "theta_m.g": ema_g.flatten(),
-         "linear.weight": linear_w.flatten(1), "linear.bias": linear_b},
+         "linear.weight": linear_w.flatten(1).contiguous(), "linear.bias": linear_b},
         {"backbone": arch, "classes": str(CLASSES), "feature_dim": str(dim), "step": "0"})
 
 

@@ -44,18 +44,7 @@ std::string Demo(const char* name) {
 
 // A small generated photo-like image (so tests do not depend on the demos).
 std::string Scene(int seed, int w = 160, int h = 120) {
-  cv::Mat mat(h, w, CV_8UC3);
-  std::mt19937 rng(seed);
-  for (int y = 0; y < h; ++y) {
-    for (int x = 0; x < w; ++x) {
-      const int region = y < h / 3 ? 0 : (x < w / 2 ? 1 : 2);
-      for (int c = 0; c < 3; ++c) {
-        mat.at<cv::Vec3b>(y, x)[c] = static_cast<uint8_t>(
-            (region * 80 + c * 50 + seed * 13) % 200 + rng() % 40);
-      }
-    }
-  }
-  return primaps::testing::Encode(mat, ".png");
+  return primaps::testing::RegionsScene(seed, w, h);
 }
 
 std::string HeadBytes(int classes, float scale) {

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
+#include <random>
 #include <sstream>
 #include <vector>
 
@@ -121,6 +122,22 @@ std::string ReadBinary(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+std::string RegionsScene(int seed, int width, int height,
+                         const std::string& ext) {
+  cv::Mat mat(height, width, CV_8UC3);
+  std::mt19937 rng(seed);
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      const int region = y < height / 3 ? 0 : (x < width / 2 ? 1 : 2);
+      for (int c = 0; c < 3; ++c) {
+        mat.at<cv::Vec3b>(y, x)[c] = static_cast<uint8_t>(
+            (region * 80 + c * 50 + seed * 13) % 200 + rng() % 40);
+      }
+    }
+  }
+  return Encode(mat, ext);
 }
 
 }  // namespace primaps::testing

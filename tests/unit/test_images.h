@@ -26,6 +26,11 @@ std::string DemoImagePath(const std::string& name);
 
 std::string ReadBinary(const std::string& path);
 
+// A photo-like scene, encoded as `ext`: three regions (a top third, two
+// halves below) of seed-dependent colours with seeded noise.
+std::string RegionsScene(int seed, int width, int height,
+                         const std::string& ext = ".png");
+
 // Path of a committed golden fixture under tests/golden/fixtures.
 std::string FixturePath(const std::string& name);
 
