@@ -71,6 +71,12 @@ ABSL_FLAG(int32_t, push_every, 0,
 ABSL_FLAG(int32_t, eval_every, 0,
           "Evaluate on --val every N steps (0 = after init and at the end).");
 ABSL_FLAG(bool, eval_crf, true, "Also evaluate with the dense CRF.");
+ABSL_FLAG(std::string, checkpoint, "",
+          "evaluate: the heads to score (a head .safetensors or the "
+          "reference's train.py .ckpt).");
+ABSL_FLAG(bool, flip_tta, true,
+          "evaluate: average the features of each image and its mirror, as "
+          "test.py does.");
 ABSL_FLAG(bool, resume, false, "Continue from the newest checkpoint in --out.");
 ABSL_FLAG(std::string, publish, "",
           "Model repository to publish heads into (the servers follow it "
@@ -152,6 +158,8 @@ int main(int argc, char** argv) {
       "  primaps-trainer prepare --dataset=NAME --data=ROOT --split=S "
       "--out=DIR\n"
       "  primaps-trainer report --out=RUN [--dataset=NAME]\n"
+      "  primaps-trainer evaluate --server=HOST:PORT --val=DIR --out=DIR "
+      "--checkpoint=FILE [--flip_tta=true]\n"
       "  primaps-trainer make-dataset --out=DIR [--layout=cityscapes]\n\n"
       "--help lists the flags.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
@@ -230,10 +238,34 @@ int main(int argc, char** argv) {
     std::printf("wrote %s/report/REPORT.md\n", r.run_dir.c_str());
     return 0;
   }
+  if (command == "evaluate") {
+    primaps::EvaluateOptions e;
+    for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_server), ',',
+                                              absl::SkipEmpty())) {
+      e.servers.emplace_back(s);
+    }
+    e.val_dir = absl::GetFlag(FLAGS_val);
+    e.out_dir = absl::GetFlag(FLAGS_out);
+    e.checkpoint = absl::GetFlag(FLAGS_checkpoint);
+    // 0 (not given): test.py's 320, or 322 for patch-14 heads.
+    if (primaps::FlagsGiven(argc, argv).count("resize"))
+      e.resize = absl::GetFlag(FLAGS_resize);
+    e.flip_tta = absl::GetFlag(FLAGS_flip_tta);
+    e.crf = absl::GetFlag(FLAGS_eval_crf);
+    const absl::Status status = primaps::RunEvaluate(e);
+    if (!status.ok()) {
+      std::fprintf(stderr, "primaps-trainer evaluate: %s\n",
+                   status.ToString().c_str());
+      return 1;
+    }
+    std::printf("wrote %s/evaluation.json\n", e.out_dir.c_str());
+    return 0;
+  }
   if (!command.empty() && command != "reproduce") {
     std::fprintf(stderr,
                  "primaps-trainer: unknown command \"%s\"; expected "
-                 "make-dataset, prepare, reproduce, report or none (train)\n",
+                 "make-dataset, prepare, evaluate, reproduce, report or none "
+                 "(train)\n",
                  command.c_str());
     return 2;
   }

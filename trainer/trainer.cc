@@ -13,6 +13,7 @@
 #include <optional>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -29,7 +30,9 @@
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
 #include "engine/image/preprocess.h"
+#include "engine/checkpoint/pth_reader.h"
 #include "engine/primaps.h"
+#include "engine/reference_checkpoint.h"
 #include "engine/segmentation_head.h"
 #include "server/model_repository.h"
 #include "trainer/augment.h"
@@ -992,6 +995,158 @@ absl::Status RunTrainer(const TrainerOptions& options) {
   Log(absl::StrCat("done at step ", trainer->step(), "; checkpoint ",
                    CheckpointPath(o, trainer->step())));
   return absl::OkStatus();
+}
+
+namespace {
+
+// The heads to score: a head safetensors file, or the heads of the
+// reference's train.py checkpoint.
+absl::StatusOr<SegmentationHead> LoadEvaluatedHead(const std::string& path) {
+  ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
+  if (absl::StartsWith(bytes, "PK\x03\x04")) {
+    auto state = ReadPthStateDict(bytes);
+    if (!state.ok() || !IsLightningModelCheckpoint(*state)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": not a head (safetensors) nor the reference's checkpoint",
+          state.ok() ? "" : absl::StrCat(": ", state.status().message())));
+    }
+    auto model = ReadReferenceModel(*std::move(state));
+    if (!model.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": ", model.status().message()));
+    }
+    return std::move(model->head);
+  }
+  auto head = ParseHeadCheckpoint(bytes, "", 0);
+  if (!head.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", head.status().message()));
+  }
+  return head;
+}
+
+// A normalized 3 x h x w tensor, mirrored left to right.
+FloatImage FlipTensor(const FloatImage& image) {
+  FloatImage out = image;
+  for (int row = 0; row < 3 * image.height; ++row) {
+    std::reverse(out.data.begin() + static_cast<size_t>(row) * image.width,
+                 out.data.begin() + static_cast<size_t>(row + 1) * image.width);
+  }
+  return out;
+}
+
+// test.py's features: those of the crop, or with flip_tta the mean of those
+// and the mirrored crop's features mirrored back. Cached in `cache` (so an
+// interrupted evaluation resumes where it stopped).
+absl::StatusOr<FeatureMap> EvaluationFeatures(FeatureSource* source,
+                                              const FloatImage& tensor,
+                                              bool flip_tta,
+                                              const std::string& cache) {
+  if (auto bytes = ReadFile(cache); bytes.ok()) {
+    auto file = ParseSafetensors(*bytes);
+    if (file.ok() && file->tensors.count("features")) {
+      const TensorRecord& f = file->tensors.at("features");
+      return FeatureMap{static_cast<int>(f.shape[0]),
+                        static_cast<int>(f.shape[1]),
+                        static_cast<int>(f.shape[2]), Float32Values(f)};
+    }
+  }
+  ASSIGN_OR_RETURN(const v1::FeatureResponse r, source->Features(tensor));
+  FeatureMap features = ToFeatureMap(r);
+  if (flip_tta) {
+    ASSIGN_OR_RETURN(const v1::FeatureResponse m,
+                     source->Features(FlipTensor(tensor)));
+    const FeatureMap mirrored = ToFeatureMap(m);
+    const int h = features.height, w = features.width;
+    for (int d = 0; d < features.dim; ++d) {
+      for (int y = 0; y < h; ++y) {
+        float* row = &features.data[(static_cast<size_t>(d) * h + y) * w];
+        const float* back =
+            &mirrored.data[(static_cast<size_t>(d) * h + y) * w];
+        for (int x = 0; x < w; ++x) row[x] = (row[x] + back[w - 1 - x]) / 2;
+      }
+    }
+  }
+  SafetensorsFile file;
+  file.tensors["features"] = MakeFloat32(
+      {features.dim, features.height, features.width}, features.data);
+  RETURN_IF_ERROR(WriteFileAtomically(cache, SerializeSafetensors(file)));
+  return features;
+}
+
+}  // namespace
+
+absl::Status RunEvaluate(const EvaluateOptions& o) {
+  if (o.servers.empty() || o.val_dir.empty() || o.out_dir.empty() ||
+      o.checkpoint.empty()) {
+    return absl::InvalidArgumentError(
+        "evaluate needs --server, --val, --out and --checkpoint");
+  }
+  ASSIGN_OR_RETURN(const SegmentationHead head,
+                   LoadEvaluatedHead(o.checkpoint));
+  const int resize =
+      o.resize > 0 ? o.resize
+                   : (absl::StartsWith(head.backbone, "dinov2") ? 322 : 320);
+  const std::string cache =
+      absl::StrCat(o.out_dir, "/cache/evaluate_", resize,
+                   o.flip_tta ? "_flip" : "");
+  RETURN_IF_ERROR(CreateDirectories(cache));
+  const DatasetDirs dirs = FindDatasetDirs(o.val_dir);
+  const std::vector<std::string> names = ListImages(dirs.images);
+  if (names.empty())
+    return absl::InvalidArgumentError(o.val_dir + "/images holds no images");
+  FeatureSource source(o.servers, resize);
+  std::vector<ValImage> val;
+  const absl::Time start = absl::Now();
+  absl::Time last_log = start;
+  for (const std::string& name : names) {
+    ValImage v;
+    FloatImage tensor;
+    ASSIGN_OR_RETURN(v.view.crop, Crop(dirs.images + "/" + name, resize,
+                                       ResizeFilter::kBilinear, &tensor));
+    ASSIGN_OR_RETURN(
+        v.view.features,
+        EvaluationFeatures(
+            &source, tensor, o.flip_tta,
+            absl::StrCat(cache, "/", fs::path(name).stem().string(),
+                         ".safetensors")));
+    if (v.view.features.dim != head.dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the server's features have ", v.view.features.dim,
+          " channels; the head reads ", head.dim, " (", head.backbone, ")"));
+    }
+    ASSIGN_OR_RETURN(
+        const std::string label_png,
+        ReadFile(o.val_dir + "/labels/" +
+                 fs::path(name).replace_extension(".png").string()));
+    ASSIGN_OR_RETURN(const LabelMap truth, DecodeLabelPng(label_png));
+    // test.py: nearest-neighbour labels at the crop; ids >= classes are
+    // ignored (ConfusionMatrix counts only ids below the head's classes).
+    v.truth = ResizeAndCropLabels(truth, resize, CropMode::kCenter,
+                                  LabelResize::kTorchNearest);
+    val.push_back(std::move(v));
+    const absl::Time now = absl::Now();
+    if (now - last_log >= o.log_every || val.size() == names.size()) {
+      last_log = now;
+      const double rate = val.size() / absl::ToDoubleSeconds(now - start);
+      Log(absl::StrFormat("evaluate: %d/%d images, %.2f images/s, about %.0f s "
+                          "left",
+                          val.size(), names.size(), rate,
+                          (names.size() - val.size()) / std::max(rate, 1e-9)));
+    }
+  }
+  TrainerOptions scoring;
+  scoring.out_dir = o.out_dir;
+  scoring.classes = head.classes;
+  scoring.eval_crf = o.crf;
+  ASSIGN_OR_RETURN(nlohmann::json line,
+                   Evaluate(scoring, head, val, "evaluate", 0));
+  line["checkpoint"] = o.checkpoint;
+  line["images"] = val.size();
+  line["resize"] = resize;
+  line["flip_tta"] = o.flip_tta;
+  return WriteFileAtomically(o.out_dir + "/evaluation.json",
+                             line.dump(2) + "\n");
 }
 
 }  // namespace primaps

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -146,6 +147,95 @@ TEST(ReferenceCheckpointTest, WhatIsNotAReferenceCheckpointIsRefusedByName) {
     EXPECT_THAT(server.Log(), HasSubstr(c.says)) << server.Log();
     EXPECT_THAT(server.Log(), HasSubstr(c.file)) << server.Log();
   }
+}
+
+// primaps-trainer evaluate on the served checkpoint against
+// score_reference.py, test.py restated in PyTorch, on the same labelled set:
+// every figure without the CRF within 0.3 points.
+TEST(ReferenceCheckpointTest, EvaluateScoresAsTestPyDoes) {
+  const std::string& dir = Checkpoints("dino_vits8");
+  TempDir work;
+  const std::string val = work.path() + "/val";
+  const std::string reference_json = work.path() + "/reference.json";
+  const std::string command =
+      absl::StrCat("/usr/bin/python3 " PRIMAPS_SOURCE_DIR
+                   "/tests/golden/score_reference.py ",
+                   dir, " ", val, " dino_vits8 64 > ", reference_json);
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  const nlohmann::json reference =
+      nlohmann::json::parse(primaps::testing::ReadText(reference_json));
+  ServerProcess server({"--weights=" + dir + "/reference.ckpt", "--threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  const std::string out = work.path() + "/eval";
+  const std::string log = work.path() + "/evaluate.log";
+  const int code = primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
+      PRIMAPS_TRAINER_BIN,
+      {"evaluate", "--server=" + server.address(), "--val=" + val,
+       "--out=" + out, "--checkpoint=" + dir + "/reference.ckpt",
+       "--resize=64"},
+      log));
+  ASSERT_EQ(code, 0) << primaps::testing::ReadText(log);
+  EXPECT_THAT(primaps::testing::ReadText(log),
+              HasSubstr("evaluate: 6/6 images"));
+  const nlohmann::json ours = nlohmann::json::parse(
+      primaps::testing::ReadText(out + "/evaluation.json"));
+  for (const char* head : {"theta_m", "theta_r", "linear"}) {
+    for (const char* figure : {"miou", "accuracy"}) {
+      EXPECT_NEAR(ours[head][figure].get<double>(),
+                  reference[head][figure].get<double>(), 0.3)
+          << head << " " << figure;
+    }
+  }
+  // The CRF variants are there (test.py reports them too).
+  for (const char* head : {"theta_m_crf", "theta_r_crf"}) {
+    ASSERT_TRUE(ours.contains(head)) << head;
+    EXPECT_GE(ours[head]["accuracy"].get<double>(), 0);
+  }
+  EXPECT_EQ(ours["flip_tta"], true);
+  EXPECT_EQ(ours["images"], 6);
+  std::printf(
+      "evaluate: theta_M %.2f / %.2f (test.py %.2f / %.2f), theta_R "
+      "%.2f / %.2f (%.2f / %.2f), linear %.2f / %.2f (%.2f / %.2f)\n",
+      ours["theta_m"]["miou"].get<double>(),
+      ours["theta_m"]["accuracy"].get<double>(),
+      reference["theta_m"]["miou"].get<double>(),
+      reference["theta_m"]["accuracy"].get<double>(),
+      ours["theta_r"]["miou"].get<double>(),
+      ours["theta_r"]["accuracy"].get<double>(),
+      reference["theta_r"]["miou"].get<double>(),
+      reference["theta_r"]["accuracy"].get<double>(),
+      ours["linear"]["miou"].get<double>(),
+      ours["linear"]["accuracy"].get<double>(),
+      reference["linear"]["miou"].get<double>(),
+      reference["linear"]["accuracy"].get<double>());
+  // A second run finds every image's features cached (an interrupted
+  // evaluation resumes) and gives the same figures.
+  const std::string log2 = work.path() + "/evaluate2.log";
+  ASSERT_EQ(primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
+                PRIMAPS_TRAINER_BIN,
+                {"evaluate", "--server=" + server.address(), "--val=" + val,
+                 "--out=" + out, "--checkpoint=" + dir + "/reference.ckpt",
+                 "--resize=64"},
+                log2)),
+            0)
+      << primaps::testing::ReadText(log2);
+  const nlohmann::json again = nlohmann::json::parse(
+      primaps::testing::ReadText(out + "/evaluation.json"));
+  EXPECT_EQ(again["theta_m"], ours["theta_m"]);
+}
+
+TEST(ReferenceCheckpointTest, EvaluateRefusesWhatIsNoHead) {
+  const std::string& dir = Checkpoints("dino_vits8");
+  TempDir work;
+  const std::string log = work.path() + "/evaluate.log";
+  const int code = primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
+      PRIMAPS_TRAINER_BIN,
+      {"evaluate", "--server=127.0.0.1:1", "--val=" + work.path(),
+       "--out=" + work.path() + "/out", "--checkpoint=" + dir + "/stego.ckpt"},
+      log));
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(primaps::testing::ReadText(log),
+              HasSubstr(dir + "/stego.ckpt: this is a STEGO checkpoint"));
 }
 
 }  // namespace
