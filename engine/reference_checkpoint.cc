@@ -103,6 +103,33 @@ absl::StatusOr<WeightNormConv> ReadWeightNorm(const TensorMap& tensors,
 
 }  // namespace
 
+absl::StatusOr<SegmentationHead> ParseAnyHeadCheckpoint(
+    absl::string_view bytes, absl::string_view expected_backbone,
+    int expected_dim) {
+  if (!absl::StartsWith(bytes, "PK\x03\x04"))
+    return ParseHeadCheckpoint(bytes, expected_backbone, expected_dim);
+  ASSIGN_OR_RETURN(PthStateDict state, ReadPthStateDict(bytes));
+  if (!IsLightningModelCheckpoint(state)) {
+    return Invalid(
+        "a torch.save archive that is not the reference's train.py "
+        "checkpoint: heads are safetensors files (DESIGN.md section 5) or "
+        "such a checkpoint");
+  }
+  ASSIGN_OR_RETURN(ReferenceModel model, ReadReferenceModel(std::move(state)));
+  if (!expected_backbone.empty() && model.head.backbone != expected_backbone) {
+    return Invalid(absl::StrCat("the checkpoint's heads read ",
+                                model.head.backbone,
+                                " features; this server "
+                                "runs ",
+                                expected_backbone));
+  }
+  if (expected_dim > 0 && model.head.dim != expected_dim) {
+    return Invalid(absl::StrCat("the checkpoint's heads read ", model.head.dim,
+                                " channels; expected ", expected_dim));
+  }
+  return std::move(model.head);
+}
+
 int BlockForDinoBlock(const VitConfig& config, int dino_block) {
   if (config.family == VitFamily::kDinoV2 || dino_block <= 1) return -1;
   return config.depth - dino_block;

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/backbone/vit_config.h"
 #include "engine/checkpoint/pth_reader.h"
 #include "engine/segmentation_head.h"
@@ -56,6 +57,14 @@ bool IsLightningModelCheckpoint(const PthStateDict& state);
 // missing or mis-shaped key, or what the file is instead (a STEGO checkpoint,
 // a checkpoint without seghead).
 absl::StatusOr<ReferenceModel> ReadReferenceModel(PthStateDict state);
+
+// A head from either file a head can come in: this project's head
+// safetensors (ParseHeadCheckpoint), or the reference's train.py .ckpt, whose
+// heads are taken (and whose backbone must then be `expected_backbone` when
+// that is not empty). Errors name what the bytes are instead.
+absl::StatusOr<SegmentationHead> ParseAnyHeadCheckpoint(
+    absl::string_view bytes, absl::string_view expected_backbone,
+    int expected_dim);
 
 // VitBackboneOptions::block for the reference's dino_block n (1 = the last
 // block): depth - n for DINO, the last block for DINOv2 (see

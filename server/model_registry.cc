@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
+#include "engine/reference_checkpoint.h"
 
 namespace primaps {
 namespace {
@@ -73,8 +74,9 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> ModelRegistry::LoadVersion(
     absl::string_view bytes, uint64_t version, std::string source) {
   // Parse and validate outside the lock: a slow load does not hold up
   // Rollback or status calls.
+  // A head file, or the heads of the reference's train.py checkpoint.
   auto head =
-      ParseHeadCheckpoint(bytes, options_.backbone, options_.feature_dim);
+      ParseAnyHeadCheckpoint(bytes, options_.backbone, options_.feature_dim);
   std::string digest = Sha256Hex(bytes);
   absl::MutexLock lock(&write_mu_);
   if (!head.ok()) {

@@ -24,13 +24,13 @@
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
 #include "client/primaps_client.h"
+#include "engine/checkpoint/pth_reader.h"
 #include "engine/checkpoint/safetensors.h"
 #include "engine/dense_labels.h"
 #include "engine/image/channel_maps.h"
 #include "engine/image/image_decode.h"
 #include "engine/image/label_image.h"
 #include "engine/image/preprocess.h"
-#include "engine/checkpoint/pth_reader.h"
 #include "engine/primaps.h"
 #include "engine/reference_checkpoint.h"
 #include "engine/segmentation_head.h"
@@ -1003,21 +1003,7 @@ namespace {
 // reference's train.py checkpoint.
 absl::StatusOr<SegmentationHead> LoadEvaluatedHead(const std::string& path) {
   ASSIGN_OR_RETURN(const std::string bytes, ReadFile(path));
-  if (absl::StartsWith(bytes, "PK\x03\x04")) {
-    auto state = ReadPthStateDict(bytes);
-    if (!state.ok() || !IsLightningModelCheckpoint(*state)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": not a head (safetensors) nor the reference's checkpoint",
-          state.ok() ? "" : absl::StrCat(": ", state.status().message())));
-    }
-    auto model = ReadReferenceModel(*std::move(state));
-    if (!model.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": ", model.status().message()));
-    }
-    return std::move(model->head);
-  }
-  auto head = ParseHeadCheckpoint(bytes, "", 0);
+  auto head = ParseAnyHeadCheckpoint(bytes, "", 0);
   if (!head.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": ", head.status().message()));
@@ -1087,9 +1073,8 @@ absl::Status RunEvaluate(const EvaluateOptions& o) {
   const int resize =
       o.resize > 0 ? o.resize
                    : (absl::StartsWith(head.backbone, "dinov2") ? 322 : 320);
-  const std::string cache =
-      absl::StrCat(o.out_dir, "/cache/evaluate_", resize,
-                   o.flip_tta ? "_flip" : "");
+  const std::string cache = absl::StrCat(o.out_dir, "/cache/evaluate_", resize,
+                                         o.flip_tta ? "_flip" : "");
   RETURN_IF_ERROR(CreateDirectories(cache));
   const DatasetDirs dirs = FindDatasetDirs(o.val_dir);
   const std::vector<std::string> names = ListImages(dirs.images);
@@ -1129,7 +1114,8 @@ absl::Status RunEvaluate(const EvaluateOptions& o) {
     if (now - last_log >= o.log_every || val.size() == names.size()) {
       last_log = now;
       const double rate = val.size() / absl::ToDoubleSeconds(now - start);
-      Log(absl::StrFormat("evaluate: %d/%d images, %.2f images/s, about %.0f s "
+      Log(
+          absl::StrFormat("evaluate: %d/%d images, %.2f images/s, about %.0f s "
                           "left",
                           val.size(), names.size(), rate,
                           (names.size() - val.size()) / std::max(rate, 1e-9)));

@@ -149,6 +149,53 @@ TEST(ReferenceCheckpointTest, WhatIsNotAReferenceCheckpointIsRefusedByName) {
   }
 }
 
+// A running server takes the heads of a reference checkpoint through
+// AdminService (by path: a whole model is larger than a gRPC message), and
+// refuses what is not one while it keeps serving.
+TEST(ReferenceCheckpointTest, AdminLoadTakesTheHeadsOfAReferenceCheckpoint) {
+  const std::string& dir = Checkpoints("dino_vits8");
+  TempDir work;
+  const std::string token = work.Write("token", "reference-token\n");
+  const std::string checkpoints = work.path() + "/checkpoints";
+  ASSERT_EQ(
+      std::system(("mkdir -p " + checkpoints + " && cp " + dir +
+                   "/stego.ckpt " + dir + "/reference.ckpt " + checkpoints)
+                      .c_str()),
+      0);
+  ServerProcess server({"--backbone=dino_vits8",
+                        "--weights=" + dir + "/backbone.pth",
+                        "--admin_token_file=" + token,
+                        "--checkpoint_dir=" + checkpoints, "--threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  ClientOptions options;
+  options.target = server.address();
+  options.admin_token = "reference-token";
+  options.retries = 0;
+  auto client = *PrimapsClient::Create(options);
+  v1::LoadCheckpointRequest stego;
+  stego.set_path("stego.ckpt");
+  auto refused = client->LoadCheckpoint(stego);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("this is a STEGO checkpoint"));
+  EXPECT_EQ(*client->Health(), "SERVING");
+  v1::LoadCheckpointRequest reference;
+  reference.set_path("reference.ckpt");
+  auto loaded = client->LoadCheckpoint(reference);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->model().classes(), 5u);
+  // The same heads as the head file of the same tensors.
+  ServerProcess split({"--backbone=dino_vits8",
+                       "--weights=" + dir + "/backbone.pth",
+                       "--head=" + dir + "/head.safetensors", "--threads=2"});
+  ASSERT_TRUE(split.started()) << split.Log();
+  auto a = client->Segment(Request(64));
+  auto b = Client(split)->Segment(Request(64));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->labels().png(), b->labels().png());
+}
+
 // primaps-trainer evaluate on the served checkpoint against
 // score_reference.py, test.py restated in PyTorch, on the same labelled set:
 // every figure without the CRF within 0.3 points.
