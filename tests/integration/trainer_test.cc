@@ -95,12 +95,27 @@ TEST_F(TrainerTest, EmImprovesOnItsInitAndPushesIntoTheServer) {
   ASSERT_EQ(WaitProcess(SpawnProcess(PRIMAPS_TRAINER_BIN, args, log)), 0)
       << ReadText(log);
   std::map<std::string, nlohmann::json> by_phase;
+  std::map<std::string, double> best;  // each head's best mIoU of the run
   std::istringstream metrics(ReadText(out_.path() + "/metrics.jsonl"));
   std::string line;
   while (std::getline(metrics, line)) {
     const auto entry = nlohmann::json::parse(line);
     by_phase[entry["phase"]] = entry;
+    for (const char* head : {"theta_m", "theta_r"}) {
+      const double miou = entry[head]["miou"];
+      if (!best.count(head) || miou > best[head]) best[head] = miou;
+    }
   }
+  // max_metrics.json keeps each head's maximum independently, as train.py's
+  // max_metrics; best.json is the theta_M-best evaluation.
+  const auto maxima =
+      nlohmann::json::parse(ReadText(out_.path() + "/max_metrics.json"));
+  EXPECT_DOUBLE_EQ(maxima["theta_m"]["miou"].get<double>(), best["theta_m"]);
+  EXPECT_DOUBLE_EQ(maxima["theta_r"]["miou"].get<double>(), best["theta_r"]);
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(
+                       ReadText(out_.path() + "/best.json"))["theta_m"]["miou"]
+                       .get<double>(),
+                   best["theta_m"]);
   ASSERT_TRUE(by_phase.count("pca_init") && by_phase.count("baseline") &&
               by_phase.count("em"))
       << ReadText(log);
