@@ -240,8 +240,8 @@ int main(int argc, char** argv) {
   }
   if (command == "evaluate") {
     primaps::EvaluateOptions e;
-    for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_server), ',',
-                                              absl::SkipEmpty())) {
+    for (absl::string_view s :
+         absl::StrSplit(absl::GetFlag(FLAGS_server), ',', absl::SkipEmpty())) {
       e.servers.emplace_back(s);
     }
     e.val_dir = absl::GetFlag(FLAGS_val);

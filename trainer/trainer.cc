@@ -305,27 +305,37 @@ absl::StatusOr<View> LoadView(FeatureSource* source, const DatasetDirs& dirs,
   return view;
 }
 
+// Features cached on disk (a safetensors file with "features"), or nullopt
+// when the file is missing or unreadable (then they are fetched again).
+std::optional<FeatureMap> CachedFeatures(const std::string& cache) {
+  auto bytes = ReadFile(cache);
+  if (!bytes.ok()) return std::nullopt;
+  auto file = ParseSafetensors(*bytes);
+  if (!file.ok() || file->tensors.count("features") == 0) return std::nullopt;
+  const TensorRecord& f = file->tensors.at("features");
+  return FeatureMap{static_cast<int>(f.shape[0]), static_cast<int>(f.shape[1]),
+                    static_cast<int>(f.shape[2]), Float32Values(f)};
+}
+
+absl::Status WriteCachedFeatures(const std::string& cache,
+                                 const FeatureMap& features) {
+  SafetensorsFile file;
+  file.tensors["features"] = MakeFloat32(
+      {features.dim, features.height, features.width}, features.data);
+  return WriteFileAtomically(cache, SerializeSafetensors(file));
+}
+
 // The mirrored original view's features, for the teacher when the student
 // is flipped: from the cache, or from the server (then cached).
 absl::StatusOr<FeatureMap> FlippedFeatures(FeatureSource* source,
                                            const View& view,
                                            const std::string& cache) {
-  if (auto bytes = ReadFile(cache); bytes.ok()) {
-    auto file = ParseSafetensors(*bytes);
-    if (file.ok() && file->tensors.count("features")) {
-      const TensorRecord& f = file->tensors.at("features");
-      return FeatureMap{static_cast<int>(f.shape[0]),
-                        static_cast<int>(f.shape[1]),
-                        static_cast<int>(f.shape[2]), Float32Values(f)};
-    }
-  }
+  if (std::optional<FeatureMap> cached = CachedFeatures(cache))
+    return *std::move(cached);
   ASSIGN_OR_RETURN(const v1::FeatureResponse r,
                    source->Features(FlipHorizontal(view.crop), false));
   FeatureMap features = ToFeatureMap(r);
-  SafetensorsFile file;
-  file.tensors["features"] = MakeFloat32(
-      {features.dim, features.height, features.width}, features.data);
-  RETURN_IF_ERROR(WriteFileAtomically(cache, SerializeSafetensors(file)));
+  RETURN_IF_ERROR(WriteCachedFeatures(cache, features));
   return features;
 }
 
@@ -1067,15 +1077,8 @@ absl::StatusOr<FeatureMap> EvaluationFeatures(FeatureSource* source,
                                               const FloatImage& tensor,
                                               bool flip_tta,
                                               const std::string& cache) {
-  if (auto bytes = ReadFile(cache); bytes.ok()) {
-    auto file = ParseSafetensors(*bytes);
-    if (file.ok() && file->tensors.count("features")) {
-      const TensorRecord& f = file->tensors.at("features");
-      return FeatureMap{static_cast<int>(f.shape[0]),
-                        static_cast<int>(f.shape[1]),
-                        static_cast<int>(f.shape[2]), Float32Values(f)};
-    }
-  }
+  if (std::optional<FeatureMap> cached = CachedFeatures(cache))
+    return *std::move(cached);
   ASSIGN_OR_RETURN(const v1::FeatureResponse r, source->Features(tensor));
   FeatureMap features = ToFeatureMap(r);
   if (flip_tta) {
@@ -1092,10 +1095,7 @@ absl::StatusOr<FeatureMap> EvaluationFeatures(FeatureSource* source,
       }
     }
   }
-  SafetensorsFile file;
-  file.tensors["features"] = MakeFloat32(
-      {features.dim, features.height, features.width}, features.data);
-  RETURN_IF_ERROR(WriteFileAtomically(cache, SerializeSafetensors(file)));
+  RETURN_IF_ERROR(WriteCachedFeatures(cache, features));
   return features;
 }
 
