@@ -660,16 +660,19 @@ TEST_F(MisbehavingClientsTest, RandomizedSoak) {
     }
   };
   // Two warm-up rounds with the same mix: the allocator's arenas and the
-  // pools reach the working size of 8 concurrent clients. At rest after a
-  // round the resident size still varies by a few percent with what the
-  // allocator keeps; "before" is the larger of the two. (The binary runs
-  // alone in ctest: other tests' load on the machine moves it by more.)
-  int64_t rss_before = 0;
+  // pools reach the working size of 8 concurrent clients. "Before" is the
+  // larger of the two rounds' values at rest.
+  auto heap_in_use = [&] {
+    return static_cast<int64_t>(MetricValue(
+        server_->metrics_port(), "primaps_process_heap_in_use_bytes"));
+  };
+  int64_t rss_before = 0, heap_before = 0;
   for (int round = 0; round < 2; ++round) {
     start_clients(99 + round, std::chrono::seconds(10));
     for (auto& t : clients) t.join();
     ExpectRecovered("a warm-up round of the soak");
     rss_before = std::max(rss_before, ResidentBytes(server_->pid()));
+    heap_before = std::max(heap_before, heap_in_use());
   }
   streams_cancelled = streams_completed = unary_cancelled = unary_ok =
       unary_deadline = 0;
@@ -685,13 +688,14 @@ TEST_F(MisbehavingClientsTest, RandomizedSoak) {
   for (auto& t : clients) t.join();
   ExpectRecovered("the soak");
   const int64_t rss_after = ResidentBytes(server_->pid());
+  const int64_t heap_after = heap_in_use();
   std::printf(
       "soak: %d streams cancelled, %d streams completed; unary: %d ok, %d "
       "cancelled, %d past their deadline; RSS %.1f MB before, %.1f MB "
-      "after\n",
+      "after; heap in use %.1f MB before, %.1f MB after\n",
       streams_cancelled.load(), streams_completed.load(), unary_ok.load(),
       unary_cancelled.load(), unary_deadline.load(), rss_before / 1e6,
-      rss_after / 1e6);
+      rss_after / 1e6, heap_before / 1e6, heap_after / 1e6);
   RecordProperty("streams_cancelled", streams_cancelled.load());
   RecordProperty("rss_before_mb", std::to_string(rss_before / 1e6));
   RecordProperty("rss_after_mb", std::to_string(rss_after / 1e6));
@@ -700,8 +704,14 @@ TEST_F(MisbehavingClientsTest, RandomizedSoak) {
   EXPECT_GT(streams_cancelled.load(), 3);
   EXPECT_GT(streams_completed.load(), 3);
   EXPECT_GT(unary_ok.load(), 3);
-#if !defined(__SANITIZE_ADDRESS__)  // ASan's quarantine inflates RSS
-  EXPECT_LT(rss_after, rss_before * 11 / 10)
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's allocator and quarantine
+  // A leak grows the heap in use: within 10% (measured: +2-3%). The
+  // resident size also holds the freed pages glibc keeps in its arenas for
+  // reuse, which depend on which threads last allocated (measured on three
+  // runs: +2%, +14%, +23%); it is bounded only against unbounded growth.
+  EXPECT_LT(heap_after, heap_before * 11 / 10)
+      << heap_before / 1e6 << " MB -> " << heap_after / 1e6 << " MB";
+  EXPECT_LT(rss_after, rss_before * 3 / 2)
       << rss_before / 1e6 << " MB -> " << rss_after / 1e6 << " MB";
 #endif
 }
