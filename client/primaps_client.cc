@@ -163,6 +163,14 @@ absl::StatusOr<v1::RollbackResponse> PrimapsClient::Rollback() {
       true);
 }
 
+absl::StatusOr<v1::GetCheckpointResponse> PrimapsClient::GetCheckpoint() {
+  return WithRetries<v1::GetCheckpointResponse>(
+      [&](grpc::ClientContext* c, v1::GetCheckpointResponse* r) {
+        return admin_stub_->GetCheckpoint(c, v1::GetCheckpointRequest(), r);
+      },
+      true);
+}
+
 absl::StatusOr<std::string> PrimapsClient::Health() {
   auto stub = grpc::health::v1::Health::NewStub(channel_);
   grpc::ClientContext context;

@@ -52,6 +52,8 @@ class PrimapsClient {
       const v1::LoadCheckpointRequest& request);
   absl::StatusOr<v1::ModelStatus> GetModelStatus();
   absl::StatusOr<v1::RollbackResponse> Rollback();
+  // The serving head, as a safetensors file.
+  absl::StatusOr<v1::GetCheckpointResponse> GetCheckpoint();
 
   // "SERVING", "NOT_SERVING", ... from grpc.health.v1 (no retries).
   absl::StatusOr<std::string> Health();

@@ -5,6 +5,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "base/file_util.h"
+#include "engine/segmentation_head.h"
 #include "server/proto_convert.h"
 
 namespace primaps {
@@ -114,6 +115,23 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Rollback(
     if (snapshot.ok()) FillModelInfo(**snapshot, response->mutable_model());
   }
   return Respond(context, "Rollback", status);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetCheckpoint(
+    grpc::CallbackServerContext* context, const v1::GetCheckpointRequest*,
+    v1::GetCheckpointResponse* response) {
+  absl::Status status = Authorize(context);
+  if (status.ok()) {
+    const std::shared_ptr<const ModelSnapshot> snapshot = registry_->Current();
+    if (snapshot->head == nullptr) {
+      status = absl::FailedPreconditionError(
+          "the server has no head to return; load one first");
+    } else {
+      FillModelInfo(*snapshot, response->mutable_model());
+      response->set_data(SerializeHeadCheckpoint(*snapshot->head));
+    }
+  }
+  return Respond(context, "GetCheckpoint", status);
 }
 
 }  // namespace primaps

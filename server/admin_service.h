@@ -32,6 +32,10 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* Rollback(grpc::CallbackServerContext* context,
                                      const v1::RollbackRequest* request,
                                      v1::RollbackResponse* response) override;
+  grpc::ServerUnaryReactor* GetCheckpoint(
+      grpc::CallbackServerContext* context,
+      const v1::GetCheckpointRequest* request,
+      v1::GetCheckpointResponse* response) override;
 
  private:
   // UNAUTHENTICATED without a bearer token, PERMISSION_DENIED with a wrong

@@ -29,8 +29,8 @@ struct ModelSnapshot {
   // 0 without a head; then 1, 2, ... one per publication, never reused.
   uint64_t version = 0;
   std::string digest;  // SHA-256 of the checkpoint bytes
-  // Where the head came from: "--head PATH", "AdminService",
-  // "AdminService rollback" or "repository DIR/V".
+  // Where the head came from: "--head PATH", "--weights PATH",
+  // "AdminService", "AdminService rollback" or "repository DIR/V".
   std::string source;
 };
 

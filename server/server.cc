@@ -309,9 +309,9 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
   options.checkpoint_dir = c.checkpoint_dir();
   auto registry = std::make_unique<ModelRegistry>(options);
   if (c.head().empty() && weights_head.has_value()) {
-    ASSIGN_OR_RETURN(auto loaded,
-                     registry->LoadFromBytes(
-                         SerializeHeadCheckpoint(*weights_head), c.weights()));
+    ASSIGN_OR_RETURN(auto loaded, registry->LoadFromBytes(
+                                      SerializeHeadCheckpoint(*weights_head),
+                                      "--weights " + c.weights()));
     Log(absl::StrCat("heads from --weights: ", loaded->head->classes,
                      " classes, version ", loaded->version));
     return registry;

@@ -11,6 +11,8 @@
 //   primaps-trainer reproduce --preset=cityscapes|cocostuff27|potsdam3
 //       --data=ROOT --server=HOST:PORT[,...] --out=DIR [training flags]
 //   primaps-trainer report --out=RUN [--dataset=NAME]
+//   primaps-trainer evaluate --server=HOST:PORT --val=DIR --out=DIR
+//       [--checkpoint=FILE | --admin_token_file=PATH] [--dataset=NAME]
 #include <signal.h>
 
 #include <atomic>
@@ -73,7 +75,8 @@ ABSL_FLAG(int32_t, eval_every, 0,
 ABSL_FLAG(bool, eval_crf, true, "Also evaluate with the dense CRF.");
 ABSL_FLAG(std::string, checkpoint, "",
           "evaluate: the heads to score (a head .safetensors or the "
-          "reference's train.py .ckpt).");
+          "reference's train.py .ckpt); empty: the head the first --server "
+          "serves (with --admin_token_file).");
 ABSL_FLAG(bool, flip_tta, true,
           "evaluate: average the features of each image and its mirror, as "
           "test.py does.");
@@ -86,7 +89,9 @@ ABSL_FLAG(int32_t, publish_every, 0,
 ABSL_FLAG(double, publish_max_miou_drop, -1,
           "Publish only when theta_M's validation mIoU is at most this much "
           "below the last published version's; < 0 = always.");
-ABSL_FLAG(std::string, admin_token_file, "", "Admin token for --push_every.");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "Admin token for --push_every, and for evaluate without "
+          "--checkpoint.");
 ABSL_FLAG(int32_t, seed, 1, "Seed for the batch order and the augmentations.");
 ABSL_FLAG(int32_t, fetch_concurrency, 4, "Concurrent feature requests.");
 ABSL_FLAG(int32_t, images, 32, "make-dataset: number of images.");
@@ -147,6 +152,21 @@ bool ApplyPreset(const std::string& name, const std::set<std::string>& given,
 void RequestStop(int) { g_stop = true; }
 }  // namespace
 
+// Reads --admin_token_file when given; false (after saying why) when it
+// cannot be read.
+bool AdminToken(std::string* token) {
+  const std::string path = absl::GetFlag(FLAGS_admin_token_file);
+  if (path.empty()) return true;
+  auto read = primaps::ReadTokenFile(path);
+  if (!read.ok()) {
+    std::fprintf(stderr, "primaps-trainer: %s\n",
+                 std::string(read.status().message()).c_str());
+    return false;
+  }
+  *token = *read;
+  return true;
+}
+
 int main(int argc, char** argv) {
   primaps::SetUsage(
       "PriMaPs-EM through running primaps-servers.\n\n"
@@ -159,7 +179,8 @@ int main(int argc, char** argv) {
       "--out=DIR\n"
       "  primaps-trainer report --out=RUN [--dataset=NAME]\n"
       "  primaps-trainer evaluate --server=HOST:PORT --val=DIR --out=DIR "
-      "--checkpoint=FILE [--flip_tta=true]\n"
+      "[--checkpoint=FILE | --admin_token_file=PATH] [--dataset=NAME] "
+      "[--flip_tta=true]\n"
       "  primaps-trainer make-dataset --out=DIR [--layout=cityscapes]\n\n"
       "--help lists the flags.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
@@ -252,13 +273,17 @@ int main(int argc, char** argv) {
       e.resize = absl::GetFlag(FLAGS_resize);
     e.flip_tta = absl::GetFlag(FLAGS_flip_tta);
     e.crf = absl::GetFlag(FLAGS_eval_crf);
+    e.dataset = absl::GetFlag(FLAGS_dataset);
+    if (e.dataset.empty()) e.dataset = absl::GetFlag(FLAGS_preset);
+    if (!AdminToken(&e.admin_token)) return 2;
     const absl::Status status = primaps::RunEvaluate(e);
     if (!status.ok()) {
       std::fprintf(stderr, "primaps-trainer evaluate: %s\n",
                    status.ToString().c_str());
       return 1;
     }
-    std::printf("wrote %s/evaluation.json\n", e.out_dir.c_str());
+    std::printf("wrote %s/evaluation.json and %s/report/REPORT.md\n",
+                e.out_dir.c_str(), e.out_dir.c_str());
     return 0;
   }
   if (!command.empty() && command != "reproduce") {
@@ -310,15 +335,7 @@ int main(int argc, char** argv) {
   o.resume = absl::GetFlag(FLAGS_resume);
   o.seed = static_cast<uint32_t>(absl::GetFlag(FLAGS_seed));
   o.fetch_concurrency = absl::GetFlag(FLAGS_fetch_concurrency);
-  if (!absl::GetFlag(FLAGS_admin_token_file).empty()) {
-    auto token = primaps::ReadTokenFile(absl::GetFlag(FLAGS_admin_token_file));
-    if (!token.ok()) {
-      std::fprintf(stderr, "primaps-trainer: %s\n",
-                   std::string(token.status().message()).c_str());
-      return 2;
-    }
-    o.admin_token = *token;
-  }
+  if (!AdminToken(&o.admin_token)) return 2;
   const std::string preset = absl::GetFlag(FLAGS_preset);
   if (!preset.empty() &&
       !ApplyPreset(preset, primaps::FlagsGiven(argc, argv), &o)) {

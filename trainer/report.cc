@@ -154,6 +154,61 @@ std::map<int64_t, double> ReadLosses(const std::string& path) {
   return losses;
 }
 
+// The heads' figures of one evaluation, the paper's beside theta_M.
+std::string FiguresTable(const Json& evaluation,
+                         const std::optional<PaperFigures>& paper) {
+  std::string md =
+      "| head | accuracy | mIoU | paper accuracy | paper mIoU |\n"
+      "|---|---|---|---|---|\n";
+  const std::pair<const char*, const char*> heads[] = {
+      {"theta_m", "theta_M (paper's figure)"},
+      {"theta_m_crf", "theta_M + CRF"},
+      {"theta_r", "theta_R"},
+      {"theta_r_crf", "theta_R + CRF"},
+      {"linear", "linear probe (supervised)"}};
+  for (const auto& [key, name] : heads) {
+    if (!evaluation.contains(key)) continue;
+    const bool paper_row = std::string(key) == "theta_m" && paper.has_value();
+    absl::StrAppend(&md, "| ", name, " | ",
+                    Cell(Figure(evaluation, key, "accuracy")), " | ",
+                    Cell(Figure(evaluation, key, "miou")), " | ",
+                    paper_row ? Cell(paper->accuracy) : "", " | ",
+                    paper_row ? Cell(paper->miou) : "", " |\n");
+  }
+  if (!paper.has_value()) {
+    absl::StrAppend(&md,
+                    "\nThe paper reports no figure for this dataset and "
+                    "backbone.\n");
+  }
+  return md;
+}
+
+// theta_M's IoU per class, named when `names` has the class.
+std::string PerClassTable(const Json& evaluation,
+                          const std::vector<std::string>& names) {
+  std::string md = "| class | IoU |\n|---|---|\n";
+  const Json& theta_m = evaluation["theta_m"];
+  const Json ious = theta_m.is_object() && theta_m.contains("class_iou") &&
+                            theta_m["class_iou"].is_array()
+                        ? theta_m["class_iou"]
+                        : Json::array();
+  for (size_t k = 0; k < ious.size(); ++k) {
+    const std::string name =
+        k < names.size() ? names[k] : absl::StrCat("class ", k);
+    absl::StrAppend(&md, "| ", k, " ", name, " | ",
+                    !ious[k].is_number() ? "-" : Cell(ious[k].get<double>()),
+                    " |\n");
+  }
+  return md;
+}
+
+absl::StatusOr<std::vector<std::string>> ClassNames(
+    const std::string& dataset) {
+  if (dataset.empty()) return std::vector<std::string>();
+  ASSIGN_OR_RETURN(const DatasetInfo* info, FindDataset(dataset));
+  return info->class_names;
+}
+
 }  // namespace
 
 std::optional<PaperFigures> PaperResult(const std::string& dataset,
@@ -194,11 +249,7 @@ absl::Status WriteReport(const ReportOptions& o) {
         backbone = head->backbone;
     }
   }
-  std::vector<std::string> names;
-  if (!o.dataset.empty()) {
-    ASSIGN_OR_RETURN(const DatasetInfo* info, FindDataset(o.dataset));
-    names = info->class_names;
-  }
+  ASSIGN_OR_RETURN(const std::vector<std::string> names, ClassNames(o.dataset));
   const std::string dir = o.run_dir + "/report";
   RETURN_IF_ERROR(CreateDirectories(dir));
   RETURN_IF_ERROR(
@@ -218,43 +269,10 @@ absl::Status WriteReport(const ReportOptions& o) {
       " evaluations in `metrics.jsonl`; the best of run (by "
       "theta_M mIoU without CRF, the figure the paper reports) is at phase ",
       best.value("phase", "?"), ", step ", best.value("step", int64_t{0}),
-      " (`best.json`, head in `best.safetensors`).\n\n"
-      "| head | accuracy | mIoU | paper accuracy | paper mIoU |\n"
-      "|---|---|---|---|---|\n");
-  const std::pair<const char*, const char*> heads[] = {
-      {"theta_m", "theta_M (paper's figure)"},
-      {"theta_m_crf", "theta_M + CRF"},
-      {"theta_r", "theta_R"},
-      {"theta_r_crf", "theta_R + CRF"},
-      {"linear", "linear probe (supervised)"}};
-  for (const auto& [key, name] : heads) {
-    if (!best.contains(key)) continue;
-    const bool paper_row = std::string(key) == "theta_m" && paper.has_value();
-    absl::StrAppend(&md, "| ", name, " | ", Cell(Figure(best, key, "accuracy")),
-                    " | ", Cell(Figure(best, key, "miou")), " | ",
-                    paper_row ? Cell(paper->accuracy) : "", " | ",
-                    paper_row ? Cell(paper->miou) : "", " |\n");
-  }
-  if (!paper.has_value()) {
-    absl::StrAppend(&md,
-                    "\nThe paper reports no figure for this dataset and "
-                    "backbone.\n");
-  }
-  absl::StrAppend(&md,
-                  "\n## Per-class IoU (theta_M, best of run)\n\n"
-                  "| class | IoU |\n|---|---|\n");
-  const Json& theta_m = best["theta_m"];
-  const Json ious = theta_m.is_object() && theta_m.contains("class_iou") &&
-                            theta_m["class_iou"].is_array()
-                        ? theta_m["class_iou"]
-                        : Json::array();
-  for (size_t k = 0; k < ious.size(); ++k) {
-    const std::string name =
-        k < names.size() ? names[k] : absl::StrCat("class ", k);
-    absl::StrAppend(&md, "| ", k, " ", name, " | ",
-                    !ious[k].is_number() ? "-" : Cell(ious[k].get<double>()),
-                    " |\n");
-  }
+      " (`best.json`, head in `best.safetensors`).\n\n",
+      FiguresTable(best, paper),
+      "\n## Per-class IoU (theta_M, best of run)\n\n",
+      PerClassTable(best, names));
   absl::StrAppend(&md,
                   "\n## Over the run\n\n![mIoU](miou.png)\n\n"
                   "![accuracy](accuracy.png)\n\n"
@@ -282,6 +300,38 @@ absl::Status WriteReport(const ReportOptions& o) {
   html.class_names = names;
   html.paper = paper;
   return WriteFileAtomically(dir + "/report.html", HtmlReport(html));
+}
+
+absl::Status WriteEvaluationReport(const std::string& out_dir,
+                                   const std::string& dataset) {
+  const std::string path = out_dir + "/evaluation.json";
+  ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  const Json evaluation = Json::parse(text, nullptr, false);
+  if (evaluation.is_discarded() || !evaluation.contains("theta_m"))
+    return absl::InvalidArgumentError(path + " is no evaluation");
+  ASSIGN_OR_RETURN(const std::vector<std::string> names, ClassNames(dataset));
+  const std::string backbone = evaluation.value("backbone", "");
+  const std::string dir = out_dir + "/report";
+  RETURN_IF_ERROR(CreateDirectories(dir));
+  if (evaluation.contains("theta_m_confusion")) {
+    RETURN_IF_ERROR(ConfusionWithNames(evaluation["theta_m_confusion"], names,
+                                       dir + "/confusion.png"));
+  }
+  const std::string md = absl::StrCat(
+      "# Evaluation: ", dataset.empty() ? "dataset not named" : dataset,
+      ", backbone ", backbone.empty() ? "unknown" : backbone, "\n\n",
+      "The heads of ", evaluation.value("checkpoint", "?"), " on ",
+      evaluation.value("images", int64_t{0}), " images at resize ",
+      evaluation.value("resize", 0),
+      evaluation.value("flip_tta", false) ? ", with" : ", without",
+      " flip TTA, scored as the reference's test.py does "
+      "(`evaluation.json`; docs/evaluation.md).\n\n",
+      FiguresTable(evaluation, PaperResult(dataset, backbone)),
+      "\n## Per-class IoU (theta_M)\n\n", PerClassTable(evaluation, names),
+      evaluation.contains("theta_m_confusion")
+          ? "\n## Confusion (theta_M)\n\n![confusion](confusion.png)\n"
+          : "");
+  return WriteFileAtomically(dir + "/REPORT.md", md);
 }
 
 }  // namespace primaps

@@ -31,6 +31,12 @@ struct ReportOptions {
 // the loss curve from loss.jsonl.
 absl::Status WriteReport(const ReportOptions& options);
 
+// `primaps-trainer evaluate`'s report: OUT/report/REPORT.md (the heads'
+// figures next to the paper's, theta_M per class) and confusion.png, from
+// OUT/evaluation.json. `dataset` names the classes and the paper's row.
+absl::Status WriteEvaluationReport(const std::string& out_dir,
+                                   const std::string& dataset);
+
 }  // namespace primaps
 
 #endif  // PRIMAPS_TRAINER_REPORT_H_

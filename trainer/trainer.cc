@@ -12,6 +12,7 @@
 #include <numeric>
 #include <optional>
 #include <random>
+#include <tuple>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -24,6 +25,7 @@
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
 #include "client/primaps_client.h"
+#include "datasets/dataset_info.h"
 #include "engine/checkpoint/pth_reader.h"
 #include "engine/checkpoint/safetensors.h"
 #include "engine/dense_labels.h"
@@ -39,6 +41,7 @@
 #include "trainer/evaluation.h"
 #include "trainer/evaluation_json.h"
 #include "trainer/head_trainer.h"
+#include "trainer/report.h"
 
 namespace primaps {
 namespace fs = std::filesystem;
@@ -1060,6 +1063,50 @@ absl::StatusOr<SegmentationHead> LoadEvaluatedHead(const std::string& path) {
   return head;
 }
 
+// Each head's "per_class": IoU by class name (the dataset's, else "class
+// K"; null for a class absent from the set), beside the "class_iou" array.
+absl::Status NamePerClass(const std::string& dataset, nlohmann::json* line) {
+  std::vector<std::string> names;
+  if (!dataset.empty()) {
+    ASSIGN_OR_RETURN(const DatasetInfo* info, FindDataset(dataset));
+    names = info->class_names;
+  }
+  for (auto& [key, figures] : line->items()) {
+    if (!figures.is_object() || !figures.contains("class_iou")) continue;
+    nlohmann::json per_class = nlohmann::json::object();
+    const nlohmann::json& ious = figures["class_iou"];
+    for (size_t k = 0; k < ious.size(); ++k) {
+      per_class[k < names.size() ? names[k] : absl::StrCat("class ", k)] =
+          ious[k];
+    }
+    figures["per_class"] = std::move(per_class);
+  }
+  return absl::OkStatus();
+}
+
+// The head the first server serves (AdminService.GetCheckpoint), and a line
+// that names it.
+absl::StatusOr<std::pair<SegmentationHead, std::string>> ServedHead(
+    const std::string& server, const std::string& admin_token) {
+  ClientOptions options;
+  options.target = server;
+  options.admin_token = admin_token;
+  ASSIGN_OR_RETURN(std::unique_ptr<PrimapsClient> client,
+                   PrimapsClient::Create(options));
+  auto response = client->GetCheckpoint();
+  if (!response.ok()) {
+    return absl::Status(response.status().code(),
+                        absl::StrCat("the head of ", server, ": ",
+                                     response.status().message()));
+  }
+  ASSIGN_OR_RETURN(SegmentationHead head,
+                   ParseHeadCheckpoint(response->data(), "", 0));
+  return std::make_pair(
+      std::move(head),
+      absl::StrCat(server, " head version ", response->model().head_version(),
+                   " (", response->model().source(), ")"));
+}
+
 // A normalized 3 x h x w tensor, mirrored left to right.
 FloatImage FlipTensor(const FloatImage& image) {
   FloatImage out = image;
@@ -1102,13 +1149,20 @@ absl::StatusOr<FeatureMap> EvaluationFeatures(FeatureSource* source,
 }  // namespace
 
 absl::Status RunEvaluate(const EvaluateOptions& o) {
-  if (o.servers.empty() || o.val_dir.empty() || o.out_dir.empty() ||
-      o.checkpoint.empty()) {
+  if (o.servers.empty() || o.val_dir.empty() || o.out_dir.empty()) {
     return absl::InvalidArgumentError(
-        "evaluate needs --server, --val, --out and --checkpoint");
+        "evaluate needs --server, --val and --out");
   }
-  ASSIGN_OR_RETURN(const SegmentationHead head,
-                   LoadEvaluatedHead(o.checkpoint));
+  SegmentationHead head;
+  std::string heads_from = o.checkpoint;
+  if (!o.checkpoint.empty()) {
+    ASSIGN_OR_RETURN(head, LoadEvaluatedHead(o.checkpoint));
+  } else {
+    ASSIGN_OR_RETURN(std::tie(head, heads_from),
+                     ServedHead(o.servers[0], o.admin_token));
+  }
+  Log(absl::StrCat("evaluate: the heads of ", heads_from, ", ", head.classes,
+                   " classes, ", head.backbone));
   const int resize =
       o.resize > 0 ? o.resize
                    : (absl::StartsWith(head.backbone, "dinov2") ? 322 : 320);
@@ -1166,12 +1220,18 @@ absl::Status RunEvaluate(const EvaluateOptions& o) {
   scoring.eval_crf = o.crf;
   ASSIGN_OR_RETURN(nlohmann::json line,
                    Evaluate(scoring, head, val, "evaluate", 0));
-  line["checkpoint"] = o.checkpoint;
+  line["checkpoint"] = heads_from;
+  line["backbone"] = head.backbone;
   line["images"] = val.size();
   line["resize"] = resize;
   line["flip_tta"] = o.flip_tta;
-  return WriteFileAtomically(o.out_dir + "/evaluation.json",
-                             line.dump(2) + "\n");
+  RETURN_IF_ERROR(NamePerClass(o.dataset, &line));
+  RETURN_IF_ERROR(
+      WriteFileAtomically(o.out_dir + "/evaluation.json", line.dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteEvaluationReport(o.out_dir, o.dataset));
+  Log(absl::StrCat("evaluate: wrote ", o.out_dir, "/evaluation.json and ",
+                   o.out_dir, "/report/REPORT.md"));
+  return absl::OkStatus();
 }
 
 }  // namespace primaps

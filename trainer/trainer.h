@@ -77,8 +77,13 @@ struct EvaluateOptions {
   std::vector<std::string> servers;
   std::string val_dir;  // images/ and labels/ with the same stems
   std::string out_dir;
-  // The heads: a head safetensors file or the reference's train.py .ckpt.
+  // The heads: a head safetensors file or the reference's train.py .ckpt;
+  // empty: the head the first server serves (needs admin_token).
   std::string checkpoint;
+  std::string admin_token;
+  // cityscapes, cocostuff27, potsdam3 or empty: the class names and the
+  // paper's figures in the report.
+  std::string dataset;
   // Validation resize; 0: 320, or 322 for patch-14 (DINOv2) heads.
   int resize = 0;
   bool flip_tta = true;

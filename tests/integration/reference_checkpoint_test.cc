@@ -81,7 +81,7 @@ void ExpectServedLikeTheSplitFiles(const std::string& arch, int resize) {
   EXPECT_EQ(seg_a->model().backbone(), arch);
   EXPECT_EQ(seg_a->model().head_version(), 1u);
   EXPECT_EQ(seg_a->model().classes(), 5u);
-  EXPECT_EQ(seg_a->model().source(), dir + "/reference.ckpt");
+  EXPECT_EQ(seg_a->model().source(), "--weights " + dir + "/reference.ckpt");
   EXPECT_EQ(seg_a->labels().png(), seg_b->labels().png());
   ASSERT_EQ(seg_a->probabilities_size(), seg_b->probabilities_size());
   EXPECT_GT(seg_a->probabilities_size(), 0);
@@ -211,7 +211,9 @@ TEST(ReferenceCheckpointTest, EvaluateScoresAsTestPyDoes) {
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
   const nlohmann::json reference =
       nlohmann::json::parse(primaps::testing::ReadText(reference_json));
-  ServerProcess server({"--weights=" + dir + "/reference.ckpt", "--threads=2"});
+  const std::string token = work.Write("token", "reference-token\n");
+  ServerProcess server({"--weights=" + dir + "/reference.ckpt", "--threads=2",
+                        "--admin_token_file=" + token});
   ASSERT_TRUE(server.started()) << server.Log();
   const std::string out = work.path() + "/eval";
   const std::string log = work.path() + "/evaluate.log";
@@ -255,20 +257,44 @@ TEST(ReferenceCheckpointTest, EvaluateScoresAsTestPyDoes) {
       ours["linear"]["accuracy"].get<double>(),
       reference["linear"]["miou"].get<double>(),
       reference["linear"]["accuracy"].get<double>());
-  // A second run finds every image's features cached (an interrupted
-  // evaluation resumes) and gives the same figures.
+  const std::string report =
+      primaps::testing::ReadText(out + "/report/REPORT.md");
+  EXPECT_THAT(report, HasSubstr("| theta_M (paper's figure) |"));
+  EXPECT_THAT(report, HasSubstr("| 0 class 0 |"));
+  // A second run, on the heads the server serves (AdminService
+  // GetCheckpoint) with the class names of a dataset, finds every image's
+  // features cached (an interrupted evaluation resumes) and gives the same
+  // figures.
   const std::string log2 = work.path() + "/evaluate2.log";
   ASSERT_EQ(primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
                 PRIMAPS_TRAINER_BIN,
                 {"evaluate", "--server=" + server.address(), "--val=" + val,
-                 "--out=" + out, "--checkpoint=" + dir + "/reference.ckpt",
-                 "--resize=64"},
+                 "--out=" + out, "--admin_token_file=" + token,
+                 "--dataset=cityscapes", "--resize=64"},
                 log2)),
             0)
       << primaps::testing::ReadText(log2);
+  EXPECT_THAT(
+      primaps::testing::ReadText(log2),
+      HasSubstr("head version 1 (--weights " + dir + "/reference.ckpt)"));
   const nlohmann::json again = nlohmann::json::parse(
       primaps::testing::ReadText(out + "/evaluation.json"));
-  EXPECT_EQ(again["theta_m"], ours["theta_m"]);
+  EXPECT_EQ(again["theta_m"]["miou"], ours["theta_m"]["miou"]);
+  EXPECT_EQ(again["theta_r"]["accuracy"], ours["theta_r"]["accuracy"]);
+  EXPECT_EQ(again["linear"]["miou"], ours["linear"]["miou"]);
+  EXPECT_EQ(again["theta_m"]["per_class"]["road"],
+            ours["theta_m"]["class_iou"][0]);
+  EXPECT_THAT(primaps::testing::ReadText(out + "/report/REPORT.md"),
+              HasSubstr("| 0 road |"));
+  // Without a token the server refuses to hand out its head.
+  const std::string log3 = work.path() + "/evaluate3.log";
+  EXPECT_EQ(primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
+                PRIMAPS_TRAINER_BIN,
+                {"evaluate", "--server=" + server.address(), "--val=" + val,
+                 "--out=" + out, "--resize=64"},
+                log3)),
+            1);
+  EXPECT_THAT(primaps::testing::ReadText(log3), HasSubstr("UNAUTHENTICATED"));
 }
 
 TEST(ReferenceCheckpointTest, EvaluateRefusesWhatIsNoHead) {
