@@ -112,6 +112,12 @@ class Admin:
         response = self._client._call(self._stub.Rollback, admin_pb2.RollbackRequest(), admin=True)
         return ModelInfo.from_proto(response.model)
 
+    def checkpoint(self) -> "tuple[ModelInfo, bytes]":
+        """The serving head and its safetensors file (what load() takes)."""
+        response = self._client._call(self._stub.GetCheckpoint, admin_pb2.GetCheckpointRequest(),
+                                      admin=True)
+        return ModelInfo.from_proto(response.model), response.data
+
 
 class Client:
     """A connection to primaps-server.

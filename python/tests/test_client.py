@@ -155,6 +155,8 @@ def test_admin_load_status_rollback_and_segment(tmp_path, demo_photo):
     try:
         client = Client(server.address, token="secret-token")
         dim = client.features(demo_photo).shape[0]
+        with pytest.raises(FailedPrecondition):
+            client.admin.checkpoint()
         first = client.admin.load(head_checkpoint(4, dim, seed=1))
         assert first.head_version == 1 and first.classes == 4
         second = client.admin.load(head_checkpoint(6, dim, seed=2))
@@ -168,6 +170,10 @@ def test_admin_load_status_rollback_and_segment(tmp_path, demo_photo):
         back = client.admin.rollback()
         assert back.classes == 4 and back.head_version == 3
         assert client.pseudo_label(demo_photo, detailed=True).model.head_version == 3
+        served, data = client.admin.checkpoint()
+        assert served.head_version == 3 and served.source == "AdminService rollback"
+        reloaded = client.admin.load(data)  # the file it returns is a head it takes
+        assert reloaded.classes == 4 and reloaded.head_version == 4
         with pytest.raises(InvalidArgument):
             client.admin.load(b"not a checkpoint")
         with pytest.raises(Unauthenticated):
