@@ -129,7 +129,8 @@ bool ApplyPreset(const std::string& name, const std::set<std::string>& given,
     return false;
   }
   if (!Given("classes")) o->classes = classes;
-  if (!Given("resize")) o->resize = 320;
+  // 320, or 322 for a patch-14 backbone (decided with the server's answer).
+  if (!Given("resize")) o->resize = 0;
   if (!Given("batch")) o->batch = 32;
   if (!Given("lr")) o->learning_rate = 5e-3;
   if (!Given("gamma")) o->focal_gamma = 2.0;

@@ -52,9 +52,12 @@ absl::Status Prepare(const ReproduceOptions& o, const std::string& split,
 
 }  // namespace
 
-absl::Status RunReproduce(const ReproduceOptions& o) {
-  const std::string root = o.trainer.out_dir;
+absl::Status RunReproduce(const ReproduceOptions& options) {
+  const std::string root = options.trainer.out_dir;
   if (root.empty()) return absl::InvalidArgumentError("no --out");
+  // The pseudo labels and the training share the preset's crop size.
+  ReproduceOptions o = options;
+  ASSIGN_OR_RETURN(o.trainer, ResolveCropSize(options.trainer));
   RETURN_IF_ERROR(CreateDirectories(root));
   const std::string train = root + "/data/train", val = root + "/data/val";
   const std::string precomputed = root + "/precomputed";

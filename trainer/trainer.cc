@@ -976,6 +976,36 @@ absl::Status TrainPrimapsEm(const TrainingRun& run, HeadTrainer* trainer,
 
 }  // namespace
 
+// The backbone is the first server's, named in the answer to a small
+// features request.
+absl::StatusOr<TrainerOptions> ResolveCropSize(TrainerOptions o) {
+  if (o.resize > 0) return o;
+  ClientOptions options;
+  options.target = o.servers[0];
+  options.retries = 8;
+  ASSIGN_OR_RETURN(std::unique_ptr<PrimapsClient> client,
+                   PrimapsClient::Create(options));
+  v1::FeatureRequest request;
+  v1::RawImage* raw = request.mutable_image()->mutable_raw();
+  // 112: a multiple of every patch size (8, 14, 16).
+  const std::string gray(112 * 112 * 3, '\x80');
+  raw->set_width(112);
+  raw->set_height(112);
+  raw->set_channels(3);
+  raw->set_pixels(gray);
+  request.mutable_preprocess()->set_resize(112);
+  auto response = client->ExtractFeatures(request);
+  if (!response.ok()) {
+    return absl::Status(response.status().code(),
+                        absl::StrCat("asking ", o.servers[0], " its backbone: ",
+                                     response.status().message()));
+  }
+  const std::string& backbone = response->model().backbone();
+  o.resize = absl::StartsWith(backbone, "dinov2") ? 322 : 320;
+  Log(absl::StrCat("crop and validation resize ", o.resize, " for ", backbone));
+  return o;
+}
+
 absl::Status RunTrainer(const TrainerOptions& options) {
   if (options.servers.empty())
     return absl::InvalidArgumentError("no servers (--server)");
@@ -990,7 +1020,8 @@ absl::Status RunTrainer(const TrainerOptions& options) {
         absl::StrCat("no images in ", train_dirs.images));
   if (!train_dirs.masks.empty())
     Log(absl::StrCat("precomputed pseudo labels from ", train_dirs.masks));
-  const TrainerOptions o = ResolveEpochs(options, train.size());
+  ASSIGN_OR_RETURN(TrainerOptions with_crop, ResolveCropSize(options));
+  const TrainerOptions o = ResolveEpochs(std::move(with_crop), train.size());
   Log(absl::StrCat(train.size(), " training images: ", o.baseline_steps,
                    " baseline steps, ", o.steps, " PriMaPs-EM steps of ",
                    o.batch, " images"));

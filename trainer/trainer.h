@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 namespace primaps {
@@ -27,7 +28,9 @@ struct TrainerOptions {
   int baseline_epochs = 0;
   bool eval_every_epoch = false;
   int batch = 32;
-  // Short side and center crop of the training images (square crops).
+  // Short side and center crop of the training images (square crops) and
+  // of the validation images; 0: 320, or 322 when the servers run a
+  // patch-14 (DINOv2) backbone (the presets).
   int resize = 320;
   double learning_rate = 5e-3;
   // The supervised linear probe's learning rate (0 = none); it trains on the
@@ -66,6 +69,10 @@ struct TrainerOptions {
 };
 
 absl::Status RunTrainer(const TrainerOptions& options);
+
+// `options` with resize 0 made 320, or 322 when the servers run a patch-14
+// (DINOv2) backbone: a multiple of its patch, as 320 is of 8.
+absl::StatusOr<TrainerOptions> ResolveCropSize(TrainerOptions options);
 
 // `primaps-trainer evaluate`: scores a head on a labelled set as the
 // reference's test.py does (docs/evaluation.md): the centre crop at the

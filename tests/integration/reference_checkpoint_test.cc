@@ -297,6 +297,34 @@ TEST(ReferenceCheckpointTest, EvaluateScoresAsTestPyDoes) {
   EXPECT_THAT(primaps::testing::ReadText(log3), HasSubstr("UNAUTHENTICATED"));
 }
 
+// The presets crop at 322 for a patch-14 backbone (a multiple of 14, as
+// 320 is of 8): the trainer asks the server which backbone it runs.
+TEST(ReferenceCheckpointTest, PresetsCropPatch14BackbonesAt322) {
+  const std::string& dir = Checkpoints("dinov2_vits14");
+  TempDir work;
+  const std::string data = work.path() + "/data";
+  ASSERT_EQ(primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
+                PRIMAPS_TRAINER_BIN,
+                {"make-dataset", "--out=" + data, "--classes=3", "--images=4",
+                 "--width=40", "--height=30"},
+                work.path() + "/make.log")),
+            0);
+  ServerProcess server({"--weights=" + dir + "/reference.ckpt", "--threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  const std::string log = work.path() + "/train.log";
+  ASSERT_EQ(primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
+                PRIMAPS_TRAINER_BIN,
+                {"--preset=potsdam3", "--server=" + server.address(),
+                 "--train=" + data, "--out=" + work.path() + "/run",
+                 "--steps=1", "--baseline_steps=0", "--pca_images=4",
+                 "--batch=2", "--linear_lr=0"},
+                log)),
+            0)
+      << primaps::testing::ReadText(log);
+  EXPECT_THAT(primaps::testing::ReadText(log),
+              HasSubstr("crop and validation resize 322 for dinov2_vits14"));
+}
+
 TEST(ReferenceCheckpointTest, EvaluateRefusesWhatIsNoHead) {
   const std::string& dir = Checkpoints("dino_vits8");
   TempDir work;
