@@ -192,6 +192,25 @@ struct HeadTrainer::Impl {
     s_g = torch::zeros_like(g_r);
     adam_step = 0;
   }
+
+  // PyTorch's Conv2d initialization: weight and bias uniform in
+  // +-1/sqrt(D), here from a fixed seed; fresh Adam moments.
+  void ResetLinearProbe() {
+    const torch::Generator generator =
+        at::detail::createCPUGenerator(/*seed_in=*/17);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(options.dim));
+    w_l = torch::empty({options.classes, options.dim})
+              .uniform_(-bound, bound, generator)
+              .requires_grad_(true);
+    b_l = torch::empty({options.classes})
+              .uniform_(-bound, bound, generator)
+              .requires_grad_(true);
+    m_wl = torch::zeros_like(w_l);
+    s_wl = torch::zeros_like(w_l);
+    m_bl = torch::zeros_like(b_l);
+    s_bl = torch::zeros_like(b_l);
+    linear_adam_step = 0;
+  }
 };
 
 HeadTrainer::HeadTrainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -218,24 +237,7 @@ absl::StatusOr<std::unique_ptr<HeadTrainer>> HeadTrainer::Create(
         impl->v_m = impl->v_r.detach().clone();
         impl->g_m = impl->g_r.detach().clone();
         impl->ResetAdam();
-        if (options.linear_learning_rate > 0) {
-          // PyTorch's Conv2d initialization: weight and bias uniform in
-          // +-1/sqrt(D), here from a fixed seed.
-          const torch::Generator generator =
-              at::detail::createCPUGenerator(/*seed_in=*/17);
-          const double bound =
-              1.0 / std::sqrt(static_cast<double>(options.dim));
-          impl->w_l = torch::empty({options.classes, options.dim})
-                          .uniform_(-bound, bound, generator)
-                          .requires_grad_(true);
-          impl->b_l = torch::empty({options.classes})
-                          .uniform_(-bound, bound, generator)
-                          .requires_grad_(true);
-          impl->m_wl = torch::zeros_like(impl->w_l);
-          impl->s_wl = torch::zeros_like(impl->w_l);
-          impl->m_bl = torch::zeros_like(impl->b_l);
-          impl->s_bl = torch::zeros_like(impl->b_l);
-        }
+        if (options.linear_learning_rate > 0) impl->ResetLinearProbe();
         return std::unique_ptr<HeadTrainer>(new HeadTrainer(std::move(impl)));
       });
 }
@@ -379,6 +381,13 @@ bool HeadTrainer::has_linear_probe() const {
 }
 
 void HeadTrainer::ResetOptimizer() { impl_->ResetAdam(); }
+
+void HeadTrainer::ResetLinearProbe() {
+  if (has_linear_probe()) {
+    torch::NoGradGuard no_grad;
+    impl_->ResetLinearProbe();
+  }
+}
 
 SegmentationHead HeadTrainer::Head() const {
   SegmentationHead head;

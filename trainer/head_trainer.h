@@ -60,6 +60,11 @@ class HeadTrainer {
   // optimizer, as the reference does.
   void ResetOptimizer();
 
+  // The linear probe as at creation (the same initial weights, fresh
+  // moments): PriMaPs-EM trains its own, as the reference's EM run loads
+  // only the cluster weights of the baseline's checkpoint.
+  void ResetLinearProbe();
+
   // One M-step on theta_R with the focal loss and Adam, then the EMA
   // update of theta_M when the schedule says so. Returns the loss.
   absl::StatusOr<double> EmStep(const std::vector<TrainingSample>& batch);

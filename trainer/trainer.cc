@@ -843,8 +843,12 @@ absl::Status InitializeFromPca(const TrainingRun& run, HeadTrainer* trainer) {
 }
 
 // The cosine k-means baseline on theta_R (and the linear probe, when
-// there is ground truth), then fresh optimizer moments for PriMaPs-EM.
-absl::Status TrainBaseline(const TrainingRun& run, HeadTrainer* trainer) {
+// there is ground truth), validated every eval_every steps and at its end
+// as the reference's baseline run is (phase "baseline", its own step
+// count); then fresh optimizer moments and a fresh linear probe for
+// PriMaPs-EM.
+absl::Status TrainBaseline(const TrainingRun& run, HeadTrainer* trainer,
+                           const Evaluator& evaluate, bool have_val) {
   const TrainerOptions& o = run.o;
   for (int s = 0; s < o.baseline_steps; ++s) {
     std::vector<FeatureMap> batch;
@@ -863,8 +867,14 @@ absl::Status TrainBaseline(const TrainingRun& run, HeadTrainer* trainer) {
     RETURN_IF_ERROR(trainer->BaselineStep(batch).status());
     if (!labelled.empty())
       RETURN_IF_ERROR(trainer->LinearStep(labelled).status());
+    const bool last = s + 1 == o.baseline_steps;
+    if (have_val &&
+        (last || (o.eval_every > 0 && (s + 1) % o.eval_every == 0))) {
+      RETURN_IF_ERROR(evaluate("baseline", s + 1));
+    }
   }
   trainer->ResetOptimizer();
+  trainer->ResetLinearProbe();
   Log(absl::StrCat(o.baseline_steps, " baseline steps"));
   return absl::OkStatus();
 }
@@ -1061,8 +1071,8 @@ absl::Status RunTrainer(const TrainerOptions& options) {
     RETURN_IF_ERROR(InitializeFromPca(run, trainer.get()));
     if (!val.empty()) RETURN_IF_ERROR(evaluate("pca_init", 0));
     if (o.baseline_steps > 0) {
-      RETURN_IF_ERROR(TrainBaseline(run, trainer.get()));
-      if (!val.empty()) RETURN_IF_ERROR(evaluate("baseline", 0));
+      RETURN_IF_ERROR(
+          TrainBaseline(run, trainer.get(), evaluate, !val.empty()));
     }
   }
   RETURN_IF_ERROR(

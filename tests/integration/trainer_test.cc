@@ -144,6 +144,40 @@ TEST_F(TrainerTest, EmImprovesOnItsInitAndPushesIntoTheServer) {
     ASSERT_TRUE(static_cast<uint8_t>(c) < 3 || static_cast<uint8_t>(c) == 255);
 }
 
+// The baseline is validated every --eval_every of its steps and at its end,
+// and PriMaPs-EM starts from its cluster weights with a fresh linear probe
+// (as the reference's EM run loads only the cluster weights): with zero EM
+// steps, the EM evaluation has the baseline's theta_M and the PCA init's
+// linear probe.
+TEST_F(TrainerTest, BaselineIsValidatedAndEmStartsAFreshLinearProbe) {
+  std::vector<std::string> args = Args(0);
+  args.push_back("--baseline_steps=6");
+  args.push_back("--eval_every=3");
+  args.push_back("--linear_lr=5e-3");
+  args.push_back("--eval_crf=false");
+  const std::string log = logs_.path() + "/trainer.log";
+  ASSERT_EQ(WaitProcess(SpawnProcess(PRIMAPS_TRAINER_BIN, args, log)), 0)
+      << ReadText(log);
+  std::vector<nlohmann::json> lines;
+  std::istringstream metrics(ReadText(out_.path() + "/metrics.jsonl"));
+  std::string line;
+  while (std::getline(metrics, line))
+    lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 4u) << ReadText(out_.path() + "/metrics.jsonl");
+  const std::pair<const char*, int> expected[] = {
+      {"pca_init", 0}, {"baseline", 3}, {"baseline", 6}, {"em", 0}};
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i]["phase"], expected[i].first) << i;
+    EXPECT_EQ(lines[i]["step"], expected[i].second) << i;
+  }
+  const nlohmann::json &init = lines[0], &baseline = lines[2], &em = lines[3];
+  EXPECT_EQ(em["theta_m"]["miou"], baseline["theta_m"]["miou"]);
+  EXPECT_EQ(em["linear"]["miou"], init["linear"]["miou"]);
+  EXPECT_EQ(em["linear"]["accuracy"], init["linear"]["accuracy"]);
+  EXPECT_NE(baseline["linear"]["accuracy"], init["linear"]["accuracy"])
+      << "the baseline trained no linear probe";
+}
+
 // --publish writes every 20th step's head into a model repository, with
 // the evaluation of that step; a server following the repository serves
 // the last one.
