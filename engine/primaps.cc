@@ -178,6 +178,8 @@ absl::StatusOr<SoftMasks> ProposeSoftMasks(const FeatureMap& features,
       break;  // the free set stopped changing
     }
   }
+  out.capped = out.num_masks >= options.max_masks &&
+               n - free_count < options.coverage * n;
   return out;
 }
 

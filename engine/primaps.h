@@ -23,7 +23,9 @@ struct PriMaPsOptions {
   float threshold = 0.4f;
   // Step 2: proposals stop once this fraction of positions is assigned.
   float coverage = 0.95f;
-  // Step 2d: hard cap on the number of masks.
+  // Step 2d: hard cap on the number of masks (the reference has none; it
+  // bounds a pathological image's cost). docs/datasets.md says how often 32
+  // ends a decomposition.
   int max_masks = 32;
   // The backbone's patch size: features must be (H/p) x (W/p) for an
   // H x W image.
@@ -46,6 +48,9 @@ struct SoftMasks {
   int width = 0;
   std::vector<float> masks;
   std::vector<int> anchors;  // row-major grid position of each mask's anchor
+  // The proposals ended at max_masks before reaching the coverage (the
+  // server counts these in primaps_mask_cap_hits_total).
+  bool capped = false;
 };
 
 struct PriMaPsResult {

@@ -425,6 +425,7 @@ absl::Status InferencePipeline::AdmitLarge(Prepared* prepared) {
 }
 
 void InferencePipeline::ObservePriMaPs(const PriMaPsResult& primaps) const {
+  if (primaps.proposals.capped && options_.on_mask_cap) options_.on_mask_cap();
   if (!options_.on_stage) return;
   options_.on_stage("proposals", primaps.proposals_time);
   options_.on_stage("labels", primaps.labels_time);

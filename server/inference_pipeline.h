@@ -108,6 +108,9 @@ struct PipelineOptions {
   // Told the time each request spends in each of its CPU stages (decode,
   // preprocess, proposals, labels, head); may be empty.
   std::function<void(const char* stage, absl::Duration duration)> on_stage;
+  // Told of each decomposition that max_masks ended before the coverage;
+  // may be empty.
+  std::function<void()> on_mask_cap;
   // Requests in the pipeline at once (queued for decoding, waiting for the
   // backbone or in PriMaPs); more are refused at once with
   // RESOURCE_EXHAUSTED, so overload costs no memory and no waiting.

@@ -80,6 +80,9 @@ ABSL_FLAG(std::string, crop, Defaults().crop(),
           "Default crop: center or full.");
 ABSL_FLAG(float, threshold, Defaults().threshold(),
           "Default PriMaPs threshold.");
+ABSL_FLAG(int32_t, max_masks, Defaults().max_masks(),
+          "Most PriMaPs masks per image (1..254); a decomposition it ends "
+          "before 95% coverage counts in primaps_mask_cap_hits_total.");
 ABSL_FLAG(std::string, resize_filter, "",
           "Resize filter for every method: antialias (Pillow's, as the "
           "reference's training and pseudo labels) or bilinear (torch's, as "
@@ -149,6 +152,7 @@ void ApplyFlags(const std::set<std::string>& given_flags,
   PRIMAPS_OVERRIDE(resize);
   PRIMAPS_OVERRIDE(crop);
   PRIMAPS_OVERRIDE(threshold);
+  PRIMAPS_OVERRIDE(max_masks);
   PRIMAPS_OVERRIDE(resize_filter);
   PRIMAPS_OVERRIDE(output_size);
   PRIMAPS_OVERRIDE(crf_resolution);

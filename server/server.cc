@@ -56,6 +56,7 @@ v1::ServerConfig DefaultServerConfig() {
   c.set_resize(d::kResize);
   c.set_crop("center");
   c.set_threshold(PriMaPsOptions{}.threshold);
+  c.set_max_masks(PriMaPsOptions{}.max_masks);
   c.set_output_size("processed");
   c.set_crf_resolution("processed");
   c.set_max_tokens(d::kMaxTokens);
@@ -362,6 +363,11 @@ absl::StatusOr<PipelineOptions> PipelineOptionsFrom(const v1::ServerConfig& c,
   options.default_resize = c.resize();
   options.max_in_flight = c.max_queue();
   options.primaps.threshold = c.threshold();
+  if (c.max_masks() < 1 || c.max_masks() > 254) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_masks is ", c.max_masks(), "; must be in [1, 254]"));
+  }
+  options.primaps.max_masks = c.max_masks();
   options.max_tokens = c.max_tokens();
   options.max_crf_pixels = c.max_crf_pixels();
   options.max_large_in_flight = c.max_large_in_flight();
@@ -387,6 +393,7 @@ absl::StatusOr<PipelineOptions> PipelineOptionsFrom(const v1::ServerConfig& c,
   options.on_stage = [metrics](const char* stage, absl::Duration duration) {
     metrics->RecordStage(stage, duration);
   };
+  options.on_mask_cap = [metrics] { metrics->RecordMaskCapHit(); };
   return options;
 }
 

@@ -131,6 +131,7 @@ struct ServerMetrics::Impl {
   prometheus::Histogram* compute = nullptr;
   prometheus::Histogram* batch = nullptr;
   prometheus::Family<prometheus::Histogram>* stages = nullptr;
+  prometheus::Counter* mask_cap_hits = nullptr;
 };
 
 ServerMetrics::ServerMetrics(std::unique_ptr<Impl> impl)
@@ -173,6 +174,14 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(
                           "Time in each stage of a request (queue and "
                           "forward: per backbone batch).")
                       .Register(r);
+  impl->mask_cap_hits =
+      &prometheus::BuildCounter()
+           .Name("primaps_mask_cap_hits_total")
+           .Help(
+               "PriMaPs decompositions that --max_masks ended before 95% "
+               "coverage.")
+           .Register(r)
+           .Add({});
   impl->live = std::make_shared<LiveCollector>(std::move(live));
   auto metrics =
       std::unique_ptr<ServerMetrics>(new ServerMetrics(std::move(impl)));
@@ -192,6 +201,8 @@ void ServerMetrics::RecordRequest(const std::string& method,
   impl_->latency->Add({{"method", method}}, kLatencyBuckets)
       .Observe(absl::ToDoubleSeconds(latency));
 }
+
+void ServerMetrics::RecordMaskCapHit() { impl_->mask_cap_hits->Increment(); }
 
 void ServerMetrics::RecordBatch(int size, absl::Duration queued,
                                 absl::Duration compute) {

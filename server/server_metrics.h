@@ -45,6 +45,8 @@ class ServerMetrics {
   // Time in one stage of a request: decode, preprocess, queue, forward
   // (per batch), proposals, labels (upsampling, CRF, argmax), head, encode.
   void RecordStage(const std::string& stage, absl::Duration duration);
+  // A PriMaPs decomposition ended by --max_masks before 95% coverage.
+  void RecordMaskCapHit();
 
   // The bound metrics port, or 0 when not serving.
   int listening_port() const;

@@ -31,6 +31,7 @@ namespace primaps {
 namespace {
 
 using ::primaps::testing::HttpGet;
+using ::primaps::testing::MetricValue;
 using ::primaps::testing::ResidentBytes;
 using ::primaps::testing::ServerProcess;
 using ::primaps::testing::TempDir;
@@ -400,6 +401,24 @@ TEST(ServerLimitsTest, OversizedMessageIsRefused) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("larger than max"));
   EXPECT_EQ(*client->Health(), "SERVING");
   EXPECT_TRUE(client->ProposeMasks(Request(Scene(6), 64, false)).ok());
+}
+
+// --max_masks caps PriMaPs' proposals; a decomposition it ends before 95%
+// coverage counts in primaps_mask_cap_hits_total. Out of range, the server
+// does not start.
+TEST(ServerLimitsTest, MaskCapIsAFlagAndItsHitsAreCounted) {
+  ServerProcess capped({"--max_masks=1", "--cpu_threads=2"});
+  ASSERT_TRUE(capped.started()) << capped.Log();
+  auto client = Client(capped, kToken, /*retries=*/0);
+  auto masks = client->ProposeMasks(Request(Scene(6), 64, false));
+  ASSERT_TRUE(masks.ok()) << masks.status();
+  EXPECT_EQ(masks->mask_count(), 1u);
+  EXPECT_EQ(MetricValue(capped.metrics_port(), "primaps_mask_cap_hits_total"),
+            1);
+  ServerProcess refused({"--max_masks=0"});
+  EXPECT_FALSE(refused.started());
+  EXPECT_THAT(refused.Log(),
+              HasSubstr("--max_masks is 0; must be in [1, 254]"));
 }
 
 // Far more messages on a stream than the server takes at once, written

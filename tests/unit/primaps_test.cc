@@ -164,6 +164,12 @@ TEST(PriMaPsTest, HardCapLimitsMasks) {
   auto masks = ProposeSoftMasks(f, options);
   ASSERT_TRUE(masks.ok());
   EXPECT_EQ(masks->num_masks, 4);
+  EXPECT_TRUE(masks->capped);
+  options.max_masks = 100;
+  auto uncapped = ProposeSoftMasks(f, options);
+  ASSERT_TRUE(uncapped.ok());
+  EXPECT_GT(uncapped->num_masks, 4);
+  EXPECT_FALSE(uncapped->capped);
 }
 
 TEST(PriMaPsTest, BadInputIsRefused) {
