@@ -6,9 +6,9 @@ PyTorch, for `primaps-trainer evaluate` to be compared with.
 
 CKPT_DIR holds what make_reference_checkpoint.py wrote (reference.ckpt and
 backbone.pth); VAL_DIR gets a small labelled set (images/, labels/) written
-here if it has none. Prints the figures as JSON: for theta_M, theta_R
-(Hungarian-matched over the whole set) and the linear probe (unmatched),
-mIoU and pixel accuracy in percent.
+here if it has none. Prints the figures as JSON: for theta_M and theta_R, with and without the
+CRF (Hungarian-matched over the whole set), and the linear probe
+(unmatched), mIoU and pixel accuracy in percent.
 
 test.py, restated: the image through ToTensor, a bilinear resize of the
 short side to RESIZE, the centre crop and ImageNet normalization; the label
@@ -16,7 +16,12 @@ through a nearest resize and the same crop, ids >= classes ignored; the
 features of the image and of its mirror (mirrored back) averaged,
 bilinearly upsampled to the label size; theta_M = the EMA's weight-normed
 1x1 convolution, theta_R = seghead's, the linear probe with its bias;
-argmax. The CRF figures are not restated here.
+argmax. With the CRF (test.py's batched_crf, primaps_modules/crf.py): the
+crop de-normalized as to_pil_image does (times 255, truncated to 8 bits),
+the head's log-softmax softmaxed again, pydensecrf's unary -log(clip(p,
+1e-5, 1)), the Gaussian kernel (sxy 1, weight 3) and the bilateral one (sxy
+67, srgb 3, weight 4), 10 mean-field iterations, argmax; the dense CRF is
+make_golden.py's restatement of pydensecrf.
 """
 import json
 import os
@@ -29,7 +34,7 @@ from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_golden import ViT, preprocess  # noqa: E402  (the ViT restatement)
+from make_golden import MEAN, STD, ViT, dense_crf, preprocess  # noqa: E402
 
 IGNORE = 255
 
@@ -111,7 +116,8 @@ def main():
         "linear": lambda f: torch.einsum("kd,bdhw->bkhw", state["linear_probe.weight"].flatten(1), f)
         + state["linear_probe.bias"][None, :, None, None],
     }
-    confusion = {name: np.zeros((classes, classes), np.int64) for name in heads}
+    names = list(heads) + ["theta_m_crf", "theta_r_crf"]
+    confusion = {name: np.zeros((classes, classes), np.int64) for name in names}
     for name in sorted(os.listdir(os.path.join(val_dir, "images"))):
         img = torch.from_numpy(np.array(Image.open(
             os.path.join(val_dir, "images", name)).convert("RGB")))
@@ -123,12 +129,24 @@ def main():
             feats = (vit.features(x) + vit.features(x.flip(dims=[3])).flip(dims=[3])) / 2
             feats = F.interpolate(feats, label.shape, mode="bilinear", align_corners=False)
             keep = label != IGNORE
+            # to_pil_image(UnNormalize(x)): times 255, truncated to uint8.
+            crop = ((x[0] * STD + MEAN) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
             for head, fn in heads.items():
-                pred = fn(feats).argmax(1)[0]
+                logits = fn(feats)
+                pred = logits.argmax(1)[0]
                 np.add.at(confusion[head], (pred[keep].numpy(), label[keep].numpy()), 1)
+                if head == "linear":
+                    continue
+                probs = F.softmax(F.log_softmax(logits, 1), 1)[0].numpy()
+                q = dense_crf(crop, probs, fast=True)
+                pred = torch.from_numpy(q.argmax(0))
+                np.add.at(confusion[head + "_crf"],
+                          (pred[keep].numpy(), label[keep].numpy()), 1)
     print(json.dumps({
         "theta_m": scores(confusion["theta_m"], True),
+        "theta_m_crf": scores(confusion["theta_m_crf"], True),
         "theta_r": scores(confusion["theta_r"], True),
+        "theta_r_crf": scores(confusion["theta_r_crf"], True),
         "linear": scores(confusion["linear"], False),
     }))
 
