@@ -257,6 +257,9 @@ absl::StatusOr<ReferenceModel> ReadReferenceModel(PthStateDict state) {
     }
   }
   model.block = BlockForDinoBlock(model.config, model.dino_block);
+  // The heads read that block's features: a server serving another block
+  // refuses them (ModelRegistry).
+  model.head.extra_metadata["dino_block"] = absl::StrCat(model.dino_block);
   return model;
 }
 

@@ -35,8 +35,23 @@ ModelRegistry::ModelRegistry(Options options) : options_(std::move(options)) {
   auto empty = std::make_shared<ModelSnapshot>();
   empty->backbone = options_.backbone;
   empty->precision = options_.precision;
+  empty->dino_block = options_.dino_block;
   std::atomic_store(&current_,
                     std::shared_ptr<const ModelSnapshot>(std::move(empty)));
+}
+
+absl::StatusOr<SegmentationHead> ModelRegistry::CheckDinoBlock(
+    SegmentationHead head) const {
+  const auto named = head.extra_metadata.find("dino_block");
+  if (options_.dino_block == 0 || named == head.extra_metadata.end())
+    return head;
+  if (named->second != absl::StrCat(options_.dino_block)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the head was trained on the features of dino_block ",
+                     named->second, "; this server serves dino_block ",
+                     options_.dino_block, " (--dino_block)"));
+  }
+  return head;
 }
 
 std::shared_ptr<const ModelSnapshot> ModelRegistry::Current() const {
@@ -49,6 +64,7 @@ void ModelRegistry::Publish(std::shared_ptr<const SegmentationHead> head,
   auto snapshot = std::make_shared<ModelSnapshot>();
   snapshot->backbone = options_.backbone;
   snapshot->precision = options_.precision;
+  snapshot->dino_block = options_.dino_block;
   snapshot->head = std::move(head);
   snapshot->version = version > 0 ? version : next_version_;
   next_version_ = std::max(next_version_, snapshot->version + 1);
@@ -77,6 +93,7 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> ModelRegistry::LoadVersion(
   // A head file, or the heads of the reference's train.py checkpoint.
   auto head =
       ParseAnyHeadCheckpoint(bytes, options_.backbone, options_.feature_dim);
+  if (head.ok()) head = CheckDinoBlock(*std::move(head));
   std::string digest = Sha256Hex(bytes);
   absl::MutexLock lock(&write_mu_);
   if (!head.ok()) {

@@ -24,6 +24,9 @@ namespace primaps {
 struct ModelSnapshot {
   std::string backbone;
   std::string precision;  // of the backbone's forward pass
+  // The ViT block the features come from, as the reference's dino_block
+  // (1 = the last); 0 for the built-in backbone.
+  int dino_block = 0;
   // Null until a head is loaded.
   std::shared_ptr<const SegmentationHead> head;
   // 0 without a head; then 1, 2, ... one per publication, never reused.
@@ -47,6 +50,9 @@ class ModelRegistry {
     size_t history = 8;
     // The backbone's precision, for ModelInfo.
     std::string precision = "fp32";
+    // The feature block served (ModelSnapshot::dino_block); heads that name
+    // another in their "dino_block" metadata are refused. 0: not checked.
+    int dino_block = 0;
   };
 
   explicit ModelRegistry(Options options);
@@ -85,6 +91,10 @@ class ModelRegistry {
   uint64_t refused_swaps() const ABSL_LOCKS_EXCLUDED(write_mu_);
 
  private:
+  // `head`, or INVALID_ARGUMENT when its metadata names another dino_block
+  // than the server's.
+  absl::StatusOr<SegmentationHead> CheckDinoBlock(SegmentationHead head) const;
+
   // version 0: the next of this registry's own numbers.
   void Publish(std::shared_ptr<const SegmentationHead> head, std::string digest,
                std::string source, uint64_t version = 0)

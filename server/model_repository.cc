@@ -20,6 +20,9 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr char kHeadFile[] = "head.safetensors";
+// Instead of kHeadFile: the reference's train.py checkpoint, whose heads are
+// served (engine/reference_checkpoint.h).
+constexpr char kReferenceHeadFile[] = "head.ckpt";
 constexpr char kEvaluationFile[] = "evaluation.json";
 constexpr char kPolicyFile[] = "POLICY";
 constexpr char kIncomingPrefix[] = ".incoming-";
@@ -71,8 +74,14 @@ class DirectorySource final : public ModelSource {
   }
 
   absl::StatusOr<std::string> ReadHead(uint64_t version) const override {
-    return ReadFile(absl::StrCat(Describe(version), "/", kHeadFile),
-                    kMaxHeadBytes);
+    const std::string dir = Describe(version);
+    std::error_code ec;
+    if (!fs::exists(absl::StrCat(dir, "/", kHeadFile), ec) &&
+        fs::exists(absl::StrCat(dir, "/", kReferenceHeadFile), ec)) {
+      return ReadFile(absl::StrCat(dir, "/", kReferenceHeadFile),
+                      kMaxHeadBytes);
+    }
+    return ReadFile(absl::StrCat(dir, "/", kHeadFile), kMaxHeadBytes);
   }
 
   absl::StatusOr<std::string> ReadPolicy() const override {

@@ -4,6 +4,9 @@
 // Layout of a directory repository:
 //
 //   DIR/<V>/head.safetensors   version V = 1, 2, ... (decimal)
+//   DIR/<V>/head.ckpt          instead: the reference's train.py checkpoint,
+//                              whose heads are served (its backbone must be
+//                              the server's)
 //   DIR/<V>/evaluation.json    optional: the trainer's figures for V
 //   DIR/POLICY                 optional: "latest" or "pinned:V"; overrides
 //                              the servers' --version_policy (a rollback

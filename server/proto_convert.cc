@@ -180,6 +180,7 @@ void FillModelInfo(const ModelSnapshot& model, v1::ModelInfo* info) {
   info->set_head_version(model.version);
   info->set_checkpoint_digest(model.digest);
   info->set_classes(model.head ? model.head->classes : 0);
+  info->set_dino_block(model.dino_block);
 }
 
 void FillGeometry(const LabelGeometry& g, v1::LabelGeometry* out) {

@@ -142,6 +142,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
 struct LoadedModel {
   std::unique_ptr<Backbone> backbone;
   std::optional<SegmentationHead> head;
+  // The block served, as the reference's dino_block; 0 for the built-in
+  // backbone.
+  int dino_block = 0;
 };
 
 absl::StatusOr<VitBackboneOptions> VitOptions(const v1::ServerConfig& c,
@@ -189,6 +192,7 @@ absl::StatusOr<LoadedModel> LoadReferenceModel(const v1::ServerConfig& c,
   ASSIGN_OR_RETURN(loaded.backbone,
                    CreateVitBackbone(model->backbone, options));
   loaded.head = std::move(model->head);
+  loaded.dino_block = c.dino_block() > 0 ? c.dino_block() : model->dino_block;
   return loaded;
 }
 
@@ -246,6 +250,7 @@ absl::StatusOr<LoadedModel> MakeBackbone(const v1::ServerConfig& c) {
         absl::StrCat(c.weights(), ": ", weights.status().message()));
   }
   ASSIGN_OR_RETURN(loaded.backbone, CreateVitBackbone(*weights, options));
+  loaded.dino_block = c.dino_block() > 0 ? c.dino_block() : 1;
   return loaded;
 }
 
@@ -285,6 +290,10 @@ absl::Status ValidateConfig(const v1::ServerConfig& c) {
           "says which head to serve");
     }
   }
+  if (c.max_masks() < 1 || c.max_masks() > 254) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_masks is ", c.max_masks(), "; must be in [1, 254]"));
+  }
   if (c.max_tokens() < 4 || c.max_crf_pixels() < 1) {
     return absl::InvalidArgumentError(
         "--max_tokens must be >= 4 (a 2x2 grid), --max_crf_pixels >= 1");
@@ -298,23 +307,28 @@ absl::Status ValidateConfig(const v1::ServerConfig& c) {
   return absl::OkStatus();
 }
 
-// The registry for `backbone`'s heads, serving --head when given, else the
-// heads that came with --weights.
+// The registry for the loaded backbone's heads, serving --head when given,
+// else the heads that came with --weights.
 absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
-    const v1::ServerConfig& c, const Backbone& backbone,
-    const std::optional<SegmentationHead>& weights_head) {
+    const v1::ServerConfig& c, const LoadedModel& model) {
+  const Backbone& backbone = *model.backbone;
+  const std::optional<SegmentationHead>& weights_head = model.head;
   ModelRegistry::Options options;
   options.backbone = backbone.id();
   options.precision = backbone.precision();
   options.feature_dim = backbone.feature_dim();
   options.checkpoint_dir = c.checkpoint_dir();
+  options.dino_block = model.dino_block;
   auto registry = std::make_unique<ModelRegistry>(options);
   if (c.head().empty() && weights_head.has_value()) {
-    ASSIGN_OR_RETURN(auto loaded, registry->LoadFromBytes(
-                                      SerializeHeadCheckpoint(*weights_head),
-                                      "--weights " + c.weights()));
-    Log(absl::StrCat("heads from --weights: ", loaded->head->classes,
-                     " classes, version ", loaded->version));
+    auto loaded = registry->LoadFromBytes(
+        SerializeHeadCheckpoint(*weights_head), "--weights " + c.weights());
+    if (!loaded.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--weights ", c.weights(), ": ", loaded.status().message()));
+    }
+    Log(absl::StrCat("heads from --weights: ", (*loaded)->head->classes,
+                     " classes, version ", (*loaded)->version));
     return registry;
   }
   if (c.head().empty()) return registry;
@@ -363,10 +377,6 @@ absl::StatusOr<PipelineOptions> PipelineOptionsFrom(const v1::ServerConfig& c,
   options.default_resize = c.resize();
   options.max_in_flight = c.max_queue();
   options.primaps.threshold = c.threshold();
-  if (c.max_masks() < 1 || c.max_masks() > 254) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max_masks is ", c.max_masks(), "; must be in [1, 254]"));
-  }
   options.primaps.max_masks = c.max_masks();
   options.max_tokens = c.max_tokens();
   options.max_crf_pixels = c.max_crf_pixels();
@@ -442,9 +452,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
           : absl::StrCat("loading backbone ", c.backbone(),
                          c.weights().empty() ? "" : " from " + c.weights()));
   ASSIGN_OR_RETURN(LoadedModel loaded, MakeBackbone(c));
+  ASSIGN_OR_RETURN(impl->registry, CreateRegistry(c, loaded));
   impl->backbone = std::move(loaded.backbone);
-  ASSIGN_OR_RETURN(impl->registry,
-                   CreateRegistry(c, *impl->backbone, loaded.head));
   ModelRegistry* registry = impl->registry.get();
 
   // Metrics read live values from parts created below.

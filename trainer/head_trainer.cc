@@ -394,6 +394,9 @@ SegmentationHead HeadTrainer::Head() const {
   head.classes = impl_->options.classes;
   head.dim = impl_->options.dim;
   head.backbone = impl_->options.backbone;
+  if (impl_->options.dino_block > 0) {
+    head.extra_metadata["dino_block"] = absl::StrCat(impl_->options.dino_block);
+  }
   head.step = impl_->step;
   head.theta_r = {ToVector(impl_->v_r), ToVector(impl_->g_r)};
   head.theta_m = {ToVector(impl_->v_m), ToVector(impl_->g_m)};

@@ -21,6 +21,10 @@ struct HeadTrainerOptions {
   int classes = 27;
   int dim = 384;
   std::string backbone;
+  // The server's feature block (ModelInfo.dino_block), written into the
+  // head's metadata so that a server serving another block refuses it; 0:
+  // none (the built-in backbone).
+  int dino_block = 0;
   double learning_rate = 5e-3;  // Adam
   double focal_gamma = 2.0;
   int ema_every = 10;

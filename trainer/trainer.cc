@@ -822,6 +822,7 @@ absl::StatusOr<std::unique_ptr<HeadTrainer>> CreateHeadTrainer(
   ASSIGN_OR_RETURN(const v1::FeatureResponse probe,
                    run.source->Features(first.crop, false));
   head_options.backbone = probe.model().backbone();
+  head_options.dino_block = probe.model().dino_block();
   return HeadTrainer::Create(head_options);
 }
 

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/primaps_client.h"
+#include "engine/segmentation_head.h"
 #include "tests/integration/server_process.h"
 #include "tests/unit/test_images.h"
 
@@ -82,6 +83,7 @@ void ExpectServedLikeTheSplitFiles(const std::string& arch, int resize) {
   EXPECT_EQ(seg_a->model().head_version(), 1u);
   EXPECT_EQ(seg_a->model().classes(), 5u);
   EXPECT_EQ(seg_a->model().source(), "--weights " + dir + "/reference.ckpt");
+  EXPECT_EQ(seg_a->model().dino_block(), 1);
   EXPECT_EQ(seg_a->labels().png(), seg_b->labels().png());
   ASSERT_EQ(seg_a->probabilities_size(), seg_b->probabilities_size());
   EXPECT_GT(seg_a->probabilities_size(), 0);
@@ -193,6 +195,75 @@ TEST(ReferenceCheckpointTest, AdminLoadTakesTheHeadsOfAReferenceCheckpoint) {
   auto b = Client(split)->Segment(Request(64));
   ASSERT_TRUE(a.ok()) << a.status();
   ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->labels().png(), b->labels().png());
+}
+
+// Heads read the features of the block they were trained on: the
+// reference's checkpoint names it (dino_block 1 here), and a server serving
+// another block refuses them, at start-up and through AdminService.
+TEST(ReferenceCheckpointTest, HeadsOfAnotherDinoBlockAreRefused) {
+  const std::string& dir = Checkpoints("dino_vits8");
+  ServerProcess whole({"--weights=" + dir + "/reference.ckpt", "--dino_block=2",
+                       "--threads=2"});
+  EXPECT_FALSE(whole.started());
+  EXPECT_THAT(whole.Log(),
+              HasSubstr("the head was trained on the features of dino_block "
+                        "1; this server serves dino_block 2 (--dino_block)"));
+  TempDir work;
+  const std::string token = work.Write("token", "reference-token\n");
+  ServerProcess block2({"--backbone=dino_vits8",
+                        "--weights=" + dir + "/backbone.pth", "--dino_block=2",
+                        "--admin_token_file=" + token, "--threads=2"});
+  ASSERT_TRUE(block2.started()) << block2.Log();
+  ClientOptions options;
+  options.target = block2.address();
+  options.admin_token = "reference-token";
+  options.retries = 0;
+  auto client = *PrimapsClient::Create(options);
+  v1::LoadCheckpointRequest load;
+  load.set_data(primaps::testing::ReadText(dir + "/head.safetensors"));
+  // head.safetensors names no block: taken.
+  ASSERT_TRUE(client->LoadCheckpoint(load).ok());
+  auto status = client->GetModelStatus();
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->model().dino_block(), 2);
+  auto served = client->GetCheckpoint();
+  ASSERT_TRUE(served.ok()) << served.status();
+  // The same head marked as trained on block 1 is refused.
+  SegmentationHead head = *ParseHeadCheckpoint(served->data(), "dino_vits8", 0);
+  head.extra_metadata["dino_block"] = "1";
+  load.set_data(SerializeHeadCheckpoint(head));
+  auto refused = client->LoadCheckpoint(load);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("dino_block 1; this server serves dino_block 2"));
+  EXPECT_EQ(*client->Health(), "SERVING");
+}
+
+// A model repository's version may be the reference's checkpoint itself
+// (V/head.ckpt): the server serves its heads.
+TEST(ReferenceCheckpointTest, RepositoryVersionsMayBeReferenceCheckpoints) {
+  const std::string& dir = Checkpoints("dino_vits8");
+  TempDir work;
+  const std::string repo = work.path() + "/repo";
+  ASSERT_EQ(std::system(("mkdir -p " + repo + "/1 && cp " + dir +
+                         "/reference.ckpt " + repo + "/1/head.ckpt")
+                            .c_str()),
+            0);
+  ServerProcess server({"--backbone=dino_vits8",
+                        "--weights=" + dir + "/backbone.pth",
+                        "--model_repository=" + repo, "--threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  ServerProcess split({"--backbone=dino_vits8",
+                       "--weights=" + dir + "/backbone.pth",
+                       "--head=" + dir + "/head.safetensors", "--threads=2"});
+  ASSERT_TRUE(split.started()) << split.Log();
+  auto a = Client(server)->Segment(Request(64));
+  auto b = Client(split)->Segment(Request(64));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->model().source(), "repository " + repo + "/1");
+  EXPECT_EQ(a->model().head_version(), 1u);
   EXPECT_EQ(a->labels().png(), b->labels().png());
 }
 
