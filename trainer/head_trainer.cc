@@ -185,6 +185,15 @@ struct HeadTrainer::Impl {
     g_m = d * g_m + (1 - d) * g_r.detach();
   }
 
+  // theta_R and theta_M from prototypes (classes x dim), gain 1.
+  void SetPrototypes(const torch::Tensor& top) {
+    v_r = top.clone().requires_grad_(true);
+    g_r = torch::ones({options.classes}).requires_grad_(true);
+    v_m = top.clone();
+    g_m = torch::ones({options.classes});
+    ResetAdam();
+  }
+
   void ResetAdam() {
     m_v = torch::zeros_like(v_r);
     s_v = torch::zeros_like(v_r);
@@ -271,6 +280,23 @@ absl::Status HeadTrainer::AddPcaFeatures(const FeatureMap& f) {
   });
 }
 
+absl::Status HeadTrainer::InitFromPrototypes(const std::vector<float>& v) {
+  return CatchTorchErrors(
+      "the initialization from prototypes", [&]() -> absl::Status {
+        const int k = impl_->options.classes, d = impl_->options.dim;
+        if (v.size() != static_cast<size_t>(k) * d) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "the prototypes hold ", v.size(), " values; the heads need ", k,
+              " classes x ", d, " channels"));
+        }
+        torch::NoGradGuard no_grad;
+        const torch::Tensor top =
+            torch::from_blob(const_cast<float*>(v.data()), {k, d}).clone();
+        impl_->SetPrototypes(top);
+        return absl::OkStatus();
+      });
+}
+
 absl::Status HeadTrainer::FinishPca() {
   return CatchTorchErrors("the PCA initialization", [&]() -> absl::Status {
     const int k = impl_->options.classes, d = impl_->options.dim;
@@ -291,11 +317,7 @@ absl::Status HeadTrainer::FinishPca() {
     // Largest eigenvalues last: take the last K columns, largest first.
     const torch::Tensor top =
         vectors.slice(1, d - k, d).flip({1}).t().to(torch::kFloat).contiguous();
-    impl_->v_r = top.clone().requires_grad_(true);
-    impl_->g_r = torch::ones({k}).requires_grad_(true);
-    impl_->v_m = top.clone();
-    impl_->g_m = torch::ones({k});
-    impl_->ResetAdam();
+    impl_->SetPrototypes(top);
     return absl::OkStatus();
   });
 }

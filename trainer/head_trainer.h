@@ -56,6 +56,11 @@ class HeadTrainer {
   absl::Status AddPcaFeatures(const FeatureMap& features);
   absl::Status FinishPca();
 
+  // Initialization from given prototypes (classes x dim, row-major) as the
+  // reference's --cluster-ckpt-path: theta_R and theta_M get them as v,
+  // with gain 1.
+  absl::Status InitFromPrototypes(const std::vector<float>& v);
+
   // One step of the cosine k-means baseline on theta_R (loss = -mean of
   // the best cosine score); theta_M copies theta_R. Returns the loss.
   absl::StatusOr<double> BaselineStep(const std::vector<FeatureMap>& features);

@@ -73,6 +73,10 @@ ABSL_FLAG(int32_t, push_every, 0,
 ABSL_FLAG(int32_t, eval_every, 0,
           "Evaluate on --val every N steps (0 = after init and at the end).");
 ABSL_FLAG(bool, eval_crf, true, "Also evaluate with the dense CRF.");
+ABSL_FLAG(std::string, init_checkpoint, "",
+          "Start PriMaPs-EM from this checkpoint's prototypes instead of the "
+          "PCA and the baseline (the reference's --cluster-ckpt-path): a "
+          "baseline run's train.py .ckpt or a head .safetensors.");
 ABSL_FLAG(std::string, checkpoint, "",
           "evaluate: the heads to score (a head .safetensors or the "
           "reference's train.py .ckpt); empty: the head the first --server "
@@ -325,6 +329,7 @@ int main(int argc, char** argv) {
   o.focal_gamma = absl::GetFlag(FLAGS_gamma);
   o.linear_learning_rate = absl::GetFlag(FLAGS_linear_lr);
   o.pca_images = absl::GetFlag(FLAGS_pca_images);
+  o.init_checkpoint = absl::GetFlag(FLAGS_init_checkpoint);
   o.baseline_steps = absl::GetFlag(FLAGS_baseline_steps);
   o.checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   o.push_every = absl::GetFlag(FLAGS_push_every);

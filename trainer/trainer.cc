@@ -843,6 +843,31 @@ absl::Status InitializeFromPca(const TrainingRun& run, HeadTrainer* trainer) {
   return absl::OkStatus();
 }
 
+// The reference's --cluster-ckpt-path: theta_M's directions of
+// o.init_checkpoint (a baseline .ckpt's cluster centres) into both heads.
+absl::Status InitializeFromCheckpoint(const TrainerOptions& o,
+                                      HeadTrainer* trainer) {
+  ASSIGN_OR_RETURN(const std::string bytes, ReadFile(o.init_checkpoint));
+  const SegmentationHead current = trainer->Head();
+  auto head = ParseAnyHeadCheckpoint(bytes, current.backbone, current.dim);
+  if (!head.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--init_checkpoint ",
+                                                   o.init_checkpoint, ": ",
+                                                   head.status().message()));
+  }
+  if (head->classes != current.classes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--init_checkpoint ", o.init_checkpoint, " has ", head->classes,
+        " classes; --classes is ", current.classes));
+  }
+  RETURN_IF_ERROR(trainer->InitFromPrototypes(head->theta_m.v));
+  const auto from = head->extra_metadata.find("theta_m_from");
+  Log(absl::StrCat(
+      "initialized from ", o.init_checkpoint, " (",
+      from != head->extra_metadata.end() ? from->second : "theta_m", ")"));
+  return absl::OkStatus();
+}
+
 // The cosine k-means baseline on theta_R (and the linear probe, when
 // there is ground truth), validated every eval_every steps and at its end
 // as the reference's baseline run is (phase "baseline", its own step
@@ -1068,6 +1093,9 @@ absl::Status RunTrainer(const TrainerOptions& options) {
     ASSIGN_OR_RETURN(const std::string bytes, ReadFile(newest));
     RETURN_IF_ERROR(trainer->RestoreCheckpoint(bytes));
     Log(absl::StrCat("resumed from ", newest, " at step ", trainer->step()));
+  } else if (!o.init_checkpoint.empty()) {
+    RETURN_IF_ERROR(InitializeFromCheckpoint(o, trainer.get()));
+    if (!val.empty()) RETURN_IF_ERROR(evaluate("init_checkpoint", 0));
   } else {
     RETURN_IF_ERROR(InitializeFromPca(run, trainer.get()));
     if (!val.empty()) RETURN_IF_ERROR(evaluate("pca_init", 0));

@@ -47,6 +47,11 @@ struct TrainerOptions {
   // Push the head into every server every N steps (0 = never).
   int push_every = 0;
   std::string admin_token;
+  // Start PriMaPs-EM from these prototypes instead of the PCA and the
+  // baseline, as the reference's --cluster-ckpt-path: theta_M's directions
+  // of a head file or of the reference's train.py .ckpt (a baseline run's
+  // cluster_probe.cluster_centers.weight_v) into both heads, gain 1.
+  std::string init_checkpoint;
   // Publish the head into this model repository (server/model_repository.h)
   // every publish_every steps (0: with every checkpoint) and at the end,
   // with its evaluation figures; empty: never.

@@ -4,6 +4,8 @@
 // them (seeded random weights); the same tensors split into an official
 // backbone .pth and a head safetensors file give the server's answers to
 // compare with.
+#include "engine/reference_checkpoint.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -408,6 +410,58 @@ TEST(ReferenceCheckpointTest, PresetsCropPatch14BackbonesAt322) {
       << primaps::testing::ReadText(log);
   EXPECT_THAT(primaps::testing::ReadText(log),
               HasSubstr("crop and validation resize 322 for dinov2_vits14"));
+}
+
+// --init_checkpoint as the reference's --cluster-ckpt-path: a baseline
+// run's cluster centres become theta_R and theta_M (gain 1), instead of the
+// PCA and the baseline.
+TEST(ReferenceCheckpointTest, TrainerStartsFromABaselineCheckpoint) {
+  const std::string& dir = Checkpoints("dino_vits8");
+  TempDir work;
+  const std::string data = work.path() + "/data";
+  ASSERT_EQ(primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
+                PRIMAPS_TRAINER_BIN,
+                {"make-dataset", "--out=" + data, "--classes=5", "--images=4",
+                 "--width=40", "--height=30"},
+                work.path() + "/make.log")),
+            0);
+  ServerProcess server({"--backbone=dino_vits8",
+                        "--weights=" + dir + "/backbone.pth", "--threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  auto train = [&](const std::string& classes, const std::string& log) {
+    return primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
+        PRIMAPS_TRAINER_BIN,
+        {"--server=" + server.address(), "--train=" + data, "--val=" + data,
+         "--out=" + work.path() + "/run", "--classes=" + classes, "--steps=0",
+         "--resize=64", "--eval_crf=false",
+         "--init_checkpoint=" + dir + "/baseline.ckpt"},
+        log));
+  };
+  const std::string log = work.path() + "/train.log";
+  ASSERT_EQ(train("5", log), 0) << primaps::testing::ReadText(log);
+  EXPECT_THAT(primaps::testing::ReadText(log),
+              HasSubstr("initialized from " + dir +
+                        "/baseline.ckpt (cluster_probe.cluster_centers)"));
+  EXPECT_THAT(primaps::testing::ReadText(log),
+              ::testing::Not(HasSubstr("PCA initialization")));
+  EXPECT_THAT(primaps::testing::ReadText(work.path() + "/run/metrics.jsonl"),
+              HasSubstr("\"phase\":\"init_checkpoint\""));
+  const SegmentationHead baseline = *ParseAnyHeadCheckpoint(
+      primaps::testing::ReadText(dir + "/baseline.ckpt"), "", 0);
+  auto trained = ParseHeadCheckpoint(
+      primaps::testing::ReadText(work.path() +
+                                 "/run/checkpoints/step_00000000.safetensors"),
+      "dino_vits8", 0);
+  ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->theta_r.v, baseline.theta_m.v);
+  EXPECT_EQ(trained->theta_m.v, baseline.theta_m.v);
+  EXPECT_EQ(trained->theta_r.g, std::vector<float>(5, 1.f));
+  EXPECT_EQ(trained->theta_m.g, std::vector<float>(5, 1.f));
+  // Another class count is refused by name.
+  const std::string log3 = work.path() + "/train3.log";
+  EXPECT_EQ(train("3", log3), 1);
+  EXPECT_THAT(primaps::testing::ReadText(log3),
+              HasSubstr("/baseline.ckpt has 5 classes; --classes is 3"));
 }
 
 TEST(ReferenceCheckpointTest, EvaluateRefusesWhatIsNoHead) {
