@@ -27,7 +27,9 @@
 #include "base/command_line.h"
 #include "base/cpu_support.h"
 #include "base/file_util.h"
+#include "base/log.h"
 #include "datasets/prepare.h"
+#include "trainer/evaluate_command.h"
 #include "trainer/report.h"
 #include "trainer/reproduce.h"
 #include "trainer/synthetic_dataset.h"
@@ -189,6 +191,7 @@ int main(int argc, char** argv) {
       "  primaps-trainer make-dataset --out=DIR [--layout=cityscapes]\n\n"
       "--help lists the flags.");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  primaps::SetLogProgramName("primaps-trainer");
   if (!primaps::CpuCanRunThisBuild("primaps-trainer")) return 1;
   if (args.size() >= 2 && std::string(args[1]) == "make-dataset") {
     primaps::SyntheticDatasetOptions options;

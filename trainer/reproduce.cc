@@ -6,9 +6,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/file_util.h"
+#include "base/log.h"
 #include "base/status_macros.h"
 #include "client/label_job.h"
 #include "datasets/prepare.h"
+#include "trainer/feature_source.h"
 #include "trainer/report.h"
 
 namespace primaps {
@@ -16,7 +18,7 @@ namespace fs = std::filesystem;
 namespace {
 
 void Log(const std::string& line) {
-  std::fprintf(stderr, "primaps-trainer reproduce: %s\n", line.c_str());
+  LogInfo(absl::StrCat("reproduce: ", line));
 }
 
 // Runs `phase` unless its marker says it is done, then writes the marker.
