@@ -330,8 +330,8 @@ absl::StatusOr<LabelMap> InferencePipeline::PseudoLabelsFor(
   // output size, so that both sizes label each mask alike.
   std::optional<LabelMap> prior;
   if (p.model->head != nullptr) {
-    prior = HeadClassMap(*p.model->head, HeadKind::kClusterProbe, features,
-                         p.image->height, p.image->width);
+    prior = HeadClassMap(*p.model->head, HeadKind::kClusterProbe,
+                         HeadInput(features), p.image->height, p.image->width);
   }
   ASSIGN_OR_RETURN(
       const MaskClassTable table,
@@ -354,7 +354,8 @@ absl::StatusOr<PipelineResult> InferencePipeline::Segment(
   dense.keep_probabilities = p.request.with_probabilities;
   ASSIGN_OR_RETURN(
       DenseLabels labels,
-      ComputeDenseLabels(HeadScores(head, HeadKind::kSegmentation, features),
+      ComputeDenseLabels(HeadScores(head, HeadKind::kSegmentation,
+                                    HeadInput(features)),
                          head.classes, features.height, features.width,
                          *p.image, p.target, dense));
   result.labels = std::move(labels.labels);

@@ -11,8 +11,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "base/command_line.h"
 #include "base/cpu_support.h"
+#include "base/log.h"
 #include "server/server.h"
 
 namespace {
@@ -185,6 +187,7 @@ int main(int argc, char** argv) {
       "Flags override the config file; --help lists them.");
   const std::set<std::string> given_flags = primaps::FlagsGiven(argc, argv);
   absl::ParseCommandLine(argc, argv);
+  primaps::SetLogProgramName("primaps-server");
   if (!primaps::CpuCanRunThisBuild("primaps-server")) return 1;
   // cpp-httplib writes without MSG_NOSIGNAL: a client that hangs up before
   // its answer is written must cost an EPIPE, not the process.
@@ -207,25 +210,24 @@ int main(int argc, char** argv) {
     const absl::Status status =
         primaps::MergeServerConfigFile(absl::GetFlag(FLAGS_config), &config);
     if (!status.ok()) {
-      std::fprintf(stderr, "primaps-server: %s\n",
-                   std::string(status.message()).c_str());
+      primaps::LogError(status.message());
       return 2;
     }
   }
   ApplyFlags(given_flags, &config);
   auto server = primaps::Server::Create(config);
   if (!server.ok()) {
-    std::fprintf(stderr, "primaps-server: cannot start: %s\n",
-                 std::string(server.status().message()).c_str());
+    primaps::LogError(
+        absl::StrCat("cannot start: ", server.status().message()));
     return 1;
   }
   int signal = 0;
   sigwait(&signals, &signal);
-  std::fprintf(stderr, "primaps-server: got %s\n",
-               signal == SIGTERM ? "SIGTERM" : "SIGINT");
+  primaps::LogInfo(
+      absl::StrCat("got ", signal == SIGTERM ? "SIGTERM" : "SIGINT"));
   (*server)->Drain(absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_s)),
                    absl::Milliseconds(absl::GetFlag(FLAGS_drain_grace_ms)));
   server->reset();
-  std::fprintf(stderr, "primaps-server: exited cleanly\n");
+  primaps::LogInfo("exited cleanly");
   return 0;
 }

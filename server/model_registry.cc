@@ -33,15 +33,28 @@ absl::StatusOr<std::string> RealPath(const std::string& path) {
 
 ModelRegistry::ModelRegistry(Options options) : options_(std::move(options)) {
   auto empty = std::make_shared<ModelSnapshot>();
-  empty->backbone = options_.backbone;
-  empty->precision = options_.precision;
-  empty->dino_block = options_.dino_block;
+  FillServerFields(empty.get());
   std::atomic_store(&current_,
                     std::shared_ptr<const ModelSnapshot>(std::move(empty)));
 }
 
-absl::StatusOr<SegmentationHead> ModelRegistry::CheckDinoBlock(
+absl::StatusOr<SegmentationHead> ModelRegistry::CheckHeadFits(
     SegmentationHead head) const {
+  const auto projection = head.extra_metadata.find("projection_digest");
+  const std::string head_projection =
+      projection == head.extra_metadata.end() ? "" : projection->second;
+  if (head_projection != options_.projection_digest) {
+    auto reads = [](const std::string& digest, const std::string& source) {
+      return digest.empty() ? std::string("the backbone's features")
+                            : absl::StrCat("the code of projection ", digest,
+                                           source.empty() ? "" : " (",
+                                           source, source.empty() ? "" : ")");
+    };
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the head reads ", reads(head_projection, ""),
+        "; this server's heads read ",
+        reads(options_.projection_digest, options_.projection_source)));
+  }
   const auto named = head.extra_metadata.find("dino_block");
   if (options_.dino_block == 0 || named == head.extra_metadata.end())
     return head;
@@ -54,6 +67,16 @@ absl::StatusOr<SegmentationHead> ModelRegistry::CheckDinoBlock(
   return head;
 }
 
+void ModelRegistry::FillServerFields(ModelSnapshot* snapshot) const {
+  snapshot->backbone = options_.backbone;
+  snapshot->precision = options_.precision;
+  snapshot->dino_block = options_.dino_block;
+  snapshot->projection = options_.projection;
+  snapshot->projection_dim = options_.projection_dim;
+  snapshot->projection_source = options_.projection_source;
+  snapshot->projection_digest = options_.projection_digest;
+}
+
 std::shared_ptr<const ModelSnapshot> ModelRegistry::Current() const {
   return std::atomic_load(&current_);
 }
@@ -62,9 +85,7 @@ void ModelRegistry::Publish(std::shared_ptr<const SegmentationHead> head,
                             std::string digest, std::string source,
                             uint64_t version) {
   auto snapshot = std::make_shared<ModelSnapshot>();
-  snapshot->backbone = options_.backbone;
-  snapshot->precision = options_.precision;
-  snapshot->dino_block = options_.dino_block;
+  FillServerFields(snapshot.get());
   snapshot->head = std::move(head);
   snapshot->version = version > 0 ? version : next_version_;
   next_version_ = std::max(next_version_, snapshot->version + 1);
@@ -93,7 +114,7 @@ absl::StatusOr<std::shared_ptr<const ModelSnapshot>> ModelRegistry::LoadVersion(
   // A head file, or the heads of the reference's train.py checkpoint.
   auto head =
       ParseAnyHeadCheckpoint(bytes, options_.backbone, options_.feature_dim);
-  if (head.ok()) head = CheckDinoBlock(*std::move(head));
+  if (head.ok()) head = CheckHeadFits(*std::move(head));
   std::string digest = Sha256Hex(bytes);
   absl::MutexLock lock(&write_mu_);
   if (!head.ok()) {

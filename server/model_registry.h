@@ -27,6 +27,11 @@ struct ModelSnapshot {
   // The ViT block the features come from, as the reference's dino_block
   // (1 = the last); 0 for the built-in backbone.
   int dino_block = 0;
+  // The projection the heads read (ModelInfo.projection*); empty without.
+  std::string projection;
+  int projection_dim = 0;
+  std::string projection_source;
+  std::string projection_digest;
   // Null until a head is loaded.
   std::shared_ptr<const SegmentationHead> head;
   // 0 without a head; then 1, 2, ... one per publication, never reused.
@@ -53,6 +58,13 @@ class ModelRegistry {
     // The feature block served (ModelSnapshot::dino_block); heads that name
     // another in their "dino_block" metadata are refused. 0: not checked.
     int dino_block = 0;
+    // The projection after the backbone (ModelSnapshot::projection*): heads
+    // whose "projection_digest" metadata names another, or that name one
+    // on a server without, are refused.
+    std::string projection;
+    int projection_dim = 0;
+    std::string projection_source;
+    std::string projection_digest;
   };
 
   explicit ModelRegistry(Options options);
@@ -92,8 +104,10 @@ class ModelRegistry {
 
  private:
   // `head`, or INVALID_ARGUMENT when its metadata names another dino_block
-  // than the server's.
-  absl::StatusOr<SegmentationHead> CheckDinoBlock(SegmentationHead head) const;
+  // or projection than the server's.
+  absl::StatusOr<SegmentationHead> CheckHeadFits(SegmentationHead head) const;
+  // The snapshot's fields that describe the server, not the head.
+  void FillServerFields(ModelSnapshot* snapshot) const;
 
   // version 0: the next of this registry's own numbers.
   void Publish(std::shared_ptr<const SegmentationHead> head, std::string digest,

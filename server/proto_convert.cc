@@ -181,6 +181,10 @@ void FillModelInfo(const ModelSnapshot& model, v1::ModelInfo* info) {
   info->set_checkpoint_digest(model.digest);
   info->set_classes(model.head ? model.head->classes : 0);
   info->set_dino_block(model.dino_block);
+  info->set_projection(model.projection);
+  info->set_projection_dim(model.projection_dim);
+  info->set_projection_source(model.projection_source);
+  info->set_projection_digest(model.projection_digest);
 }
 
 void FillGeometry(const LabelGeometry& g, v1::LabelGeometry* out) {
@@ -275,7 +279,18 @@ absl::Status FillFeatures(const PipelineResult& result,
                           v1::FeatureResponse* out) {
   out->set_request_id(request.request_id());
   FillModelInfo(*result.model, out->mutable_model());
-  const FeatureMap& f = result.features;
+  if (request.features() == v1::FEATURE_KIND_PROJECTION &&
+      result.features.code == nullptr) {
+    return absl::FailedPreconditionError(
+        "features=PROJECTION: this server's backbone has no projection "
+        "(ModelInfo.projection is empty); ask for BACKBONE");
+  }
+  const FeatureMap& f = request.features() == v1::FEATURE_KIND_PROJECTION
+                            ? *result.features.code
+                            : result.features;
+  out->set_features(request.features() == v1::FEATURE_KIND_PROJECTION
+                        ? v1::FEATURE_KIND_PROJECTION
+                        : v1::FEATURE_KIND_BACKBONE);
   out->set_dim(f.dim);
   out->set_height(f.height);
   out->set_width(f.width);

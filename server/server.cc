@@ -13,12 +13,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "base/file_util.h"
+#include "base/log.h"
 #include "base/status_macros.h"
 #include "base/thread_pool.h"
 #include "engine/backbone/backbone_weights.h"
 #include "engine/backbone/builtin_backbone.h"
 #include "engine/checkpoint/pth_reader.h"
+#include "engine/projected_backbone.h"
 #include "engine/reference_checkpoint.h"
+#include "engine/stego_checkpoint.h"
 #include "engine/segmentation_head.h"
 #include "engine/vit/vit_backbone.h"
 #include "proto/option_names.h"
@@ -107,10 +110,6 @@ struct Server::Impl {
 
 namespace {
 
-void Log(const std::string& line) {
-  std::fprintf(stderr, "primaps-server: %s\n", line.c_str());
-}
-
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(
     const v1::ServerConfig& c) {
   if (c.tls_cert().empty() && c.tls_key().empty()) {
@@ -145,6 +144,9 @@ struct LoadedModel {
   // The block served, as the reference's dino_block; 0 for the built-in
   // backbone.
   int dino_block = 0;
+  // The projection the heads read (STEGO's checkpoints); kind empty
+  // without one.
+  Projection projection;
 };
 
 absl::StatusOr<VitBackboneOptions> VitOptions(const v1::ServerConfig& c,
@@ -183,7 +185,7 @@ absl::StatusOr<LoadedModel> LoadReferenceModel(const v1::ServerConfig& c,
   // Without --dino_block the heads read the block they were trained on.
   if (c.dino_block() == 0) options.block = model->block;
   SetTorchThreads(c.threads());
-  Log(absl::StrCat(
+  LogInfo(absl::StrCat(
       "--weights is the reference's checkpoint: ", model->config.name,
       ", dino_block ", c.dino_block() > 0 ? c.dino_block() : model->dino_block,
       ", ", model->head.classes, " classes, theta_M from ",
@@ -193,6 +195,38 @@ absl::StatusOr<LoadedModel> LoadReferenceModel(const v1::ServerConfig& c,
                    CreateVitBackbone(model->backbone, options));
   loaded.head = std::move(model->head);
   loaded.dino_block = c.dino_block() > 0 ? c.dino_block() : model->dino_block;
+  return loaded;
+}
+
+// --weights as STEGO's checkpoint: its ViT followed by its projection, and
+// its cluster probe as the heads.
+absl::StatusOr<LoadedModel> LoadStegoModel(const v1::ServerConfig& c,
+                                           PthStateDict state) {
+  auto model = ReadStegoModel(std::move(state), c.weights());
+  if (!model.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--weights ", c.weights(), ": ", model.status().message()));
+  }
+  if (c.backbone() != server_defaults::kBackbone &&
+      c.backbone() != model->config.name) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--backbone=", c.backbone(), " but --weights ", c.weights(), " holds ",
+        model->config.name, "; leave --backbone out to serve it"));
+  }
+  ASSIGN_OR_RETURN(const VitBackboneOptions options,
+                   VitOptions(c, model->config));
+  SetTorchThreads(c.threads());
+  LogInfo(absl::StrCat("--weights is STEGO's checkpoint: ", model->config.name,
+                       ", projection to ", model->projection.out_dim,
+                       " channels, ", model->head.classes, " clusters"));
+  LoadedModel loaded;
+  ASSIGN_OR_RETURN(std::unique_ptr<Backbone> vit,
+                   CreateVitBackbone(model->backbone, options));
+  loaded.projection = model->projection;
+  loaded.backbone = std::make_unique<ProjectedBackbone>(
+      std::move(vit), std::move(model->projection));
+  loaded.head = std::move(model->head);
+  loaded.dino_block = c.dino_block() > 0 ? c.dino_block() : 1;
   return loaded;
 }
 
@@ -218,6 +252,8 @@ absl::StatusOr<LoadedModel> MakeBackbone(const v1::ServerConfig& c) {
   // A whole model (backbone and heads) in one Lightning checkpoint?
   if (absl::StartsWith(bytes, "PK\x03\x04")) {
     auto state = ReadPthStateDict(bytes);
+    if (state.ok() && IsStegoCheckpoint(*state))
+      return LoadStegoModel(c, *std::move(state));
     if (state.ok() && IsLightningModelCheckpoint(*state))
       return LoadReferenceModel(c, *std::move(state));
     if (!state.ok()) {
@@ -316,9 +352,15 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
   ModelRegistry::Options options;
   options.backbone = backbone.id();
   options.precision = backbone.precision();
-  options.feature_dim = backbone.feature_dim();
+  options.feature_dim = backbone.head_dim();
   options.checkpoint_dir = c.checkpoint_dir();
   options.dino_block = model.dino_block;
+  options.projection = model.projection.kind;
+  options.projection_dim = model.projection.kind.empty()
+                               ? 0
+                               : model.projection.out_dim;
+  options.projection_source = model.projection.source;
+  options.projection_digest = model.projection.digest;
   auto registry = std::make_unique<ModelRegistry>(options);
   if (c.head().empty() && weights_head.has_value()) {
     auto loaded = registry->LoadFromBytes(
@@ -327,8 +369,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
       return absl::InvalidArgumentError(absl::StrCat(
           "--weights ", c.weights(), ": ", loaded.status().message()));
     }
-    Log(absl::StrCat("heads from --weights: ", (*loaded)->head->classes,
-                     " classes, version ", (*loaded)->version));
+    LogInfo(absl::StrCat("heads from --weights: ", (*loaded)->head->classes,
+                         " classes, version ", (*loaded)->version));
     return registry;
   }
   if (c.head().empty()) return registry;
@@ -338,8 +380,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
     return absl::InvalidArgumentError(
         absl::StrCat("--head ", c.head(), ": ", loaded.status().message()));
   }
-  Log(absl::StrCat("head loaded: ", (*loaded)->head->classes,
-                   " classes, version ", (*loaded)->version));
+  LogInfo(absl::StrCat("head loaded: ", (*loaded)->head->classes,
+                       " classes, version ", (*loaded)->version));
   return registry;
 }
 
@@ -352,13 +394,13 @@ absl::StatusOr<std::unique_ptr<RepositoryFollower>> FollowRepository(
   RepositoryFollower::Options options;
   options.poll_interval = absl::Seconds(c.poll_interval_s());
   ASSIGN_OR_RETURN(options.policy, ParseVersionPolicy(c.version_policy()));
-  options.log = [](const std::string& line) { Log(line); };
+  options.log = [](const std::string& line) { LogInfo(line); };
   options.on_load = std::move(on_load);
   auto follower = std::make_unique<RepositoryFollower>(
       DirectoryModelSource(c.model_repository()), registry, options);
   *first_poll = follower->PollOnce();
   if (!first_poll->ok())
-    Log(absl::StrCat("model repository: ", first_poll->message()));
+    LogInfo(absl::StrCat("model repository: ", first_poll->message()));
   return follower;
 }
 
@@ -447,7 +489,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   const v1::ServerConfig& c = impl->config;
-  Log(c.backbone() == server_defaults::kBackbone && !c.weights().empty()
+  LogInfo(
+      c.backbone() == server_defaults::kBackbone && !c.weights().empty()
           ? absl::StrCat("loading the model in ", c.weights())
           : absl::StrCat("loading backbone ", c.backbone(),
                          c.weights().empty() ? "" : " from " + c.weights()));
@@ -497,7 +540,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
     impl->admin = std::make_unique<AdminServiceImpl>(
         registry, std::move(token), metrics, impl->cpu_pool.get());
   } else {
-    Log("no --admin_token_file: AdminService is disabled");
+    LogInfo("no --admin_token_file: AdminService is disabled");
   }
 
   // Ready at once without a repository. With one, after its first poll
@@ -538,11 +581,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(
   }
 
   if (impl->follower) impl->follower->Start();
-  Log(absl::StrCat("serving on port ", impl->port, ", metrics on port ",
-                   impl->metrics->listening_port(), ", http on port ",
-                   impl->http ? impl->http->port() : 0, " (backbone ",
-                   impl->backbone->id(), " in ", impl->backbone->precision(),
-                   ", head version ", registry->Current()->version, ")"));
+  LogInfo(absl::StrCat("serving on port ", impl->port, ", metrics on port ",
+                       impl->metrics->listening_port(), ", http on port ",
+                       impl->http ? impl->http->port() : 0, " (backbone ",
+                       impl->backbone->id(), " in ",
+                       impl->backbone->precision(), ", head version ",
+                       registry->Current()->version, ")"));
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -558,14 +602,14 @@ void Server::Drain(absl::Duration timeout, absl::Duration grace) {
     if (impl_->drained) return;
     impl_->drained = true;
   }
-  Log("draining: no new calls, waiting for in-flight ones");
+  LogInfo("draining: no new calls, waiting for in-flight ones");
   {
     absl::MutexLock lock(&impl_->drain_mu);
     impl_->SetServing(false);
   }
   if (grace > absl::ZeroDuration()) {
-    Log(absl::StrCat("health is NOT_SERVING; still serving for ",
-                     absl::FormatDuration(grace)));
+    LogInfo(absl::StrCat("health is NOT_SERVING; still serving for ",
+                         absl::FormatDuration(grace)));
     absl::SleepFor(grace);
   }
   // Open streams answer what they have read and end with UNAVAILABLE, so
@@ -576,8 +620,8 @@ void Server::Drain(absl::Duration timeout, absl::Duration grace) {
   // Stops listening and waits for the HTTP requests in progress.
   impl_->http.reset();
   impl_->server->Wait();
-  Log(absl::StrCat("drained; ", impl_->service->active_calls(),
-                   " calls still active"));
+  LogInfo(absl::StrCat("drained; ", impl_->service->active_calls(),
+                       " calls still active"));
   impl_->drained_notification.Notify();
 }
 

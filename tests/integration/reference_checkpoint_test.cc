@@ -28,10 +28,12 @@ using ::primaps::testing::ServerProcess;
 using ::primaps::testing::TempDir;
 using ::testing::HasSubstr;
 
-// The checkpoints of one architecture, made once per test binary.
+// The checkpoints of one architecture, made once per test process and
+// removed at its exit (half a GB each: ctest runs every case in a process of
+// its own).
 const std::string& Checkpoints(const std::string& arch) {
-  static auto* dirs = new std::map<std::string, std::unique_ptr<TempDir>>();
-  auto& dir = (*dirs)[arch];
+  static std::map<std::string, std::unique_ptr<TempDir>> dirs;
+  auto& dir = dirs[arch];
   if (dir == nullptr) {
     dir = std::make_unique<TempDir>();
     const std::string command =
