@@ -1,6 +1,7 @@
 #include "engine/reference_checkpoint.h"
 
 #include <set>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -143,6 +144,22 @@ std::string BackboneNameFromOpts(
   return absl::StrCat(arch->second, patch->second);
 }
 
+absl::StatusOr<std::pair<VitConfig, TensorMap>> ReadNetModelBackbone(
+    const TensorMap& tensors) {
+  TensorMap raw;
+  for (const auto& [key, record] : tensors) {
+    if (absl::StartsWith(key, kBackbonePrefix))
+      raw[key.substr(sizeof(kBackbonePrefix) - 1)] = record;
+  }
+  ASSIGN_OR_RETURN(const VitConfig config, ConfigFromShapes(raw));
+  auto canonical = CanonicalizeBackboneWeights(std::move(raw), config);
+  if (!canonical.ok()) {
+    return Invalid(absl::StrCat("the backbone under net.model.: ",
+                                canonical.status().message()));
+  }
+  return std::make_pair(config, *std::move(canonical));
+}
+
 bool IsLightningModelCheckpoint(const PthStateDict& state) {
   if (state.source != "state_dict") return false;
   for (const auto& [key, record] : state.tensors) {
@@ -175,12 +192,8 @@ absl::StatusOr<ReferenceModel> ReadReferenceModel(PthStateDict state) {
   }
   ReferenceModel model;
   model.opts = std::move(state.hyper_parameters);
-  TensorMap raw;
-  for (const auto& [key, record] : tensors) {
-    if (absl::StartsWith(key, kBackbonePrefix))
-      raw[key.substr(sizeof(kBackbonePrefix) - 1)] = record;
-  }
-  ASSIGN_OR_RETURN(model.config, ConfigFromShapes(raw));
+  ASSIGN_OR_RETURN(std::tie(model.config, model.backbone),
+                   ReadNetModelBackbone(tensors));
   const std::string named = BackboneNameFromOpts(model.opts);
   if (!named.empty() && named != model.config.name &&
       named + "_reg" != model.config.name) {
@@ -189,12 +202,6 @@ absl::StatusOr<ReferenceModel> ReadReferenceModel(PthStateDict state) {
                                 "tensors under net.model. are ",
                                 model.config.name));
   }
-  auto canonical = CanonicalizeBackboneWeights(std::move(raw), model.config);
-  if (!canonical.ok()) {
-    return Invalid(absl::StrCat("the backbone under net.model.: ",
-                                canonical.status().message()));
-  }
-  model.backbone = *std::move(canonical);
 
   const int dim = model.config.dim;
   SegmentationHead& head = model.head;

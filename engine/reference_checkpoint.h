@@ -19,6 +19,7 @@
 
 #include <map>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -47,6 +48,11 @@ struct ReferenceModel {
   // The checkpoint's options (PthStateDict::hyper_parameters).
   std::map<std::string, std::string> opts;
 };
+
+// The ViT under net.model. (a Lightning model's `self.net.model`): its
+// architecture from the tensor shapes and its canonical weights.
+absl::StatusOr<std::pair<VitConfig, TensorMap>> ReadNetModelBackbone(
+    const TensorMap& tensors);
 
 // True when `state` came from a Lightning checkpoint whose state dict holds a
 // backbone under net.model. (train.py's, or another model built the same way,

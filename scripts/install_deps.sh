@@ -28,6 +28,8 @@ packages=(
   # augmentations) and the Python example client.
   python3 python3-torch python3-torchvision python3-numpy python3-pil python3-scipy python3-grpcio
   python3-protobuf
+  # STEGO's checkpoints pickle an OmegaConf config (the test checkpoints).
+  python3-omegaconf
   # The Python package (python/): its offline pip install and its pytest
   # suite; the web page's test in a real headless browser.
   python3-venv python3-pip python3-setuptools python3-wheel python3-pytest

@@ -354,10 +354,10 @@ absl::StatusOr<PipelineResult> InferencePipeline::Segment(
   dense.keep_probabilities = p.request.with_probabilities;
   ASSIGN_OR_RETURN(
       DenseLabels labels,
-      ComputeDenseLabels(HeadScores(head, HeadKind::kSegmentation,
-                                    HeadInput(features)),
-                         head.classes, features.height, features.width,
-                         *p.image, p.target, dense));
+      ComputeDenseLabels(
+          HeadScores(head, HeadKind::kSegmentation, HeadInput(features)),
+          head.classes, features.height, features.width, *p.image, p.target,
+          dense));
   result.labels = std::move(labels.labels);
   result.probabilities = std::move(labels.probabilities);
   return result;

@@ -47,8 +47,8 @@ absl::StatusOr<SegmentationHead> ModelRegistry::CheckHeadFits(
     auto reads = [](const std::string& digest, const std::string& source) {
       return digest.empty() ? std::string("the backbone's features")
                             : absl::StrCat("the code of projection ", digest,
-                                           source.empty() ? "" : " (",
-                                           source, source.empty() ? "" : ")");
+                                           source.empty() ? "" : " (", source,
+                                           source.empty() ? "" : ")");
     };
     return absl::InvalidArgumentError(absl::StrCat(
         "the head reads ", reads(head_projection, ""),

@@ -21,8 +21,8 @@
 #include "engine/checkpoint/pth_reader.h"
 #include "engine/projected_backbone.h"
 #include "engine/reference_checkpoint.h"
-#include "engine/stego_checkpoint.h"
 #include "engine/segmentation_head.h"
+#include "engine/stego_checkpoint.h"
 #include "engine/vit/vit_backbone.h"
 #include "proto/option_names.h"
 #include "server/admin_service.h"
@@ -356,9 +356,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> CreateRegistry(
   options.checkpoint_dir = c.checkpoint_dir();
   options.dino_block = model.dino_block;
   options.projection = model.projection.kind;
-  options.projection_dim = model.projection.kind.empty()
-                               ? 0
-                               : model.projection.out_dim;
+  options.projection_dim =
+      model.projection.kind.empty() ? 0 : model.projection.out_dim;
   options.projection_source = model.projection.source;
   options.projection_digest = model.projection.digest;
   auto registry = std::make_unique<ModelRegistry>(options);

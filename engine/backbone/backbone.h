@@ -3,6 +3,7 @@
 #ifndef PRIMAPS_ENGINE_BACKBONE_BACKBONE_H_
 #define PRIMAPS_ENGINE_BACKBONE_BACKBONE_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,7 +20,15 @@ struct FeatureMap {
   int height = 0;
   int width = 0;
   std::vector<float> data;
+  // With a projection (STEGO, HP: engine/projection.h): its code on the same
+  // grid, which the heads read; PriMaPs reads `data`. Null otherwise.
+  std::shared_ptr<const FeatureMap> code;
 };
+
+// What the heads read: the code when there is one, else the features.
+inline const FeatureMap& HeadInput(const FeatureMap& features) {
+  return features.code != nullptr ? *features.code : features;
+}
 
 class Backbone {
  public:
@@ -34,6 +43,8 @@ class Backbone {
   virtual bool requires_patch_multiple() const { return false; }
   // The number format of the forward pass: "fp32", "bf16" or "fp16".
   virtual const char* precision() const { return "fp32"; }
+  // The channels the heads read: the projection's code when there is one.
+  virtual int head_dim() const { return feature_dim(); }
 
   // Features of a batch of preprocessed images that all have the same size.
   // The caller keeps ownership of the images. Safe to call from several

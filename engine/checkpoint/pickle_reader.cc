@@ -34,12 +34,43 @@ constexpr StorageClass kStorageClasses[] = {
 // Callables whose results we build as data, never by calling anything.
 constexpr const char* kCallables[] = {
     "collections.OrderedDict",
+    // An empty dict (its default factory is dropped).
+    "collections.defaultdict",
     "torch._utils._rebuild_tensor_v2",
     "torch._utils._rebuild_parameter",
-    // DINO training checkpoints store their command line as a Namespace;
-    // it becomes an opaque object.
-    "argparse.Namespace",
 };
+
+// Classes whose instances become inert objects holding the state BUILD
+// gives them: DINO training checkpoints store their command line as a
+// Namespace, train.py its options; STEGO's Lightning checkpoints an
+// OmegaConf config, whose nodes and metadata are plain dataclasses.
+constexpr const char* kInertClasses[] = {
+    "argparse.Namespace",
+    "omegaconf.dictconfig.DictConfig",
+    "omegaconf.listconfig.ListConfig",
+    "omegaconf.base.ContainerMetadata",
+    "omegaconf.base.Metadata",
+    "omegaconf.nodes.AnyNode",
+    "omegaconf.nodes.StringNode",
+    "omegaconf.nodes.IntegerNode",
+    "omegaconf.nodes.FloatNode",
+    "omegaconf.nodes.BooleanNode",
+};
+
+// Globals that may appear as values (OmegaConf's type annotations), never
+// called.
+constexpr const char* kTypeValues[] = {
+    "typing.Any",    "__builtin__.dict", "builtins.dict", "__builtin__.list",
+    "builtins.list", "builtins.object",  "builtins.int",  "builtins.float",
+    "builtins.str",  "builtins.bool",
+};
+
+bool IsInertClass(const std::string& name) {
+  for (const char* c : kInertClasses) {
+    if (name == c) return true;
+  }
+  return false;
+}
 
 bool IsAllowedGlobal(const std::string& name) {
   for (const auto& s : kStorageClasses) {
@@ -48,7 +79,10 @@ bool IsAllowedGlobal(const std::string& name) {
   for (const char* c : kCallables) {
     if (name == c) return true;
   }
-  return false;
+  for (const char* c : kTypeValues) {
+    if (name == c) return true;
+  }
+  return IsInertClass(name);
 }
 
 class Unpickler {
@@ -233,7 +267,8 @@ class Unpickler {
       if (!a.empty()) return Error("OrderedDict with constructor arguments");
       return MakeSequence(Kind::kDict, {});
     }
-    if (name == "argparse.Namespace") {
+    if (name == "collections.defaultdict") return MakeSequence(Kind::kDict, {});
+    if (IsInertClass(name)) {
       const int32_t v = New(Kind::kObject);
       V(v).text = name;
       stack_.push_back(v);

@@ -112,6 +112,41 @@ std::map<std::string, std::string> ScalarFields(const PickleGraph& graph,
   return out;
 }
 
+// The state dict BUILD gave an inert object, or -1.
+int32_t ObjectState(const PickleGraph& graph, int32_t index) {
+  const PickleValue& v = graph.at(index);
+  if (v.kind != Kind::kObject || v.items.empty()) return -1;
+  const int32_t state = v.items[0];
+  return graph.at(state).kind == Kind::kDict ? state : -1;
+}
+
+// The scalar leaves of an OmegaConf DictConfig (its "_content", each node's
+// "_val"), as "prefix.key", nested configs as "prefix.key.subkey".
+void AddOmegaConfFields(const PickleGraph& graph, int32_t config,
+                        const std::string& prefix,
+                        std::map<std::string, std::string>* out) {
+  const int32_t state = ObjectState(graph, config);
+  const int32_t content = state >= 0 ? graph.Find(state, "_content") : -1;
+  if (content < 0 || graph.at(content).kind != Kind::kDict) return;
+  const PickleValue& d = graph.at(content);
+  for (size_t i = 0; i + 1 < d.items.size(); i += 2) {
+    const PickleValue& key = graph.at(d.items[i]);
+    if (key.kind != Kind::kString) continue;
+    const std::string name = absl::StrCat(prefix, ".", key.text);
+    const int32_t node = d.items[i + 1];
+    if (graph.at(node).kind == Kind::kObject &&
+        graph.at(node).text == "omegaconf.dictconfig.DictConfig") {
+      AddOmegaConfFields(graph, node, name, out);
+      continue;
+    }
+    const int32_t node_state = ObjectState(graph, node);
+    const int32_t value = node_state >= 0 ? graph.Find(node_state, "_val") : -1;
+    std::string text;
+    if (value >= 0 && ScalarText(graph, graph.at(value), &text))
+      (*out)[name] = text;
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
@@ -157,6 +192,18 @@ absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
       hparams >= 0) {
     const int32_t opts = graph.Find(hparams, "opts");
     result.hyper_parameters = ScalarFields(graph, opts >= 0 ? opts : hparams);
+    // STEGO's checkpoints keep their config as an OmegaConf DictConfig.
+    const PickleValue& h = graph.at(hparams);
+    for (size_t i = 0; h.kind == Kind::kDict && i + 1 < h.items.size();
+         i += 2) {
+      const PickleValue& key = graph.at(h.items[i]);
+      const PickleValue& value = graph.at(h.items[i + 1]);
+      if (key.kind == Kind::kString && value.kind == Kind::kObject &&
+          value.text == "omegaconf.dictconfig.DictConfig") {
+        AddOmegaConfFields(graph, h.items[i + 1], key.text,
+                           &result.hyper_parameters);
+      }
+    }
   }
   for (const char* key : {"teacher", "model", "state_dict"}) {
     const int32_t nested = graph.Find(graph.root, key);

@@ -26,7 +26,9 @@ struct PthStateDict {
   // The training options a checkpoint carries, as text: the scalar fields
   // of `hyper_parameters["opts"]` (an argparse.Namespace, as train.py's
   // save_hyperparameters() stores it) or of `hyper_parameters` itself;
-  // lists of scalars are joined with ",". Empty when there are none.
+  // lists of scalars are joined with ",". Empty when there are none. An
+  // OmegaConf config among them (STEGO's "cfg") adds its scalar leaves as
+  // "cfg.model_type", "cfg.dim", ...
   std::map<std::string, std::string> hyper_parameters;
 };
 

@@ -1,0 +1,196 @@
+// STEGO's checkpoints served from one file, against what PyTorch computes
+// from the same file (tests/golden/make_stego_checkpoint.py): the
+// projection's code, and the cluster predictions of the unmodified
+// checkpoint.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "client/primaps_client.h"
+#include "engine/checkpoint/safetensors.h"
+#include "engine/image/label_image.h"
+#include "engine/segmentation_head.h"
+#include "tests/integration/server_process.h"
+#include "tests/unit/test_images.h"
+
+namespace primaps {
+namespace {
+
+using ::primaps::testing::ServerProcess;
+using ::primaps::testing::TempDir;
+using ::testing::HasSubstr;
+
+constexpr int kResize = 64;
+
+// The checkpoints and the golden outputs, made once per test process and
+// removed at its exit.
+const std::string& Checkpoints() {
+  static TempDir dir;
+  static const bool made = [] {
+    const std::string command = absl::StrCat(
+        "/usr/bin/python3 " PRIMAPS_SOURCE_DIR
+        "/tests/golden/make_stego_checkpoint.py ",
+        dir.path(), " ", primaps::testing::DemoImagePath("coco_example.jpg"),
+        " ", kResize);
+    return std::system(command.c_str()) == 0;
+  }();
+  EXPECT_TRUE(made);
+  return dir.path();
+}
+
+std::unique_ptr<PrimapsClient> Client(const ServerProcess& server) {
+  ClientOptions options;
+  options.target = server.address();
+  options.retries = 0;
+  options.deadline = absl::Seconds(120);
+  return *PrimapsClient::Create(options);
+}
+
+v1::Preprocess Preprocess() {
+  v1::Preprocess p;
+  p.set_resize(kResize);
+  p.set_crop(v1::CROP_MODE_CENTER);
+  p.set_resize_filter(v1::RESIZE_FILTER_BILINEAR);  // as the golden
+  p.set_crf(false);
+  return p;
+}
+
+TensorRecord Golden(const std::string& name) {
+  auto file = ParseSafetensors(primaps::testing::ReadBinary(
+      Checkpoints() + "/stego_golden.safetensors"));
+  EXPECT_TRUE(file.ok()) << file.status();
+  return file->tensors.at(name);
+}
+
+TEST(StegoCheckpointTest, ServesTheProjectionAndTheClusterProbe) {
+  const std::string dir = Checkpoints();
+  ServerProcess server({"--weights=" + dir + "/stego.ckpt", "--threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  EXPECT_THAT(server.Log(),
+              HasSubstr("--weights is STEGO's checkpoint: dino_vits8, "
+                        "projection to 70 channels, 5 clusters"));
+  auto client = Client(server);
+  const std::string image = primaps::testing::ReadBinary(
+      primaps::testing::DemoImagePath("coco_example.jpg"));
+
+  // The code, as PyTorch computes it, within 1e-3.
+  v1::FeatureRequest features;
+  features.mutable_image()->set_encoded(image);
+  *features.mutable_preprocess() = Preprocess();
+  features.set_features(v1::FEATURE_KIND_PROJECTION);
+  auto code = client->ExtractFeatures(features);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(code->features(), v1::FEATURE_KIND_PROJECTION);
+  ASSERT_EQ(code->dim(), 70u);
+  const std::vector<float> expected = Float32Values(Golden("code"));
+  ASSERT_EQ(code->data().size(), expected.size() * 4);
+  const float* got = reinterpret_cast<const float*>(code->data().data());
+  double worst = 0;
+  for (size_t i = 0; i < expected.size(); ++i)
+    worst =
+        std::max(worst, static_cast<double>(std::abs(got[i] - expected[i])));
+  EXPECT_LT(worst, 1e-3);
+  std::printf("projection: max |ours - PyTorch| = %.2g over %zu values\n",
+              worst, expected.size());
+  // The backbone's features are still there (PriMaPs reads them).
+  features.set_features(v1::FEATURE_KIND_BACKBONE);
+  auto backbone = client->ExtractFeatures(features);
+  ASSERT_TRUE(backbone.ok()) << backbone.status();
+  EXPECT_EQ(backbone->dim(), 384u);
+  EXPECT_EQ(backbone->model().projection(), "stego");
+  EXPECT_EQ(backbone->model().projection_dim(), 70u);
+  EXPECT_EQ(backbone->model().projection_source(), dir + "/stego.ckpt");
+  EXPECT_EQ(backbone->model().projection_digest().size(), 64u);
+
+  // Segment on the unmodified checkpoint: STEGO's cosine predictions on at
+  // least 99% of the pixels (ours upsample the head's scores, STEGO the
+  // code; the argmax differs only where two clusters nearly tie).
+  v1::ImageRequest segment;
+  segment.mutable_image()->set_encoded(image);
+  *segment.mutable_preprocess() = Preprocess();
+  auto labels = client->Segment(segment);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  const TensorRecord truth = Golden("labels");
+  const std::string& ours = labels->labels().labels();
+  ASSERT_EQ(ours.size(), truth.data.size())
+      << "labels are " << labels->labels().width() << "x"
+      << labels->labels().height();
+  size_t same = 0;
+  for (size_t i = 0; i < ours.size(); ++i)
+    same += static_cast<uint8_t>(ours[i]) == truth.data[i];
+  const double agreement = 100.0 * same / ours.size();
+  EXPECT_GE(agreement, 99.0);
+  std::printf("Segment agrees with STEGO's cluster predictions on %.2f%%\n",
+              agreement);
+  // PriMaPs pseudo labels on a STEGO server: masks from the backbone
+  // features, classes from the head on the code.
+  auto pseudo = client->PseudoLabel(segment);
+  ASSERT_TRUE(pseudo.ok()) << pseudo.status();
+  EXPECT_EQ(pseudo->model().classes(), 5u);
+}
+
+TEST(StegoCheckpointTest, ProjectionFeaturesNeedAProjection) {
+  ServerProcess server({"--threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  v1::FeatureRequest features;
+  features.mutable_image()->set_encoded(primaps::testing::ReadBinary(
+      primaps::testing::DemoImagePath("coco_example.jpg")));
+  features.set_features(v1::FEATURE_KIND_PROJECTION);
+  auto code = Client(server)->ExtractFeatures(features);
+  EXPECT_EQ(code.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(code.status().message()),
+              HasSubstr("this server's backbone has no projection"));
+}
+
+TEST(StegoCheckpointTest, BadCheckpointsAreRefusedByName) {
+  const std::string dir = Checkpoints();
+  const std::pair<const char*, const char*> cases[] = {
+      {"stego_no_cluster1.ckpt",
+       "no net.cluster1.0.weight / net.cluster1.0.bias"},
+      {"stego_linear.ckpt",
+       "cfg.projection_type is linear; only STEGO's linear + nonlinear "
+       "projection (nonlinear) is served"},
+      {"stego_bad_dim.ckpt",
+       "cluster_probe.clusters is [5, 72]; expected [K, 70]"},
+  };
+  for (const auto& [file, message] : cases) {
+    ServerProcess server({"--weights=" + dir + "/" + file});
+    EXPECT_FALSE(server.started()) << file;
+    EXPECT_THAT(server.Log(), HasSubstr(message)) << file;
+  }
+  // A head for the backbone's features is refused by a STEGO server, and
+  // the server keeps serving its own.
+  TempDir work;
+  const std::string token = work.Write("token", "stego-token\n");
+  ServerProcess server({"--weights=" + dir + "/stego.ckpt", "--threads=2",
+                        "--admin_token_file=" + token});
+  ASSERT_TRUE(server.started()) << server.Log();
+  ClientOptions options;
+  options.target = server.address();
+  options.admin_token = "stego-token";
+  options.retries = 0;
+  auto client = *PrimapsClient::Create(options);
+  auto served = client->GetCheckpoint();
+  ASSERT_TRUE(served.ok()) << served.status();
+  v1::LoadCheckpointRequest load;
+  load.set_data(served->data());  // its own head: taken again
+  ASSERT_TRUE(client->LoadCheckpoint(load).ok());
+  SegmentationHead head = *ParseHeadCheckpoint(served->data(), "", 0);
+  head.extra_metadata.erase("projection_digest");
+  v1::LoadCheckpointRequest other;
+  other.set_data(SerializeHeadCheckpoint(head));
+  auto refused = client->LoadCheckpoint(other);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("the head reads the backbone's features; this "
+                        "server's heads read the code of projection "));
+  EXPECT_EQ(*client->Health(), "SERVING");
+}
+
+}  // namespace
+}  // namespace primaps
