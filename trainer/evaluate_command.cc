@@ -146,14 +146,19 @@ absl::Status RunEvaluate(const EvaluateOptions& o) {
   const int resize =
       o.resize > 0 ? o.resize
                    : (absl::StartsWith(head.backbone, "dinov2") ? 322 : 320);
-  const std::string cache = absl::StrCat(o.out_dir, "/cache/evaluate_", resize,
-                                         o.flip_tta ? "_flip" : "");
+  const std::string cache = absl::StrCat(
+      o.out_dir, "/cache/evaluate_", resize, o.flip_tta ? "_flip" : "",
+      head.extra_metadata.count("projection_digest") ? "_code" : "");
   RETURN_IF_ERROR(CreateDirectories(cache));
   const DatasetDirs dirs = FindDatasetDirs(o.val_dir);
   const std::vector<std::string> names = ListImages(dirs.images);
   if (names.empty())
     return absl::InvalidArgumentError(o.val_dir + "/images holds no images");
-  FeatureSource source(o.servers, resize);
+  // Heads trained on a projection (STEGO's) read its code.
+  const bool on_projection = head.extra_metadata.count("projection_digest") > 0;
+  FeatureSource source(
+      o.servers, resize,
+      on_projection ? v1::FEATURE_KIND_PROJECTION : v1::FEATURE_KIND_BACKBONE);
   std::vector<ValImage> val;
   const absl::Time start = absl::Now();
   absl::Time last_log = start;

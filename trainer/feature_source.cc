@@ -27,8 +27,7 @@ FeatureMap ToFeatureMap(const v1::FeatureResponse& r) {
 
 // The backbone is the first server's, named in the answer to a small
 // features request.
-absl::StatusOr<TrainerOptions> ResolveCropSize(TrainerOptions o) {
-  if (o.resize > 0) return o;
+absl::StatusOr<TrainerOptions> ResolveFromServers(TrainerOptions o) {
   ClientOptions options;
   options.target = o.servers[0];
   options.retries = 8;
@@ -50,9 +49,21 @@ absl::StatusOr<TrainerOptions> ResolveCropSize(TrainerOptions o) {
                                      response.status().message()));
   }
   const std::string& backbone = response->model().backbone();
-  o.resize = absl::StartsWith(backbone, "dinov2") ? 322 : 320;
-  LogInfo(
-      absl::StrCat("crop and validation resize ", o.resize, " for ", backbone));
+  if (o.resize == 0) {
+    o.resize = absl::StartsWith(backbone, "dinov2") ? 322 : 320;
+    LogInfo(absl::StrCat("crop and validation resize ", o.resize, " for ",
+                         backbone));
+  }
+  o.heads_on_projection = !response->model().projection().empty();
+  if (o.heads_on_projection) {
+    // +SotA+PriMaPs: no PCA and no baseline; the heads start from the
+    // served checkpoint's cluster probe.
+    if (o.init_checkpoint.empty()) o.init_checkpoint = "served";
+    LogInfo(absl::StrCat("the heads read ", backbone, "'s ",
+                         response->model().projection(), " projection (",
+                         response->model().projection_dim(),
+                         " channels); PriMaPs reads the backbone's features"));
+  }
   return o;
 }
 

@@ -27,11 +27,14 @@ struct View {
 };
 
 // Talks to the servers: features (and masks) for raw crops, spreading
-// requests round-robin.
+// requests round-robin. `kind` PROJECTION asks for the projection's code
+// (what STEGO's heads read); the masks always come from the backbone's
+// features.
 class FeatureSource {
  public:
-  FeatureSource(const std::vector<std::string>& servers, int resize)
-      : resize_(resize) {
+  FeatureSource(const std::vector<std::string>& servers, int resize,
+                v1::FeatureKind kind = v1::FEATURE_KIND_BACKBONE)
+      : resize_(resize), kind_(kind) {
     for (const std::string& s : servers) {
       ClientOptions options;
       options.target = s;
@@ -67,7 +70,8 @@ class FeatureSource {
     return Send(request);
   }
 
-  absl::StatusOr<v1::FeatureResponse> Send(const v1::FeatureRequest& request) {
+  absl::StatusOr<v1::FeatureResponse> Send(v1::FeatureRequest request) {
+    request.set_features(kind_);
     PrimapsClient* client = clients_[next_++ % clients_.size()].get();
     Begin();
     auto response = client->ExtractFeatures(request);
@@ -105,6 +109,7 @@ class FeatureSource {
   }
 
   const int resize_;
+  const v1::FeatureKind kind_;
   std::atomic<size_t> next_{0};
   absl::Mutex mu_;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
@@ -117,9 +122,11 @@ class FeatureSource {
 // The features of a response as a map (D x h x w).
 FeatureMap ToFeatureMap(const v1::FeatureResponse& response);
 
-// `options` with resize 0 made 320, or 322 when the servers run a patch-14
-// (DINOv2) backbone: a multiple of its patch, as 320 is of 8.
-absl::StatusOr<TrainerOptions> ResolveCropSize(TrainerOptions options);
+// `options` completed from what the first server serves: resize 0 made
+// 320, or 322 for a patch-14 (DINOv2) backbone (a multiple of its patch, as
+// 320 is of 8); heads_on_projection set when it has a projection (STEGO's
+// checkpoints), and then init_checkpoint "served" unless one is given.
+absl::StatusOr<TrainerOptions> ResolveFromServers(TrainerOptions options);
 
 }  // namespace primaps
 

@@ -419,6 +419,9 @@ SegmentationHead HeadTrainer::Head() const {
   if (impl_->options.dino_block > 0) {
     head.extra_metadata["dino_block"] = absl::StrCat(impl_->options.dino_block);
   }
+  if (!impl_->options.projection_digest.empty()) {
+    head.extra_metadata["projection_digest"] = impl_->options.projection_digest;
+  }
   head.step = impl_->step;
   head.theta_r = {ToVector(impl_->v_r), ToVector(impl_->g_r)};
   head.theta_m = {ToVector(impl_->v_m), ToVector(impl_->g_m)};

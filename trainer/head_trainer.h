@@ -25,6 +25,9 @@ struct HeadTrainerOptions {
   // head's metadata so that a server serving another block refuses it; 0:
   // none (the built-in backbone).
   int dino_block = 0;
+  // The projection the heads read (ModelInfo.projection_digest), written
+  // into the head's metadata likewise; empty: the backbone's features.
+  std::string projection_digest;
   double learning_rate = 5e-3;  // Adam
   double focal_gamma = 2.0;
   int ema_every = 10;

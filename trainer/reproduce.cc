@@ -59,7 +59,7 @@ absl::Status RunReproduce(const ReproduceOptions& options) {
   if (root.empty()) return absl::InvalidArgumentError("no --out");
   // The pseudo labels and the training share the preset's crop size.
   ReproduceOptions o = options;
-  ASSIGN_OR_RETURN(o.trainer, ResolveCropSize(options.trainer));
+  ASSIGN_OR_RETURN(o.trainer, ResolveFromServers(options.trainer));
   RETURN_IF_ERROR(CreateDirectories(root));
   const std::string train = root + "/data/train", val = root + "/data/val";
   const std::string precomputed = root + "/precomputed";

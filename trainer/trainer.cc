@@ -96,6 +96,7 @@ absl::StatusOr<std::unique_ptr<HeadTrainer>> CreateHeadTrainer(
                    run.source->Features(first.crop, false));
   head_options.backbone = probe.model().backbone();
   head_options.dino_block = probe.model().dino_block();
+  head_options.projection_digest = probe.model().projection_digest();
   return HeadTrainer::Create(head_options);
 }
 
@@ -120,7 +121,24 @@ absl::Status InitializeFromPca(const TrainingRun& run, HeadTrainer* trainer) {
 // o.init_checkpoint (a baseline .ckpt's cluster centres) into both heads.
 absl::Status InitializeFromCheckpoint(const TrainerOptions& o,
                                       HeadTrainer* trainer) {
-  ASSIGN_OR_RETURN(const std::string bytes, ReadFile(o.init_checkpoint));
+  std::string bytes;
+  if (o.init_checkpoint == "served") {
+    ClientOptions options;
+    options.target = o.servers[0];
+    options.admin_token = o.admin_token;
+    ASSIGN_OR_RETURN(std::unique_ptr<PrimapsClient> client,
+                     PrimapsClient::Create(options));
+    auto served = client->GetCheckpoint();
+    if (!served.ok()) {
+      return absl::Status(served.status().code(),
+                          absl::StrCat("the served head of ", o.servers[0],
+                                       " (needs --admin_token_file): ",
+                                       served.status().message()));
+    }
+    bytes = served->data();
+  } else {
+    ASSIGN_OR_RETURN(bytes, ReadFile(o.init_checkpoint));
+  }
   const SegmentationHead current = trainer->Head();
   auto head = ParseAnyHeadCheckpoint(bytes, current.backbone, current.dim);
   if (!head.ok()) {
@@ -298,14 +316,16 @@ absl::Status RunTrainer(const TrainerOptions& options) {
         absl::StrCat("no images in ", train_dirs.images));
   if (!train_dirs.masks.empty())
     LogInfo(absl::StrCat("precomputed pseudo labels from ", train_dirs.masks));
-  ASSIGN_OR_RETURN(TrainerOptions with_crop, ResolveCropSize(options));
+  ASSIGN_OR_RETURN(TrainerOptions with_crop, ResolveFromServers(options));
   const TrainerOptions o = ResolveEpochs(std::move(with_crop), train.size());
   LogInfo(absl::StrCat(train.size(), " training images: ", o.baseline_steps,
                        " baseline steps, ", o.steps, " PriMaPs-EM steps of ",
                        o.batch, " images"));
   RETURN_IF_ERROR(CreateDirectories(o.out_dir + "/cache/train"));
   RETURN_IF_ERROR(CreateDirectories(o.out_dir + "/cache/val"));
-  FeatureSource source(o.servers, o.resize);
+  FeatureSource source(o.servers, o.resize,
+                       o.heads_on_projection ? v1::FEATURE_KIND_PROJECTION
+                                             : v1::FEATURE_KIND_BACKBONE);
   ThreadPool pool(std::max(1, o.fetch_concurrency));
   const TrainingRun run{o, train_dirs, std::move(train), &source, &pool};
 

@@ -50,7 +50,12 @@ struct TrainerOptions {
   // baseline, as the reference's --cluster-ckpt-path: theta_M's directions
   // of a head file or of the reference's train.py .ckpt (a baseline run's
   // cluster_probe.cluster_centers.weight_v) into both heads, gain 1.
+  // "served": the head the first server serves (AdminService
+  // GetCheckpoint, with admin_token).
   std::string init_checkpoint;
+  // Set from the servers (ResolveFromServers): their backbone has a
+  // projection, whose code the heads read.
+  bool heads_on_projection = false;
   // Publish the head into this model repository (server/model_repository.h)
   // every publish_every steps (0: with every checkpoint) and at the end,
   // with its evaluation figures; empty: never.

@@ -8,7 +8,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "client/primaps_client.h"
@@ -190,6 +193,76 @@ TEST(StegoCheckpointTest, BadCheckpointsAreRefusedByName) {
               HasSubstr("the head reads the backbone's features; this "
                         "server's heads read the code of projection "));
   EXPECT_EQ(*client->Health(), "SERVING");
+}
+
+// +SotA+PriMaPs: PriMaPs-EM on top of STEGO through a live server. The
+// heads start from the checkpoint's cluster probe (no PCA, no baseline), so
+// the first evaluation scores the checkpoint's own predictions (what
+// `evaluate` gives for the served head); the trained head reads the same
+// projection and the server takes it.
+TEST(StegoCheckpointTest, PrimapsEmOnTopOfStego) {
+  const std::string dir = Checkpoints();
+  TempDir work;
+  const std::string data = work.path() + "/data";
+  auto run = [&](std::vector<std::string> args, const std::string& log) {
+    return primaps::testing::WaitProcess(primaps::testing::SpawnProcess(
+        PRIMAPS_TRAINER_BIN, std::move(args), work.path() + "/" + log));
+  };
+  ASSERT_EQ(run({"make-dataset", "--out=" + data, "--classes=5", "--images=4",
+                 "--width=48", "--height=40"},
+                "make.log"),
+            0);
+  const std::string token = work.Write("token", "stego-token\n");
+  ServerProcess server({"--weights=" + dir + "/stego.ckpt", "--threads=2",
+                        "--admin_token_file=" + token});
+  ASSERT_TRUE(server.started()) << server.Log();
+  ASSERT_EQ(
+      run({"evaluate", "--server=" + server.address(), "--val=" + data,
+           "--out=" + work.path() + "/eval", "--resize=64", "--flip_tta=false",
+           "--eval_crf=false", "--admin_token_file=" + token},
+          "evaluate.log"),
+      0)
+      << primaps::testing::ReadText(work.path() + "/evaluate.log");
+  ASSERT_EQ(
+      run({"--server=" + server.address(), "--train=" + data, "--val=" + data,
+           "--classes=5", "--out=" + work.path() + "/run", "--steps=3",
+           "--batch=2", "--resize=64", "--eval_crf=false", "--push_every=3",
+           "--admin_token_file=" + token},
+          "train.log"),
+      0)
+      << primaps::testing::ReadText(work.path() + "/train.log");
+  const std::string log =
+      primaps::testing::ReadText(work.path() + "/train.log");
+  EXPECT_THAT(log, HasSubstr("the heads read dino_vits8's stego projection "
+                             "(70 channels)"));
+  EXPECT_THAT(log,
+              HasSubstr("initialized from served (cluster_probe.clusters)"));
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("PCA initialization")));
+  EXPECT_THAT(log, HasSubstr("pushed step 3"));
+  const std::string evaluation =
+      primaps::testing::ReadText(work.path() + "/eval/evaluation.json");
+  std::istringstream metrics(
+      primaps::testing::ReadText(work.path() + "/run/metrics.jsonl"));
+  std::string first;
+  std::getline(metrics, first);
+  EXPECT_THAT(first, HasSubstr("\"phase\":\"init_checkpoint\""));
+  // theta_M's figures of the first evaluation, as evaluate wrote them for
+  // the served head.
+  const nlohmann::json a = nlohmann::json::parse(first),
+                       b = nlohmann::json::parse(evaluation);
+  EXPECT_EQ(a["theta_m"]["miou"], b["theta_m"]["miou"]);
+  EXPECT_EQ(a["theta_m"]["accuracy"], b["theta_m"]["accuracy"]);
+  std::printf(
+      "first evaluation on top of STEGO: theta_M mIoU %.2f (evaluate "
+      "of the served head: %.2f)\n",
+      a["theta_m"]["miou"].get<double>(), b["theta_m"]["miou"].get<double>());
+  ClientOptions options;
+  options.target = server.address();
+  options.admin_token = "stego-token";
+  auto status = (*PrimapsClient::Create(options))->GetModelStatus();
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->model().head_version(), 2u);
+  EXPECT_EQ(status->model().source(), "AdminService");
 }
 
 }  // namespace
