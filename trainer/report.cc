@@ -177,8 +177,9 @@ std::string FiguresTable(const Json& evaluation,
   }
   if (!paper.has_value()) {
     absl::StrAppend(&md,
-                    "\nThe paper reports no figure for this dataset and "
-                    "backbone.\n");
+                    "\nNo paper figure here for this dataset, backbone and "
+                    "method (the table holds the paper's PriMaPs-EM rows "
+                    "only).\n");
   }
   return md;
 }
@@ -200,6 +201,13 @@ std::string PerClassTable(const Json& evaluation,
                     " |\n");
   }
   return md;
+}
+
+// "PriMaPs-EM", or "STEGO+PriMaPs-EM" / "HP+PriMaPs-EM" when stacked.
+std::string MethodName(const std::string& stacked_on) {
+  if (stacked_on == "stego") return "STEGO+PriMaPs-EM";
+  if (stacked_on == "hp") return "HP+PriMaPs-EM";
+  return "PriMaPs-EM";
 }
 
 absl::StatusOr<std::vector<std::string>> ClassNames(
@@ -261,9 +269,13 @@ absl::Status WriteReport(const ReportOptions& o) {
                                        dir + "/confusion.png"));
   }
 
-  const std::optional<PaperFigures> paper = PaperResult(o.dataset, backbone);
+  // The table holds the paper's PriMaPs-EM rows; its +SotA+PriMaPs rows
+  // are not reproduced here.
+  const std::optional<PaperFigures> paper =
+      o.stacked_on.empty() ? PaperResult(o.dataset, backbone) : std::nullopt;
   std::string md = absl::StrCat(
-      "# PriMaPs-EM run: ", o.dataset.empty() ? "dataset not named" : o.dataset,
+      "# ", MethodName(o.stacked_on),
+      " run: ", o.dataset.empty() ? "dataset not named" : o.dataset,
       ", backbone ", backbone.empty() ? "unknown" : backbone, "\n\n",
       lines.size(),
       " evaluations in `metrics.jsonl`; the best of run (by "
@@ -292,7 +304,8 @@ absl::Status WriteReport(const ReportOptions& o) {
 
   HtmlReportInput html;
   html.title = absl::StrCat(
-      "PriMaPs-EM run: ", o.dataset.empty() ? "dataset not named" : o.dataset,
+      MethodName(o.stacked_on),
+      " run: ", o.dataset.empty() ? "dataset not named" : o.dataset,
       ", backbone ", backbone.empty() ? "unknown" : backbone);
   html.evaluations = lines;
   html.best = best;

@@ -24,6 +24,8 @@ struct ReportOptions {
   std::string run_dir;   // the trainer's --out (metrics.jsonl, best.json)
   std::string dataset;   // cityscapes, cocostuff27, potsdam3 or empty
   std::string backbone;  // empty: from best.safetensors
+  // "stego" or "hp": the run is PriMaPs-EM on top of that method.
+  std::string stacked_on;
 };
 
 // Writes RUN/report/REPORT.md, miou.png, accuracy.png and confusion.png,

@@ -100,6 +100,7 @@ absl::Status RunReproduce(const ReproduceOptions& options) {
     ReportOptions r;
     r.run_dir = root + "/run";
     r.dataset = o.dataset;
+    r.stacked_on = o.stacked_on;
     return WriteReport(r);
   });
 }

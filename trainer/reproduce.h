@@ -14,7 +14,10 @@
 namespace primaps {
 
 struct ReproduceOptions {
-  std::string dataset;    // cityscapes, cocostuff27, potsdam3
+  std::string dataset;  // cityscapes, cocostuff27, potsdam3
+  // "stego" or "hp" for +SotA+PriMaPs (the servers serve that checkpoint);
+  // "" for PriMaPs-EM alone. Named in the report.
+  std::string stacked_on;
   std::string data;       // the official layout's root
   std::string list_file;  // COCO-Stuff: the curated list of the train split
   std::string val_list_file;

@@ -263,6 +263,27 @@ TEST(StegoCheckpointTest, PrimapsEmOnTopOfStego) {
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_EQ(status->model().head_version(), 2u);
   EXPECT_EQ(status->model().source(), "AdminService");
+
+  // The preset of the stacked method sets the same start (no baseline, the
+  // served cluster probe), and the report names the method.
+  const std::string run2 = work.path() + "/run2";
+  ASSERT_EQ(run({"--preset=cityscapes_stego", "--server=" + server.address(),
+                 "--train=" + data, "--val=" + data, "--classes=5",
+                 "--out=" + run2, "--steps=1", "--batch=2", "--resize=64",
+                 "--eval_crf=false", "--admin_token_file=" + token},
+                "preset.log"),
+            0)
+      << primaps::testing::ReadText(work.path() + "/preset.log");
+  const std::string preset_log =
+      primaps::testing::ReadText(work.path() + "/preset.log");
+  EXPECT_THAT(preset_log, HasSubstr("0 baseline steps, 1 PriMaPs-EM steps"));
+  EXPECT_THAT(preset_log, HasSubstr("initialized from served"));
+  ASSERT_EQ(run({"report", "--out=" + run2, "--preset=cityscapes_stego"},
+                "report.log"),
+            0)
+      << primaps::testing::ReadText(work.path() + "/report.log");
+  EXPECT_THAT(primaps::testing::ReadText(run2 + "/report/REPORT.md"),
+              HasSubstr("# STEGO+PriMaPs-EM run: cityscapes"));
 }
 
 }  // namespace
