@@ -6,6 +6,7 @@
 //       [--resize=N] [--crop=center|full]
 //       [--threshold=T] [--crf=true|false]
 //   primaps-client features --server=HOST:PORT --image=PATH --out=FEATURES.npy
+//       [--features=backbone|projection]
 //   primaps-client admin load|status|rollback --server=HOST:PORT
 //   --token_file=PATH
 //       [--path=REL_PATH | --file=LOCAL.safetensors]
@@ -69,6 +70,9 @@ ABSL_FLAG(std::optional<float>, threshold, std::nullopt,
           "PriMaPs threshold; unset = server default.");
 ABSL_FLAG(std::optional<bool>, crf, std::nullopt,
           "Dense CRF refinement; unset = on.");
+ABSL_FLAG(std::string, features, "backbone",
+          "features: backbone (what PriMaPs reads) or projection (the code "
+          "STEGO's heads read, on a server serving STEGO's checkpoint).");
 ABSL_FLAG(std::string, type, "float32",
           "features: float32 or float16 on the wire (.npy is float32).");
 ABSL_FLAG(std::string, token_file, "", "admin: file with the bearer token.");
@@ -195,11 +199,19 @@ absl::Status RunFeatures() {
   request.mutable_image()->set_encoded(bytes);
   ASSIGN_OR_RETURN(*request.mutable_preprocess(), PreprocessFromFlags());
   request.set_type(v1::FEATURE_TYPE_FLOAT32);  // .npy holds float32
+  const std::string kind = absl::GetFlag(FLAGS_features);
+  if (kind != "backbone" && kind != "projection") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--features is \"", kind, "\"; expected backbone or projection"));
+  }
+  request.set_features(kind == "projection" ? v1::FEATURE_KIND_PROJECTION
+                                            : v1::FEATURE_KIND_BACKBONE);
   ASSIGN_OR_RETURN(v1::FeatureResponse r, client->ExtractFeatures(request));
   RETURN_IF_ERROR(WriteFileAtomically(
       out, EncodeNpyFloat32({r.dim(), r.height(), r.width()}, r.data())));
-  std::printf("features: %u x %u x %u float32 from %s -> %s\n", r.dim(),
-              r.height(), r.width(), r.model().backbone().c_str(), out.c_str());
+  std::printf("features: %u x %u x %u float32 (%s) from %s -> %s\n", r.dim(),
+              r.height(), r.width(), kind.c_str(), r.model().backbone().c_str(),
+              out.c_str());
   return absl::OkStatus();
 }
 

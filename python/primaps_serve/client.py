@@ -34,11 +34,15 @@ class ModelInfo:
     precision: str
     source: str
     checkpoint_digest: str
+    # The projection the heads read ("stego"; "" without one) and its width.
+    projection: str = ""
+    projection_dim: int = 0
 
     @staticmethod
     def from_proto(info: types_pb2.ModelInfo) -> "ModelInfo":
         return ModelInfo(info.backbone, info.head_version, info.classes, info.precision,
-                         info.source, info.checkpoint_digest)
+                         info.source, info.checkpoint_digest, info.projection,
+                         info.projection_dim)
 
 
 @dataclasses.dataclass
@@ -220,11 +224,20 @@ class Client:
         return LabelResult(labels=labels, model=ModelInfo.from_proto(response.model),
                            probabilities=probs)
 
-    def features(self, image: ImageLike, *, float16: bool = False, **options) -> np.ndarray:
-        """Backbone features as a D x h x w float32 array (the patch grid)."""
+    def features(self, image: ImageLike, *, float16: bool = False, kind: str = "backbone",
+                 **options) -> np.ndarray:
+        """Features as a D x h x w float32 array (the patch grid): the
+        backbone's (kind="backbone", what PriMaPs reads) or, on a server
+        serving STEGO's checkpoint, its projection's code (kind="projection",
+        what the heads read)."""
+        kinds = {"backbone": service_pb2.FEATURE_KIND_BACKBONE,
+                 "projection": service_pb2.FEATURE_KIND_PROJECTION}
+        if kind not in kinds:
+            raise ValueError(f"kind is {kind!r}; expected 'backbone' or 'projection'")
         request = service_pb2.FeatureRequest(
             image=to_image_message(image), preprocess=_preprocess(**options),
-            type=service_pb2.FEATURE_TYPE_FLOAT16 if float16 else service_pb2.FEATURE_TYPE_FLOAT32)
+            type=service_pb2.FEATURE_TYPE_FLOAT16 if float16 else service_pb2.FEATURE_TYPE_FLOAT32,
+            features=kinds[kind])
 
         def extract_one(req, timeout, metadata):
             # ExtractFeatures is a stream; one request, one response.
@@ -238,8 +251,9 @@ class Client:
 
     def model(self) -> ModelInfo:
         """The model the server serves (from a tiny ProposeMasks call)."""
-        tiny = np.zeros((8, 8, 3), dtype=np.uint8)
-        return self.propose(tiny, detailed=True, resize=8, crf=False).model
+        # 32 pixels: a grid of at least 2x2 patches for patch sizes 8 to 16.
+        tiny = np.zeros((32, 32, 3), dtype=np.uint8)
+        return self.propose(tiny, detailed=True, resize=32, crf=False).model
 
     def stream_pseudo_labels(self, images: Iterable[ImageLike], *, window: int = 8,
                              **options) -> Iterator[StreamItem]:

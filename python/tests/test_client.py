@@ -55,6 +55,34 @@ def test_features_are_d_by_h_by_w(client, demo_photo):
     assert np.allclose(half, features, rtol=1e-2, atol=1e-2)
 
 
+def test_projection_features_need_a_projection(client, demo_photo):
+    with pytest.raises(FailedPrecondition, match="no projection"):
+        client.features(demo_photo, resize=64, kind="projection")
+    with pytest.raises(ValueError):
+        client.features(demo_photo, kind="code")
+
+
+def test_a_stego_server_returns_its_code(tmp_path, demo_photo):
+    import shutil
+    import subprocess
+    import sys
+    golden = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "golden")
+    out = tmp_path / "stego"
+    subprocess.run([sys.executable, os.path.join(golden, "make_stego_checkpoint.py"),
+                    str(out), str(demo_photo), "64"], check=True)
+    server = ServerProcess(f"--weights={out / 'stego.ckpt'}", "--resize=64")
+    try:
+        client = Client(server.address)
+        code = client.features(demo_photo, kind="projection")
+        assert code.shape == (70, 8, 8)
+        assert client.features(demo_photo).shape == (384, 8, 8)
+        model = client.model()
+        assert model.projection == "stego" and model.projection_dim == 70
+    finally:
+        server.stop()
+        shutil.rmtree(out)  # four checkpoints of ~90 MB
+
+
 def test_a_bad_image_raises_invalid_argument_with_the_servers_text(client):
     with pytest.raises(InvalidArgument) as raised:
         client.pseudo_label(b"this is not an image")
