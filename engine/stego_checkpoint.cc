@@ -89,6 +89,7 @@ absl::Status CheckConfig(const std::map<std::string, std::string>& opts,
 }  // namespace
 
 bool IsStegoCheckpoint(const PthStateDict& state) {
+  if (state.source == "hp") return true;
   return IsLightningModelCheckpoint(state) &&
          (state.tensors.count("net.cluster1.0.weight") > 0 ||
           state.tensors.count("cluster_probe.clusters") > 0);
@@ -97,6 +98,7 @@ bool IsStegoCheckpoint(const PthStateDict& state) {
 absl::StatusOr<StegoModel> ReadStegoModel(PthStateDict state,
                                           const std::string& file) {
   const TensorMap& tensors = state.tensors;
+  const bool hp = state.source == "hp";
   StegoModel model;
   model.opts = std::move(state.hyper_parameters);
   ASSIGN_OR_RETURN(std::tie(model.config, model.backbone),
@@ -109,7 +111,7 @@ absl::StatusOr<StegoModel> ReadStegoModel(PthStateDict state,
         "only STEGO's linear + nonlinear projection is served");
   }
   Projection& p = model.projection;
-  p.kind = "stego";
+  p.kind = hp ? "hp" : "stego";
   p.source = file;
   p.in_dim = model.config.dim;
   RETURN_IF_ERROR(ReadConv(tensors, "net.cluster1.0", p.in_dim, &p.out_dim,
@@ -161,7 +163,7 @@ absl::StatusOr<StegoModel> ReadStegoModel(PthStateDict state,
     RETURN_IF_ERROR(ReadConv(tensors, "linear_probe", p.out_dim, &classes,
                              &head.linear_weight, &head.linear_bias));
   }
-  head.extra_metadata["source"] = "STEGO's checkpoint";
+  head.extra_metadata["source"] = hp ? "HP's checkpoint" : "STEGO's checkpoint";
   head.extra_metadata["theta_m_from"] = "cluster_probe.clusters";
   head.extra_metadata["dino_block"] = "1";
   head.extra_metadata["projection"] = p.kind;

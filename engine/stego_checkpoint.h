@@ -12,6 +12,11 @@
 //               (model_type, dino_patch_size, dim, projection_type,
 //               dino_feat_type), read as inert data
 //
+// HP's checkpoints (its save_checkpoint dict) hold the same modules:
+// net_model_state_dict (model.*, cluster1.*, cluster2.*, and the training's
+// ema_model1/2.*), cluster_model_state_dict["clusters"],
+// linear_model_state_dict; PthStateDict names them as above.
+//
 // The heads read the code: theta_R and theta_M both start as the cluster
 // centres with gain 1, so that a weight-normed head's argmax is STEGO's
 // cosine prediction.

@@ -216,9 +216,11 @@ absl::StatusOr<LoadedModel> LoadStegoModel(const v1::ServerConfig& c,
   ASSIGN_OR_RETURN(const VitBackboneOptions options,
                    VitOptions(c, model->config));
   SetTorchThreads(c.threads());
-  LogInfo(absl::StrCat("--weights is STEGO's checkpoint: ", model->config.name,
-                       ", projection to ", model->projection.out_dim,
-                       " channels, ", model->head.classes, " clusters"));
+  LogInfo(absl::StrCat("--weights is ",
+                       model->projection.kind == "hp" ? "HP's" : "STEGO's",
+                       " checkpoint: ", model->config.name, ", projection to ",
+                       model->projection.out_dim, " channels, ",
+                       model->head.classes, " clusters"));
   LoadedModel loaded;
   ASSIGN_OR_RETURN(std::unique_ptr<Backbone> vit,
                    CreateVitBackbone(model->backbone, options));

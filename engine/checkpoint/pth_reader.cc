@@ -205,39 +205,66 @@ absl::StatusOr<PthStateDict> ReadPthStateDict(absl::string_view bytes) {
       }
     }
   }
-  for (const char* key : {"teacher", "model", "state_dict"}) {
-    const int32_t nested = graph.Find(graph.root, key);
-    if (nested >= 0 && graph.at(nested).kind == Kind::kDict) {
-      dict = nested;
-      result.source = key;
-      break;
+  // Which dicts hold the tensors, and the prefix their keys get.
+  std::vector<std::pair<int32_t, std::string>> dicts;
+  if (const int32_t net = graph.Find(graph.root, "net_model_state_dict");
+      net >= 0 && graph.at(net).kind == Kind::kDict) {
+    // HP's save_checkpoint: the featurizer, the cluster probe and the
+    // linear probe in dicts of their own, named here as STEGO's Lightning
+    // state dict names them.
+    result.source = "hp";
+    dicts.push_back({net, "net."});
+    for (const auto& [key, name] :
+         {std::pair<const char*, const char*>{"cluster_model_state_dict",
+                                              "cluster_probe."},
+          {"linear_model_state_dict", "linear_probe."}}) {
+      const int32_t nested = graph.Find(graph.root, key);
+      if (nested >= 0 && graph.at(nested).kind == Kind::kDict)
+        dicts.push_back({nested, name});
     }
+  } else {
+    for (const char* key : {"teacher", "model", "state_dict"}) {
+      const int32_t nested = graph.Find(graph.root, key);
+      if (nested >= 0 && graph.at(nested).kind == Kind::kDict) {
+        dict = nested;
+        result.source = key;
+        break;
+      }
+    }
+    dicts.push_back({dict, ""});
   }
   std::map<std::string, std::string> storages;  // key -> bytes, read once
-  const PickleValue& d = graph.at(dict);
-  for (size_t i = 0; i + 1 < d.items.size(); i += 2) {
-    const PickleValue& key = graph.at(d.items[i]);
-    const PickleValue& value = graph.at(d.items[i + 1]);
-    if (key.kind != Kind::kString) {
-      return absl::InvalidArgumentError(
-          "state dict has a key that is not a string");
-    }
-    if (value.kind != Kind::kTensor) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("state dict entry \"", key.text, "\" is not a tensor"));
-    }
-    const PickleValue& storage = graph.at(value.items[0]);
-    auto it = storages.find(storage.text);
-    if (it == storages.end()) {
-      auto data = zip.Read(prefix + "data/" + storage.text);
-      if (!data.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "storage of \"", key.text, "\": ", data.status().message()));
+  for (const auto& [index, name_prefix] : dicts) {
+    const PickleValue& d = graph.at(index);
+    for (size_t i = 0; i + 1 < d.items.size(); i += 2) {
+      const PickleValue& key = graph.at(d.items[i]);
+      const PickleValue& value = graph.at(d.items[i + 1]);
+      if (key.kind != Kind::kString) {
+        return absl::InvalidArgumentError(
+            "state dict has a key that is not a string");
       }
-      it = storages.emplace(storage.text, *std::move(data)).first;
+      // DataParallel's "module." prefix (HP saves wrapped models).
+      const std::string name =
+          absl::StrCat(name_prefix, absl::StartsWith(key.text, "module.")
+                                        ? key.text.substr(7)
+                                        : key.text);
+      if (value.kind != Kind::kTensor) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("state dict entry \"", name, "\" is not a tensor"));
+      }
+      const PickleValue& storage = graph.at(value.items[0]);
+      auto it = storages.find(storage.text);
+      if (it == storages.end()) {
+        auto data = zip.Read(prefix + "data/" + storage.text);
+        if (!data.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "storage of \"", name, "\": ", data.status().message()));
+        }
+        it = storages.emplace(storage.text, *std::move(data)).first;
+      }
+      ASSIGN_OR_RETURN(result.tensors[name],
+                       Materialize(name, value, it->second));
     }
-    ASSIGN_OR_RETURN(result.tensors[key.text],
-                     Materialize(key.text, value, it->second));
   }
   return result;
 }

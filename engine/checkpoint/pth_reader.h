@@ -18,7 +18,10 @@ struct PthStateDict {
   TensorMap tensors;
   // Where the state dict was found: "" for the top level, or the key of the
   // nested dict ("teacher" for DINO training checkpoints, "model",
-  // "state_dict").
+  // "state_dict"), or "hp" for HP's checkpoints, whose
+  // net_model_state_dict, cluster_model_state_dict and
+  // linear_model_state_dict are read as "net.*", "cluster_probe.*" and
+  // "linear_probe.*" (the names of STEGO's Lightning state dict).
   std::string source;
   // The keys of the top-level dict (e.g. a Lightning checkpoint's "epoch",
   // "state_dict", "hyper_parameters", "pytorch-lightning_version").

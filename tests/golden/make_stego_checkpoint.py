@@ -21,6 +21,10 @@ OUT_DIR receives:
   stego_no_cluster1.ckpt  the same without net.cluster1
   stego_linear.ckpt      projection_type "linear" (no net.cluster2)
   stego_bad_dim.ckpt     clusters of another width than the projection
+  hp.pth                 the same weights in HP's save_checkpoint layout
+                         (net_model_state_dict with model.*, cluster1.*,
+                         cluster2.*, ema_model1/2.*; cluster_model_state_dict;
+                         linear_model_state_dict; optimizer states None)
   stego_golden.safetensors  for IMAGE at the RESIZE centre crop (eval mode:
                          no dropout): "code" (dim x h x w, the projection's
                          output on the grid) and "labels" (the crop's
@@ -104,6 +108,26 @@ def main():
     bad = collections.OrderedDict(sd)
     bad["cluster_probe.clusters"] = torch.randn(CLASSES, CODE_DIM + 2, generator=gen)
     save(bad, "stego_bad_dim.ckpt", stego_cfg())
+
+    net = collections.OrderedDict()
+    for k, t in sd.items():
+        if k.startswith("net."):
+            net["module." + k[4:]] = t  # HP saves its DataParallel wrapper
+    for k in list(net):
+        if k.startswith("module.cluster1.") or k.startswith("module.cluster2."):
+            net[k.replace("cluster", "ema_model")] = net[k].clone()
+    torch.save({
+        "epoch": 10, "iteration": 2000,
+        "net_model_state_dict": net,
+        "net_optimizer_state_dict": None,
+        "linear_model_state_dict": collections.OrderedDict(
+            weight=sd["linear_probe.weight"], bias=sd["linear_probe.bias"]),
+        "linear_optimizer_state_dict": None,
+        "cluster_model_state_dict": collections.OrderedDict(
+            clusters=sd["cluster_probe.clusters"]),
+        "cluster_optimizer_state_dict": None,
+        "best": 21.5,
+    }, os.path.join(out, "hp.pth"))
 
     vit = ViT(False, 8, 28, dim=384, depth=12, heads=6)
     vit.load_state_dict(backbone)

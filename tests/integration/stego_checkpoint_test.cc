@@ -137,6 +137,41 @@ TEST(StegoCheckpointTest, ServesTheProjectionAndTheClusterProbe) {
   EXPECT_EQ(pseudo->model().classes(), 5u);
 }
 
+// HP's checkpoint of the same weights: the same code and predictions.
+TEST(StegoCheckpointTest, ServesHpCheckpoints) {
+  const std::string dir = Checkpoints();
+  ServerProcess server({"--weights=" + dir + "/hp.pth", "--threads=2"});
+  ASSERT_TRUE(server.started()) << server.Log();
+  EXPECT_THAT(server.Log(),
+              HasSubstr("--weights is HP's checkpoint: dino_vits8, "
+                        "projection to 70 channels, 5 clusters"));
+  auto client = Client(server);
+  const std::string image = primaps::testing::ReadBinary(
+      primaps::testing::DemoImagePath("coco_example.jpg"));
+  v1::FeatureRequest features;
+  features.mutable_image()->set_encoded(image);
+  *features.mutable_preprocess() = Preprocess();
+  features.set_features(v1::FEATURE_KIND_PROJECTION);
+  auto code = client->ExtractFeatures(features);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(code->model().projection(), "hp");
+  const std::vector<float> expected = Float32Values(Golden("code"));
+  ASSERT_EQ(code->data().size(), expected.size() * 4);
+  const float* got = reinterpret_cast<const float*>(code->data().data());
+  for (size_t i = 0; i < expected.size(); ++i)
+    ASSERT_NEAR(got[i], expected[i], 1e-3) << i;
+  v1::ImageRequest segment;
+  segment.mutable_image()->set_encoded(image);
+  *segment.mutable_preprocess() = Preprocess();
+  auto labels = client->Segment(segment);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  const TensorRecord truth = Golden("labels");
+  size_t same = 0;
+  for (size_t i = 0; i < truth.data.size(); ++i)
+    same += static_cast<uint8_t>(labels->labels().labels()[i]) == truth.data[i];
+  EXPECT_GE(100.0 * same / truth.data.size(), 99.0);
+}
+
 TEST(StegoCheckpointTest, ProjectionFeaturesNeedAProjection) {
   ServerProcess server({"--threads=2"});
   ASSERT_TRUE(server.started()) << server.Log();
