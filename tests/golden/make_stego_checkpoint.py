@@ -25,6 +25,7 @@ OUT_DIR receives:
                          (net_model_state_dict with model.*, cluster1.*,
                          cluster2.*, ema_model1/2.*; cluster_model_state_dict;
                          linear_model_state_dict; optimizer states None)
+  backbone.pth           the ViT alone (official names)
   stego_golden.safetensors  for IMAGE at the RESIZE centre crop (eval mode:
                          no dropout): "code" (dim x h x w, the projection's
                          output on the grid) and "labels" (the crop's
@@ -128,6 +129,8 @@ def main():
         "cluster_optimizer_state_dict": None,
         "best": 21.5,
     }, os.path.join(out, "hp.pth"))
+
+    torch.save(backbone, os.path.join(out, "backbone.pth"))
 
     vit = ViT(False, 8, 28, dim=384, depth=12, heads=6)
     vit.load_state_dict(backbone)

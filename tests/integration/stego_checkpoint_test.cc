@@ -130,6 +130,19 @@ TEST(StegoCheckpointTest, ServesTheProjectionAndTheClusterProbe) {
   EXPECT_GE(agreement, 99.0);
   std::printf("Segment agrees with STEGO's cluster predictions on %.2f%%\n",
               agreement);
+  // PriMaPs' masks come from the backbone's features: the same as a server
+  // of the ViT alone.
+  ServerProcess plain({"--backbone=dino_vits8",
+                       "--weights=" + dir + "/backbone.pth", "--threads=2"});
+  ASSERT_TRUE(plain.started()) << plain.Log();
+  v1::ImageRequest propose = segment;
+  auto masks = client->ProposeMasks(propose);
+  auto plain_masks = Client(plain)->ProposeMasks(propose);
+  ASSERT_TRUE(masks.ok()) << masks.status();
+  ASSERT_TRUE(plain_masks.ok()) << plain_masks.status();
+  EXPECT_GT(masks->mask_count(), 0u);
+  EXPECT_EQ(masks->mask_count(), plain_masks->mask_count());
+  EXPECT_EQ(masks->masks().labels(), plain_masks->masks().labels());
   // PriMaPs pseudo labels on a STEGO server: masks from the backbone
   // features, classes from the head on the code.
   auto pseudo = client->PseudoLabel(segment);
@@ -201,6 +214,23 @@ TEST(StegoCheckpointTest, BadCheckpointsAreRefusedByName) {
     EXPECT_FALSE(server.started()) << file;
     EXPECT_THAT(server.Log(), HasSubstr(message)) << file;
   }
+  // A corrupted pickle: the archive's data.pkl cut short.
+  TempDir cut;
+  const std::string rewrite = absl::StrCat(
+      "/usr/bin/python3 -c \"import zipfile, sys\n"
+      "src = zipfile.ZipFile(sys.argv[1])\n"
+      "dst = zipfile.ZipFile(sys.argv[2], 'w')\n"
+      "for i in src.infolist():\n"
+      "    data = src.read(i.filename)\n"
+      "    dst.writestr(i, data[:3000] if i.filename.endswith('data.pkl') "
+      "else data)\n"
+      "dst.close()\" ",
+      dir, "/stego.ckpt ", cut.path(), "/stego.ckpt");
+  ASSERT_EQ(std::system(rewrite.c_str()), 0) << rewrite;
+  ServerProcess corrupt({"--weights=" + cut.path() + "/stego.ckpt"});
+  EXPECT_FALSE(corrupt.started());
+  EXPECT_THAT(corrupt.Log(),
+              HasSubstr("--weights " + cut.path() + "/stego.ckpt: pickle"));
   // A head for the backbone's features is refused by a STEGO server, and
   // the server keeps serving its own.
   TempDir work;
