@@ -4,6 +4,11 @@
   vit_forward_bench.py write WEIGHTS.safetensors   # random ViT-S/8 weights
   vit_forward_bench.py time WEIGHTS.safetensors THREADS REPS
   vit_forward_bench.py pipeline WEIGHTS.safetensors THREADS REPS IMAGES_DIR PRECISION
+  vit_forward_bench.py onnx WEIGHTS.safetensors OUT.onnx HEIGHT WIDTH
+
+`onnx` exports the same model's features (patch tokens after the final
+norm, 384 x H/8 x W/8) with torch.onnx.export, opset 14, for a fixed
+1 x 3 x HEIGHT x WIDTH input (peer_bench.sh times it in ONNX Runtime).
 
 `pipeline` times the reference pipeline per image on the same weights
 (vit_serving_bench.sh): decode (Pillow), preprocess, the backbone's
@@ -35,6 +40,9 @@ def main():
     if sys.argv[1] == "write":
         save_safetensors(sys.argv[2], dict(model().state_dict()))
         return
+    if sys.argv[1] == "onnx":
+        export_onnx(load(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        return
     path, threads, reps = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
     m = load(path)
@@ -52,6 +60,22 @@ def main():
     times.sort()
     print(json.dumps({"impl": "pytorch", "threads": threads, "median_s": round(times[len(times) // 2], 4),
                       "min_s": round(times[0], 4)}))
+
+
+class Features(torch.nn.Module):
+    def __init__(self, vit):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x):
+        return self.vit.features(x)
+
+
+def export_onnx(m, out, height, width):
+    x = torch.zeros(1, 3, height, width)
+    with torch.no_grad():
+        torch.onnx.export(Features(m), (x,), out, opset_version=14,
+                          input_names=["image"], output_names=["features"])
 
 
 def load(path):

@@ -166,6 +166,17 @@ absl::StatusOr<VitBackboneOptions> VitOptions(const v1::ServerConfig& c,
   return options;
 }
 
+// A whole model's file names its backbone: --backbone may be left out, and
+// must agree when given.
+absl::Status CheckNamedBackbone(const v1::ServerConfig& c,
+                                const std::string& held) {
+  if (c.backbone() == server_defaults::kBackbone || c.backbone() == held)
+    return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--backbone=", c.backbone(), " but --weights ", c.weights(),
+                   " holds ", held, "; leave --backbone out to serve it"));
+}
+
 // --weights as the reference's checkpoint: the backbone it names (refused
 // when --backbone names another) and its heads.
 absl::StatusOr<LoadedModel> LoadReferenceModel(const v1::ServerConfig& c,
@@ -175,12 +186,7 @@ absl::StatusOr<LoadedModel> LoadReferenceModel(const v1::ServerConfig& c,
     return absl::InvalidArgumentError(absl::StrCat(
         "--weights ", c.weights(), ": ", model.status().message()));
   }
-  if (c.backbone() != server_defaults::kBackbone &&
-      c.backbone() != model->config.name) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--backbone=", c.backbone(), " but --weights ", c.weights(), " holds ",
-        model->config.name, "; leave --backbone out to serve it"));
-  }
+  RETURN_IF_ERROR(CheckNamedBackbone(c, model->config.name));
   ASSIGN_OR_RETURN(VitBackboneOptions options, VitOptions(c, model->config));
   // Without --dino_block the heads read the block they were trained on.
   if (c.dino_block() == 0) options.block = model->block;
@@ -207,12 +213,7 @@ absl::StatusOr<LoadedModel> LoadStegoModel(const v1::ServerConfig& c,
     return absl::InvalidArgumentError(absl::StrCat(
         "--weights ", c.weights(), ": ", model.status().message()));
   }
-  if (c.backbone() != server_defaults::kBackbone &&
-      c.backbone() != model->config.name) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--backbone=", c.backbone(), " but --weights ", c.weights(), " holds ",
-        model->config.name, "; leave --backbone out to serve it"));
-  }
+  RETURN_IF_ERROR(CheckNamedBackbone(c, model->config.name));
   ASSIGN_OR_RETURN(const VitBackboneOptions options,
                    VitOptions(c, model->config));
   SetTorchThreads(c.threads());

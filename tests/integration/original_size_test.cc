@@ -14,12 +14,14 @@
 #include "engine/backbone/builtin_backbone.h"
 #include "engine/segmentation_head.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/test_client.h"
 #include "tests/unit/test_heads.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {
 namespace {
 
+using ::primaps::testing::Client;
 using ::primaps::testing::ServerProcess;
 using ::primaps::testing::TempDir;
 using ::testing::HasSubstr;
@@ -49,14 +51,6 @@ std::string Scene(int width, int height, const std::string& ext = ".png") {
 
 std::string HeadBytes(int classes) {
   return primaps::testing::RandomBuiltinHeadBytes(classes, 4.f, 11);
-}
-
-std::unique_ptr<PrimapsClient> Client(const ServerProcess& server) {
-  ClientOptions options;
-  options.target = server.address();
-  options.retries = 0;
-  options.deadline = absl::Seconds(120);
-  return *PrimapsClient::Create(options);
 }
 
 v1::ImageRequest Request(const std::string& bytes, v1::OutputSize size) {

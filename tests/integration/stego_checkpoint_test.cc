@@ -19,11 +19,13 @@
 #include "engine/image/label_image.h"
 #include "engine/segmentation_head.h"
 #include "tests/integration/server_process.h"
+#include "tests/integration/test_client.h"
 #include "tests/unit/test_images.h"
 
 namespace primaps {
 namespace {
 
+using ::primaps::testing::Client;
 using ::primaps::testing::ServerProcess;
 using ::primaps::testing::TempDir;
 using ::testing::HasSubstr;
@@ -46,14 +48,6 @@ const std::string& Checkpoints() {
   return dir.path();
 }
 
-std::unique_ptr<PrimapsClient> Client(const ServerProcess& server) {
-  ClientOptions options;
-  options.target = server.address();
-  options.retries = 0;
-  options.deadline = absl::Seconds(120);
-  return *PrimapsClient::Create(options);
-}
-
 v1::Preprocess Preprocess() {
   v1::Preprocess p;
   p.set_resize(kResize);
@@ -70,6 +64,66 @@ TensorRecord Golden(const std::string& name) {
   return file->tensors.at(name);
 }
 
+// The demo photo's request pieces, at the golden's crop and filter.
+std::string Photo() {
+  return primaps::testing::ReadBinary(
+      primaps::testing::DemoImagePath("coco_example.jpg"));
+}
+
+// The largest |difference| between a PROJECTION answer and PyTorch's code,
+// or infinity when the sizes differ.
+double MaxCodeDifference(const v1::FeatureResponse& code) {
+  const std::vector<float> expected = Float32Values(Golden("code"));
+  if (code.data().size() != expected.size() * 4) return INFINITY;
+  const float* got = reinterpret_cast<const float*>(code.data().data());
+  double worst = 0;
+  for (size_t i = 0; i < expected.size(); ++i)
+    worst =
+        std::max(worst, static_cast<double>(std::abs(got[i] - expected[i])));
+  return worst;
+}
+
+// Percent of pixels where Segment's labels are STEGO's cluster predictions.
+double AgreementWithStego(const v1::Segmentation& labels) {
+  const TensorRecord truth = Golden("labels");
+  const std::string& ours = labels.labels().labels();
+  if (ours.size() != truth.data.size()) return 0;
+  size_t same = 0;
+  for (size_t i = 0; i < ours.size(); ++i)
+    same += static_cast<uint8_t>(ours[i]) == truth.data[i];
+  return 100.0 * same / ours.size();
+}
+
+// The code and Segment's labels of the demo photo from `client`.
+void ExpectCodeAndPredictionsOfStego(PrimapsClient* client,
+                                     const std::string& projection) {
+  v1::FeatureRequest features;
+  features.mutable_image()->set_encoded(Photo());
+  *features.mutable_preprocess() = Preprocess();
+  features.set_features(v1::FEATURE_KIND_PROJECTION);
+  auto code = client->ExtractFeatures(features);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(code->features(), v1::FEATURE_KIND_PROJECTION);
+  EXPECT_EQ(code->dim(), 70u);
+  EXPECT_EQ(code->model().projection(), projection);
+  const double worst = MaxCodeDifference(*code);
+  EXPECT_LT(worst, 1e-3);
+  v1::ImageRequest segment;
+  segment.mutable_image()->set_encoded(Photo());
+  *segment.mutable_preprocess() = Preprocess();
+  auto labels = client->Segment(segment);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  // STEGO's cosine predictions on at least 99% of the pixels (ours upsample
+  // the head's scores, STEGO the code; the argmax differs only where two
+  // clusters nearly tie).
+  const double agreement = AgreementWithStego(*labels);
+  EXPECT_GE(agreement, 99.0);
+  std::printf(
+      "%s: code within %.2g of PyTorch; Segment agrees with the cluster "
+      "predictions on %.2f%%\n",
+      projection.c_str(), worst, agreement);
+}
+
 TEST(StegoCheckpointTest, ServesTheProjectionAndTheClusterProbe) {
   const std::string dir = Checkpoints();
   ServerProcess server({"--weights=" + dir + "/stego.ckpt", "--threads=2"});
@@ -78,28 +132,10 @@ TEST(StegoCheckpointTest, ServesTheProjectionAndTheClusterProbe) {
               HasSubstr("--weights is STEGO's checkpoint: dino_vits8, "
                         "projection to 70 channels, 5 clusters"));
   auto client = Client(server);
-  const std::string image = primaps::testing::ReadBinary(
-      primaps::testing::DemoImagePath("coco_example.jpg"));
-
-  // The code, as PyTorch computes it, within 1e-3.
+  ExpectCodeAndPredictionsOfStego(client.get(), "stego");
   v1::FeatureRequest features;
-  features.mutable_image()->set_encoded(image);
+  features.mutable_image()->set_encoded(Photo());
   *features.mutable_preprocess() = Preprocess();
-  features.set_features(v1::FEATURE_KIND_PROJECTION);
-  auto code = client->ExtractFeatures(features);
-  ASSERT_TRUE(code.ok()) << code.status();
-  EXPECT_EQ(code->features(), v1::FEATURE_KIND_PROJECTION);
-  ASSERT_EQ(code->dim(), 70u);
-  const std::vector<float> expected = Float32Values(Golden("code"));
-  ASSERT_EQ(code->data().size(), expected.size() * 4);
-  const float* got = reinterpret_cast<const float*>(code->data().data());
-  double worst = 0;
-  for (size_t i = 0; i < expected.size(); ++i)
-    worst =
-        std::max(worst, static_cast<double>(std::abs(got[i] - expected[i])));
-  EXPECT_LT(worst, 1e-3);
-  std::printf("projection: max |ours - PyTorch| = %.2g over %zu values\n",
-              worst, expected.size());
   // The backbone's features are still there (PriMaPs reads them).
   features.set_features(v1::FEATURE_KIND_BACKBONE);
   auto backbone = client->ExtractFeatures(features);
@@ -110,26 +146,9 @@ TEST(StegoCheckpointTest, ServesTheProjectionAndTheClusterProbe) {
   EXPECT_EQ(backbone->model().projection_source(), dir + "/stego.ckpt");
   EXPECT_EQ(backbone->model().projection_digest().size(), 64u);
 
-  // Segment on the unmodified checkpoint: STEGO's cosine predictions on at
-  // least 99% of the pixels (ours upsample the head's scores, STEGO the
-  // code; the argmax differs only where two clusters nearly tie).
   v1::ImageRequest segment;
-  segment.mutable_image()->set_encoded(image);
+  segment.mutable_image()->set_encoded(Photo());
   *segment.mutable_preprocess() = Preprocess();
-  auto labels = client->Segment(segment);
-  ASSERT_TRUE(labels.ok()) << labels.status();
-  const TensorRecord truth = Golden("labels");
-  const std::string& ours = labels->labels().labels();
-  ASSERT_EQ(ours.size(), truth.data.size())
-      << "labels are " << labels->labels().width() << "x"
-      << labels->labels().height();
-  size_t same = 0;
-  for (size_t i = 0; i < ours.size(); ++i)
-    same += static_cast<uint8_t>(ours[i]) == truth.data[i];
-  const double agreement = 100.0 * same / ours.size();
-  EXPECT_GE(agreement, 99.0);
-  std::printf("Segment agrees with STEGO's cluster predictions on %.2f%%\n",
-              agreement);
   // PriMaPs' masks come from the backbone's features: the same as a server
   // of the ViT alone.
   ServerProcess plain({"--backbone=dino_vits8",
@@ -158,39 +177,14 @@ TEST(StegoCheckpointTest, ServesHpCheckpoints) {
   EXPECT_THAT(server.Log(),
               HasSubstr("--weights is HP's checkpoint: dino_vits8, "
                         "projection to 70 channels, 5 clusters"));
-  auto client = Client(server);
-  const std::string image = primaps::testing::ReadBinary(
-      primaps::testing::DemoImagePath("coco_example.jpg"));
-  v1::FeatureRequest features;
-  features.mutable_image()->set_encoded(image);
-  *features.mutable_preprocess() = Preprocess();
-  features.set_features(v1::FEATURE_KIND_PROJECTION);
-  auto code = client->ExtractFeatures(features);
-  ASSERT_TRUE(code.ok()) << code.status();
-  EXPECT_EQ(code->model().projection(), "hp");
-  const std::vector<float> expected = Float32Values(Golden("code"));
-  ASSERT_EQ(code->data().size(), expected.size() * 4);
-  const float* got = reinterpret_cast<const float*>(code->data().data());
-  for (size_t i = 0; i < expected.size(); ++i)
-    ASSERT_NEAR(got[i], expected[i], 1e-3) << i;
-  v1::ImageRequest segment;
-  segment.mutable_image()->set_encoded(image);
-  *segment.mutable_preprocess() = Preprocess();
-  auto labels = client->Segment(segment);
-  ASSERT_TRUE(labels.ok()) << labels.status();
-  const TensorRecord truth = Golden("labels");
-  size_t same = 0;
-  for (size_t i = 0; i < truth.data.size(); ++i)
-    same += static_cast<uint8_t>(labels->labels().labels()[i]) == truth.data[i];
-  EXPECT_GE(100.0 * same / truth.data.size(), 99.0);
+  ExpectCodeAndPredictionsOfStego(Client(server).get(), "hp");
 }
 
 TEST(StegoCheckpointTest, ProjectionFeaturesNeedAProjection) {
   ServerProcess server({"--threads=2"});
   ASSERT_TRUE(server.started()) << server.Log();
   v1::FeatureRequest features;
-  features.mutable_image()->set_encoded(primaps::testing::ReadBinary(
-      primaps::testing::DemoImagePath("coco_example.jpg")));
+  features.mutable_image()->set_encoded(Photo());
   features.set_features(v1::FEATURE_KIND_PROJECTION);
   auto code = Client(server)->ExtractFeatures(features);
   EXPECT_EQ(code.status().code(), absl::StatusCode::kFailedPrecondition);
