@@ -74,6 +74,14 @@ class Features(torch.nn.Module):
 def export_onnx(m, out, height, width):
     x = torch.zeros(1, 3, height, width)
     with torch.no_grad():
+        # The input size is fixed: the interpolated position embeddings are a
+        # constant of the graph (the tracer cannot export DINO's bicubic
+        # interpolation by scale factor).
+        n = (height // m.patch) * (width // m.patch)
+        # prepare_tokens passes (height, width), as DINO names them (w, h).
+        pos = m.interpolate_pos_encoding(torch.zeros(1, n + 1, m.pos_embed.shape[-1]),
+                                         height, width).clone()
+        m.interpolate_pos_encoding = lambda x, w, h: pos
         torch.onnx.export(Features(m), (x,), out, opset_version=14,
                           input_names=["image"], output_names=["features"])
 
