@@ -5,13 +5,16 @@
 //   primaps_vit_bench --weights=W.safetensors --arch=dino_vits8 --size=320
 //                     [--height=H --width=W] --threads=2 --reps=5
 //                     --chunks=0,256 [--precision=fp32|bf16]
-//                     [--features_out=F.bin]
+//                     [--features_out=F.bin] [--profile=TRACE.json]
 //
 // Each JSON line names the precision and the input size. --features_out
 // writes the last configuration's features (float32, D x h x w) for
-// peer_bench.sh to compare with ONNX Runtime's.
+// peer_bench.sh to compare with ONNX Runtime's. --profile writes one more
+// forward's ops as a Chrome trace (LibTorch's profiler), which
+// vit_profile.sh sums per op.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <algorithm>
 #include <chrono>
@@ -71,6 +74,7 @@ int main(int argc, char** argv) {
                          &width);
   const std::string precision = Flag(argc, argv, "precision", "fp32");
   const std::string features_out = Flag(argc, argv, "features_out", "");
+  const std::string profile = Flag(argc, argv, "profile", "");
   (void)absl::SimpleAtoi(Flag(argc, argv, "threads", "2"), &threads);
   (void)absl::SimpleAtoi(Flag(argc, argv, "reps", "5"), &reps);
   primaps::SetTorchThreads(threads);
@@ -117,6 +121,10 @@ int main(int argc, char** argv) {
                     (*features)[0].data.size(), f);
         std::fclose(f);
       }
+    }
+    if (!profile.empty()) {
+      torch::autograd::profiler::RecordProfile trace(profile);
+      if (!(*backbone)->Extract({&image}).ok()) return 1;
     }
     std::sort(times.begin(), times.end());
     std::printf(
