@@ -66,7 +66,8 @@ struct PriMaPsResult {
   absl::Duration labels_time;
 };
 
-// Checks features and options: finite values, grid of at least 2x2.
+// Checks features: at least one channel on a grid of at least 2x2, as many
+// values as that, all finite. (ProposeSoftMasks checks the options too.)
 absl::Status ValidateFeatures(const FeatureMap& features);
 
 // Steps 1-2: the soft masks, one per iteration that found a similarity.

@@ -434,8 +434,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpApi(
         });
         AddMetricsRoute(http, [metrics] { return metrics->Render(); });
         AddWebPage(http);
-        // Paths and methods that match nothing answer JSON, like every
-        // other error.
         // Paths and methods that match nothing, and bodies httplib refuses
         // itself, answer the same JSON error as everything else.
         http.set_error_handler([max = options.max_body_bytes](

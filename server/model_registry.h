@@ -69,7 +69,9 @@ class ModelRegistry {
 
   explicit ModelRegistry(Options options);
 
-  // The snapshot to use for one request. Lock-free; safe from any thread.
+  // The snapshot to use for one request; safe from any thread. Readers never
+  // wait for a writer's validation: std::atomic_load of a shared_ptr takes
+  // only a short internal lock in libstdc++ (not lock-free), for the copy.
   std::shared_ptr<const ModelSnapshot> Current() const;
 
   // Validates `bytes` as a head checkpoint and publishes it. On error the
