@@ -49,7 +49,7 @@ DynamicBatcher::~DynamicBatcher() {
   thread_.join();
 }
 
-absl::Status DynamicBatcher::Submit(Work work) {
+absl::Status DynamicBatcher::Submit(std::unique_ptr<Work>& work) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the server is shutting down");
@@ -59,7 +59,8 @@ absl::Status DynamicBatcher::Submit(Work work) {
                        " images waiting for the backbone (limit ",
                        options_.max_queue, "); retry with backoff"));
     }
-    queue_.push_back({std::move(work), absl::Now()});
+    queue_.push_back({std::move(*work), absl::Now()});
+    work.reset();
   }
   changed_.notify_all();
   return absl::OkStatus();

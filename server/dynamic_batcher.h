@@ -60,9 +60,10 @@ class DynamicBatcher {
   DynamicBatcher(const DynamicBatcher&) = delete;
   DynamicBatcher& operator=(const DynamicBatcher&) = delete;
 
-  // On OK the batcher owns `work` and will call work.done. On error (queue
-  // full) work.done is not called and the caller still owns the request.
-  absl::Status Submit(Work work);
+  // On OK the batcher takes `work` (it becomes null) and will call its
+  // done. On error (queue full, shutting down) `work` is left as it was,
+  // done not called: the caller still owns it and answers it.
+  absl::Status Submit(std::unique_ptr<Work>& work);
 
   int queue_depth() const;
 

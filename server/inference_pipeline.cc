@@ -477,11 +477,11 @@ void InferencePipeline::Run(
       return;
     }
     std::shared_ptr<Prepared> p = *std::move(prepared);
-    DynamicBatcher::Work work;
-    work.image = p->image;
-    work.deadline = request.deadline;
-    work.is_cancelled = request.is_cancelled;
-    work.done = [this, p, shared_done](absl::StatusOr<FeatureMap> features) {
+    auto work = std::make_unique<DynamicBatcher::Work>();
+    work->image = p->image;
+    work->deadline = request.deadline;
+    work->is_cancelled = request.is_cancelled;
+    work->done = [this, p, shared_done](absl::StatusOr<FeatureMap> features) {
       if (!features.ok()) {
         p->large_slot.reset();
         (*shared_done)(features.status());
@@ -500,11 +500,9 @@ void InferencePipeline::Run(
             if (large) ReleaseFreedMemory();
           });
     };
-    const absl::Status submitted = batcher_->Submit(std::move(work));
-    if (!submitted.ok()) {
-      p->large_slot.reset();
-      (*shared_done)(submitted);
-    }
+    const absl::Status submitted = batcher_->Submit(work);
+    // Refused: the work is still ours, and its done answers the caller.
+    if (!submitted.ok()) work->done(submitted);
   });
 }
 

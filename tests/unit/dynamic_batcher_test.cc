@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -70,13 +71,13 @@ TEST(DynamicBatcherTest, BatchesUpToMaxAndResultsMatchSingleCalls) {
     for (int i = 0; i < 10; ++i) {
       // Two sizes, interleaved: batches must not mix them.
       images.push_back(Image(i % 2 ? 32 : 40, 48, 0.1f * i));
-      DynamicBatcher::Work work;
-      work.image = images.back();
-      work.done = [&results, &done, i](absl::StatusOr<FeatureMap> f) {
+      auto work = std::make_unique<DynamicBatcher::Work>();
+      work->image = images.back();
+      work->done = [&results, &done, i](absl::StatusOr<FeatureMap> f) {
         results[i] = std::move(f);
         done.CountDown();
       };
-      ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
+      ASSERT_TRUE(batcher.Submit(work).ok());
     }
     done.Wait();
   }
@@ -105,16 +106,16 @@ TEST(DynamicBatcherTest, FullQueueIsRefusedQuickly) {
   Latch done(3);
   DynamicBatcher batcher(options, backbone.get());
   auto submit = [&](bool block) {
-    DynamicBatcher::Work work;
-    work.image = Image(16, 16, 0.5f);
-    work.done = [&, block](absl::StatusOr<FeatureMap>) {
+    auto work = std::make_unique<DynamicBatcher::Work>();
+    work->image = Image(16, 16, 0.5f);
+    work->done = [&, block](absl::StatusOr<FeatureMap>) {
       if (block) {
         first_running.CountDown();
         release.Wait();  // holds the batcher thread
       }
       done.CountDown();
     };
-    return batcher.Submit(std::move(work));
+    return batcher.Submit(work);
   };
   ASSERT_TRUE(submit(true).ok());
   first_running.Wait();
@@ -134,22 +135,22 @@ TEST(DynamicBatcherTest, ExpiredAndCancelledWorkIsNotComputed) {
   DynamicBatcher batcher({}, backbone.get(), recorder.observer());
   Latch done(2);
   absl::Status expired, cancelled;
-  DynamicBatcher::Work late;
-  late.image = Image(16, 16, 0.f);
-  late.deadline = absl::Now() - absl::Seconds(1);
-  late.done = [&](absl::StatusOr<FeatureMap> f) {
+  auto late = std::make_unique<DynamicBatcher::Work>();
+  late->image = Image(16, 16, 0.f);
+  late->deadline = absl::Now() - absl::Seconds(1);
+  late->done = [&](absl::StatusOr<FeatureMap> f) {
     expired = f.status();
     done.CountDown();
   };
-  DynamicBatcher::Work gone;
-  gone.image = Image(16, 16, 0.f);
-  gone.is_cancelled = [] { return true; };
-  gone.done = [&](absl::StatusOr<FeatureMap> f) {
+  auto gone = std::make_unique<DynamicBatcher::Work>();
+  gone->image = Image(16, 16, 0.f);
+  gone->is_cancelled = [] { return true; };
+  gone->done = [&](absl::StatusOr<FeatureMap> f) {
     cancelled = f.status();
     done.CountDown();
   };
-  ASSERT_TRUE(batcher.Submit(std::move(late)).ok());
-  ASSERT_TRUE(batcher.Submit(std::move(gone)).ok());
+  ASSERT_TRUE(batcher.Submit(late).ok());
+  ASSERT_TRUE(batcher.Submit(gone).ok());
   done.Wait();
   EXPECT_EQ(expired.code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(cancelled.code(), absl::StatusCode::kCancelled);
@@ -162,13 +163,13 @@ TEST(DynamicBatcherTest, BackboneErrorsReachEveryCaller) {
   DynamicBatcher batcher({}, backbone.get());
   Latch done(1);
   absl::Status status;
-  DynamicBatcher::Work work;
-  work.image = Image(4, 4, 0.f);  // smaller than one patch
-  work.done = [&](absl::StatusOr<FeatureMap> f) {
+  auto work = std::make_unique<DynamicBatcher::Work>();
+  work->image = Image(4, 4, 0.f);  // smaller than one patch
+  work->done = [&](absl::StatusOr<FeatureMap> f) {
     status = f.status();
     done.CountDown();
   };
-  ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
+  ASSERT_TRUE(batcher.Submit(work).ok());
   done.Wait();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
 }
@@ -183,10 +184,10 @@ TEST(DynamicBatcherTest, DestructorFinishesQueuedWork) {
     options.max_batch = 64;
     DynamicBatcher batcher(options, backbone.get());
     for (int i = 0; i < 5; ++i) {
-      DynamicBatcher::Work work;
-      work.image = Image(16, 16, 0.f);
-      work.done = [&](absl::StatusOr<FeatureMap> f) { finished += f.ok(); };
-      ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
+      auto work = std::make_unique<DynamicBatcher::Work>();
+      work->image = Image(16, 16, 0.f);
+      work->done = [&](absl::StatusOr<FeatureMap> f) { finished += f.ok(); };
+      ASSERT_TRUE(batcher.Submit(work).ok());
     }
   }
   EXPECT_EQ(finished, 5);
@@ -224,13 +225,13 @@ TEST(DynamicBatcherTest, ExceptionsFromTheBackboneBecomeErrors) {
   for (int i = 0; i < 3; ++i) {
     Latch done(1);
     absl::StatusOr<FeatureMap> result = absl::UnknownError("not called");
-    DynamicBatcher::Work work;
-    work.image = Image(32, 32, 0.5f);
-    work.done = [&](absl::StatusOr<FeatureMap> f) {
+    auto work = std::make_unique<DynamicBatcher::Work>();
+    work->image = Image(32, 32, 0.5f);
+    work->done = [&](absl::StatusOr<FeatureMap> f) {
       result = std::move(f);
       done.CountDown();
     };
-    ASSERT_TRUE(batcher.Submit(std::move(work)).ok());
+    ASSERT_TRUE(batcher.Submit(work).ok());
     done.Wait();
     results.push_back(std::move(result));
   }
