@@ -6,7 +6,8 @@
 // and the table counts those that needed more than each cap. Prints a
 // markdown table.
 //
-//   build/bench/primaps_mask_cap_bench [--scenes=N]   (from the repository root)
+//   build/bench/primaps_mask_cap_bench [--scenes=N]   (from the repository
+//   root)
 #include <algorithm>
 #include <array>
 #include <cstdio>

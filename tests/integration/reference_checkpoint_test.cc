@@ -169,11 +169,7 @@ TEST(ReferenceCheckpointTest, AdminLoadTakesTheHeadsOfAReferenceCheckpoint) {
                         "--admin_token_file=" + token,
                         "--checkpoint_dir=" + checkpoints, "--threads=2"});
   ASSERT_TRUE(server.started()) << server.Log();
-  ClientOptions options;
-  options.target = server.address();
-  options.admin_token = "reference-token";
-  options.retries = 0;
-  auto client = *PrimapsClient::Create(options);
+  auto client = Client(server, "reference-token");
   v1::LoadCheckpointRequest stego;
   stego.set_path("stego.ckpt");
   auto refused = client->LoadCheckpoint(stego);
@@ -215,11 +211,7 @@ TEST(ReferenceCheckpointTest, HeadsOfAnotherDinoBlockAreRefused) {
                         "--weights=" + dir + "/backbone.pth", "--dino_block=2",
                         "--admin_token_file=" + token, "--threads=2"});
   ASSERT_TRUE(block2.started()) << block2.Log();
-  ClientOptions options;
-  options.target = block2.address();
-  options.admin_token = "reference-token";
-  options.retries = 0;
-  auto client = *PrimapsClient::Create(options);
+  auto client = Client(block2, "reference-token");
   v1::LoadCheckpointRequest load;
   load.set_data(primaps::testing::ReadText(dir + "/head.safetensors"));
   // head.safetensors names no block: taken.

@@ -232,11 +232,7 @@ TEST(StegoCheckpointTest, BadCheckpointsAreRefusedByName) {
   ServerProcess server({"--weights=" + dir + "/stego.ckpt", "--threads=2",
                         "--admin_token_file=" + token});
   ASSERT_TRUE(server.started()) << server.Log();
-  ClientOptions options;
-  options.target = server.address();
-  options.admin_token = "stego-token";
-  options.retries = 0;
-  auto client = *PrimapsClient::Create(options);
+  auto client = Client(server, "stego-token");
   auto served = client->GetCheckpoint();
   ASSERT_TRUE(served.ok()) << served.status();
   v1::LoadCheckpointRequest load;
